@@ -1,0 +1,147 @@
+"""The hook engine: the only place in actlab that touches torch hooks.
+
+Hooks exist only inside context managers and are removed in ``finally``. Each handler sees a site's tensor in
+its canonical view (``[batch, pos, ...]``; per-head sites as ``[batch, pos, head, d_head]``) and may return a
+replacement. A root pre-hook tracks token positions so handlers know where they are, also during ``generate()``.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import torch
+
+from actlab.core.positions import PassInfo, pass_info
+if TYPE_CHECKING:
+    from actlab.models.sites import SiteMap, SiteSpec
+
+
+class StopForward(Exception):
+    """Raised by a recording hook once every requested site is captured (early exit of the forward pass)."""
+
+
+@dataclass
+class Ctx:
+    """What a handler knows about the call: the site name, the pass info (None for non-sequence inputs)."""
+
+    site: str
+    info: PassInfo | None
+    module: torch.nn.Module
+
+    @property
+    def step(self) -> int:
+        return 0 if self.info is None else self.info.step
+
+
+Handler = Callable[[torch.Tensor, Ctx], "torch.Tensor | None"]
+
+
+class HookEngine:
+    """Installs handlers on sites of one model; tracks the positions of the current forward call."""
+
+    def __init__(self, module: torch.nn.Module, sitemap: SiteMap):
+        self.module = module
+        self.sitemap = sitemap
+        self.info: PassInfo | None = None
+        self._calls = 0
+        self._root_users = 0
+        self._root_handle = None
+        self._modules = dict(module.named_modules())
+
+    # -- root tracking -------------------------------------------------------------------------------
+    def _root_pre(self, mod, args, kwargs):
+        self.info = pass_info(args, kwargs, self._calls)
+        self._calls += 1
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator[None]:
+        """Track positions of root forward calls; nested uses share one hook and one step counter."""
+        if self._root_users == 0:
+            self._calls = 0
+            self.info = None
+            self._root_handle = self.module.register_forward_pre_hook(self._root_pre, with_kwargs=True)
+        self._root_users += 1
+        try:
+            yield
+        finally:
+            self._root_users -= 1
+            if self._root_users == 0:
+                self._root_handle.remove()
+                self._root_handle = None
+                self.info = None
+
+    # -- site views --------------------------------------------------------------------------------------
+    def _view(self, spec: SiteSpec, t: torch.Tensor) -> torch.Tensor:
+        if spec.flat_tokens and self.info is not None and t.dim() == 2 and t.shape[0] == self.info.batch * self.info.seq:
+            t = t.view(self.info.batch, self.info.seq, t.shape[-1])
+        if spec.heads:
+            t = t.view(*t.shape[:-1], spec.heads, t.shape[-1] // spec.heads)
+        return t
+
+    @staticmethod
+    def _unview(spec: SiteSpec, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        if new.shape != old.shape:
+            new = new.reshape(old.shape)
+        return new
+
+    def add(self, site: str, handler: Handler) -> torch.utils.hooks.RemovableHandle:
+        """Register ``handler`` on a site; returns a handle (the caller removes it)."""
+        spec = self.sitemap.resolve(site)
+        mod = self._modules.get(spec.module)
+        if mod is None:
+            raise KeyError(f"site {site!r} points at module {spec.module!r}, which this model does not have")
+        engine = self
+
+        if spec.io == "in":
+            def pre(m, args, kwargs):
+                if args:
+                    raw, where = args[0], 0
+                else:
+                    key = "hidden_states" if "hidden_states" in kwargs else next(
+                        k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
+                    raw, where = kwargs[key], key
+                view = engine._view(spec, raw)
+                new = handler(view, Ctx(site, engine.info, m))
+                if new is None or new is view:
+                    return None
+                new = engine._unview(spec, new, raw)
+                if where == 0:
+                    return (new, *args[1:]), kwargs
+                kwargs = dict(kwargs)
+                kwargs[where] = new
+                return args, kwargs
+
+            return mod.register_forward_pre_hook(pre, with_kwargs=True)
+
+        def post(m, args, output):
+            raw = output[0] if isinstance(output, tuple) else output
+            if not isinstance(raw, torch.Tensor):
+                raw = getattr(output, "last_hidden_state", None)
+                if raw is None:
+                    raise TypeError(f"site {site!r}: module output {type(output).__name__} holds no tensor")
+            view = engine._view(spec, raw)
+            new = handler(view, Ctx(site, engine.info, m))
+            if new is None or new is view:
+                return None
+            new = engine._unview(spec, new, raw)
+            if isinstance(output, tuple):
+                if spec.rebuild is not None:
+                    return spec.rebuild(m, new, output)
+                return (new, *output[1:])
+            return new
+
+        return mod.register_forward_hook(post)
+
+    @contextlib.contextmanager
+    def hooks(self, pairs: list[tuple[str, Handler]]) -> Iterator[None]:
+        """Install (site, handler) pairs in order for the duration of the block; always removed."""
+        handles = []
+        with self.tracking():
+            try:
+                for site, h in pairs:
+                    handles.append(self.add(site, h))
+                yield
+            finally:
+                for h in handles:
+                    h.remove()

@@ -1,0 +1,218 @@
+"""Interventions: small composable edits of a site's activation, ``__call__(act, ctx) -> act``.
+
+Each applies only at its selected positions (``all``, ``last``, int, slice, list, bool mask) and never touches
+weights. Every built-in op serializes to JSON + safetensors (see ``serialize.py``) so an edit can be replayed.
+Families add ops with ``@register_op``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+
+from actlab.core.hooks import Ctx
+from actlab.core.positions import Positions, select_mask
+
+OPS: dict[str, type["Intervention"]] = {}
+
+
+def register_op(cls):
+    """Class decorator: make an Intervention subclass serializable under its ``op`` name."""
+    OPS[cls.op] = cls
+    return cls
+
+
+def check_tensor(owner: str, t: torch.Tensor, act: torch.Tensor, ctx: Ctx, *, full: bool = False) -> torch.Tensor:
+    """Validate a parameter tensor against the activation it edits; cast it to the activation's dtype/device.
+
+    ``full=False``: ``t`` must broadcast over the per-token dims (``act.shape[2:]`` for sequences).
+    ``full=True``: ``t`` may also cover the whole activation.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{owner} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{owner} has dtype {t.dtype}; expected a floating dtype (the activation at "
+                        f"{ctx.site!r} is {act.dtype})")
+    feat = tuple(act.shape[2:]) if ctx.info is not None else tuple(act.shape[1:])
+    ok = tuple(t.shape) == feat or (t.dim() <= len(feat) and _broadcasts(t.shape, feat))
+    if full and not ok:
+        ok = _broadcasts(t.shape, tuple(act.shape))
+    if not ok:
+        raise ValueError(f"{owner} has shape {tuple(t.shape)}; expected {feat} (the per-token shape of site "
+                         f"{ctx.site!r}, activation shape {list(act.shape)})" + (" or the full shape" if full else ""))
+    if t.dtype != act.dtype or t.device != act.device:
+        t = t.to(device=act.device, dtype=act.dtype)
+    return t
+
+
+def _broadcasts(a: tuple, b: tuple) -> bool:
+    if len(a) > len(b):
+        return False
+    return all(x == 1 or x == y for x, y in zip(reversed(a), reversed(b)))
+
+
+@dataclass
+class Intervention:
+    """Base class: subclasses implement ``edit(act, ctx)`` on the whole tensor; ``positions`` restricts it."""
+
+    op: ClassVar[str] = "custom"
+    positions: Positions = field(default="all", kw_only=True)
+
+    def edit(self, act: torch.Tensor, ctx: Ctx) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, act: torch.Tensor, ctx: Ctx) -> torch.Tensor:
+        mask = select_mask(self.positions, ctx.info, f"{type(self).__name__}.positions")
+        new = self.edit(act, ctx)
+        if mask is None or new is act:
+            return new
+        return torch.where(mask.view(*mask.shape, *([1] * (act.dim() - 2))), new, act)
+
+    # serialization: JSON params + named tensors
+    def params(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """(JSON-able params, tensors); the default covers dataclass fields of simple types and tensors."""
+        js, ts = {}, {}
+        for f in fields(self):
+            if f.name == "positions":
+                continue
+            k, v = f.name, getattr(self, f.name)
+            if isinstance(v, torch.Tensor):
+                ts[k] = v
+            else:
+                js[k] = v
+        return js, ts
+
+
+@register_op
+@dataclass
+class Add(Intervention):
+    """act + alpha * vector (activation addition / steering)."""
+
+    op: ClassVar[str] = "add"
+    vector: torch.Tensor
+    alpha: float = 1.0
+
+    def edit(self, act, ctx):
+        if self.alpha == 0:
+            return act
+        v = check_tensor("Add.vector", self.vector, act, ctx)
+        return act + self.alpha * v
+
+
+@register_op
+@dataclass
+class Ablate(Intervention):
+    """Project out one direction ``[d]`` or a subspace ``[k, d]`` (orthonormalised): act - (act Q^T) Q."""
+
+    op: ClassVar[str] = "ablate"
+    direction: torch.Tensor
+
+    def edit(self, act, ctx):
+        d = self.direction
+        if d.dim() == 1:
+            d = d[None]
+        if not d.is_floating_point():
+            raise TypeError(f"Ablate.direction has dtype {d.dtype}; expected a floating dtype")
+        if d.shape[-1] != act.shape[-1]:
+            raise ValueError(f"Ablate.direction has shape {tuple(self.direction.shape)}; expected [{act.shape[-1]}] "
+                             f"or [k, {act.shape[-1]}] (last dim of site {ctx.site!r}, shape {list(act.shape)})")
+        q = torch.linalg.qr(d.double().T).Q.T.to(device=act.device, dtype=act.dtype)  # [k, d] orthonormal rows
+        return act - (act @ q.T) @ q
+
+
+@register_op
+@dataclass
+class Replace(Intervention):
+    """Replace the activation by ``value`` (per-token shape, or the full activation shape)."""
+
+    op: ClassVar[str] = "replace"
+    value: torch.Tensor
+
+    def edit(self, act, ctx):
+        v = check_tensor("Replace.value", self.value, act, ctx, full=True)
+        return v.expand_as(act)
+
+
+@register_op
+@dataclass
+class Clamp(Intervention):
+    """Set channel(s) ``index`` of the last dim (or of dim 2 for per-head sites when ``dim=2``) to ``value``."""
+
+    op: ClassVar[str] = "clamp"
+    index: int | list[int]
+    value: float = 0.0
+    dim: int = -1
+
+    def edit(self, act, ctx):
+        n = act.shape[self.dim]
+        idx = [self.index] if isinstance(self.index, int) else list(self.index)
+        if any(not -n <= i < n for i in idx):
+            raise IndexError(f"Clamp.index {self.index} out of range for dim {self.dim} of size {n} at {ctx.site!r}")
+        out = act.clone()
+        sl = [slice(None)] * act.dim()
+        sl[self.dim] = torch.as_tensor(idx, device=act.device)
+        out[tuple(sl)] = self.value
+        return out
+
+
+@register_op
+@dataclass
+class Scale(Intervention):
+    """Multiply by a scalar or a per-channel factor."""
+
+    op: ClassVar[str] = "scale"
+    factor: float | torch.Tensor = 1.0
+
+    def edit(self, act, ctx):
+        f = self.factor
+        if isinstance(f, torch.Tensor):
+            f = check_tensor("Scale.factor", f, act, ctx)
+        elif f == 1.0:
+            return act
+        return act * f
+
+
+@register_op
+@dataclass
+class Patch(Intervention):
+    """Write activations from another run: a tensor of the same shape, or a ``{site: tensor}`` cache."""
+
+    op: ClassVar[str] = "patch"
+    source: torch.Tensor | dict
+
+    def edit(self, act, ctx):
+        src = self.source
+        if isinstance(src, dict):
+            if ctx.site not in src:
+                raise KeyError(f"Patch source has no site {ctx.site!r}; it holds {sorted(src)}")
+            src = src[ctx.site]
+        if tuple(src.shape) != tuple(act.shape):
+            raise ValueError(f"Patch source for {ctx.site!r} has shape {list(src.shape)}; expected {list(act.shape)} "
+                             f"(same batch and positions as the patched run)")
+        return src.to(device=act.device, dtype=act.dtype)
+
+    def params(self):
+        src = self.source
+        if isinstance(src, dict):
+            return {"sites": sorted(src)}, {f"source.{k}": v for k, v in src.items()}
+        return {}, {"source": src}
+
+
+@dataclass
+class Fn(Intervention):
+    """Wrap any ``(act, ctx) -> act`` callable so it gets position selection (not serializable)."""
+
+    fn: Any = None
+
+    def edit(self, act, ctx):
+        return self.fn(act, ctx)
+
+
+def as_intervention(x) -> Intervention:
+    """Interventions pass through; plain callables are wrapped in ``Fn``."""
+    if isinstance(x, Intervention):
+        return x
+    if callable(x):
+        return Fn(fn=x)
+    raise TypeError(f"an intervention must be an Intervention or a callable (act, ctx) -> act; got {type(x).__name__}")

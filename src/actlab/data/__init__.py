@@ -1,0 +1,7 @@
+"""Text sources and context packing: documents from .txt/.jsonl/.parquet/local HF datasets, packed into fixed-length
+token contexts that remember which document and position every token came from."""
+from actlab.data.corpus import demo_corpus
+from actlab.data.pack import Packed, iter_contexts, pack_contexts
+from actlab.data.sources import data_fingerprint, load_texts
+
+__all__ = ["load_texts", "pack_contexts", "iter_contexts", "Packed", "demo_corpus", "data_fingerprint"]

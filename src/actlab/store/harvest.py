@@ -1,0 +1,319 @@
+"""``harvest``: stream a dataset's activations at chosen sites into a sharded store, resumable and torchrun-aware.
+
+Contexts are packed deterministically from the data and a seed, rows (token positions) are selected by the
+config, and each rank takes every ``world``-th context. The forward pass runs on ``model.record`` (stopping after
+the last requested site) while a writer thread fills and writes shards. A rerun with the same settings continues
+after the last complete shard; different settings on the same folder are refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from actlab import distributed as D
+from actlab.data import data_fingerprint, iter_contexts, load_texts
+from actlab.store.format import (DOC, FORMAT, FORMAT_VERSION, MANIFEST, POS, PROGRESS, TOKENS, StoreError,
+                                 load_manifest)
+from actlab.store.reader import ActivationStore
+from actlab.store.writer import ShardWriter
+from actlab.utils import atomic_write_json, dtype_name, parse_dtype
+
+log = logging.getLogger(__name__)
+STORE_DTYPES = ("bf16", "fp16", "fp32")
+SHARD_BYTES = 64 << 20
+
+
+@dataclass
+class HarvestConfig:
+    """What to harvest and how; every field except the execution ones (batch_size, progress, queue_size,
+    device) identifies the harvest, so rerunning with equal values resumes and different values are refused."""
+
+    data: str
+    """Dataset path: .txt, .jsonl, .parquet, or a local Hugging Face dataset folder (see actlab.data.load_texts)."""
+    sites: list[str]
+    """Sites to store, e.g. ['blocks.3.resid_post']; per-head sites are stored flattened ([.., heads*d_head])."""
+    out: str
+    """Output folder (created); a folder of another harvest is refused."""
+    tokens: int | None = None
+    """Rows to store in total over all ranks (after position filters); None = the whole dataset."""
+    context_length: int = 128
+    """Tokens per packed context."""
+    batch_size: int = 32
+    """Contexts per forward pass (execution only)."""
+    dtype: str = "bf16"
+    """Stored dtype: bf16, fp16 or fp32."""
+    shard_rows: int | None = None
+    """Rows per shard; None picks about 64 MiB per shard (a multiple of 256, at least 256)."""
+    exclude_bos: bool = False
+    """Drop rows whose token is the tokenizer's BOS (its massive activations upset SAE training)."""
+    exclude_special: bool = False
+    """Drop rows whose token is any special token of the tokenizer (BOS, EOS, pad, ...)."""
+    positions: str = "all"
+    """Context positions to keep: 'all', a slice 'a:b' (e.g. '1:' skips position 0), or a list '0,5,9'."""
+    seed: int = 0
+    """Document shuffling seed (None-free: order is always seeded, hence reproducible)."""
+    text_field: str = "text"
+    """Field / column holding the text in .jsonl, .parquet and dataset folders."""
+    add_bos: bool = True
+    """Prefix each document with the tokenizer's BOS token when it has one."""
+    progress: bool = True
+    """Show a tqdm bar (tokens/s, ETA) on rank 0."""
+    queue_size: int = 4
+    """Batches in flight between the forward pass and the writer thread (bounds memory)."""
+    extra: dict = field(default_factory=dict)
+    """Free-form notes stored in the manifest (not part of the identity)."""
+
+    def __post_init__(self):
+        if isinstance(self.sites, str):
+            self.sites = [s for s in self.sites.split(",") if s]
+        self.sites = list(self.sites)
+        if not self.sites:
+            raise ValueError("HarvestConfig.sites is empty: name at least one site")
+        if len(set(self.sites)) != len(self.sites):
+            raise ValueError(f"HarvestConfig.sites has duplicates: {self.sites}")
+        if self.tokens is not None and self.tokens < 1:
+            raise ValueError(f"HarvestConfig.tokens must be >= 1 (or None for everything); got {self.tokens}")
+        if self.context_length < 1 or self.batch_size < 1:
+            raise ValueError("HarvestConfig.context_length and batch_size must be >= 1")
+        if self.shard_rows is not None and self.shard_rows < 1:
+            raise ValueError(f"HarvestConfig.shard_rows must be >= 1; got {self.shard_rows}")
+        if dtype_name(parse_dtype(self.dtype)) not in STORE_DTYPES:
+            raise ValueError(f"HarvestConfig.dtype must be one of {STORE_DTYPES}; got {self.dtype!r}")
+        self.dtype = dtype_name(parse_dtype(self.dtype))
+        position_mask(self.positions, self.context_length)  # validates
+        self.data = str(self.data)
+        self.out = str(self.out)
+
+    def identity(self, model, world: int) -> dict:
+        """The settings that define the rows of a harvest (compared on resume)."""
+        return {"model": model.name, "revision": model.revision, "data": str(Path(self.data).expanduser().resolve()),
+                "data_sha256": data_fingerprint(self.data), "text_field": self.text_field, "sites": self.sites,
+                "tokens": self.tokens, "context_length": self.context_length, "dtype": self.dtype,
+                "shard_rows": self.shard_rows, "exclude_bos": self.exclude_bos,
+                "exclude_special": self.exclude_special, "positions": self.positions, "seed": self.seed,
+                "add_bos": self.add_bos, "world_size": world}
+
+
+def position_mask(spec: str, L: int) -> torch.Tensor:
+    """Bool [L] mask of the context positions a spec keeps ('all', 'a:b', '0,5,9')."""
+    spec = str(spec).strip()
+    m = torch.zeros(L, dtype=torch.bool)
+    try:
+        if spec == "all":
+            m[:] = True
+        elif ":" in spec:
+            parts = [int(p) if p.strip() else None for p in spec.split(":")]
+            m[slice(*parts)] = True
+        else:
+            m[[int(p) for p in spec.split(",") if p.strip()]] = True
+    except (ValueError, IndexError) as e:
+        raise ValueError(f"positions {spec!r} is not 'all', a slice 'a:b' or a list '0,5,9' within "
+                         f"context_length={L} ({e})") from None
+    if not m.any():
+        raise ValueError(f"positions {spec!r} keeps no position of a {L}-token context")
+    return m
+
+
+def _plan(cfg: HarvestConfig, tokenizer, docs: list[str], rank: int, world: int
+          ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """This rank's contexts ``(ids, doc, pos, keep_mask)`` in order; the global row budget is counted on all ranks."""
+    keep_pos = position_mask(cfg.positions, cfg.context_length)
+    drop = set()
+    if cfg.exclude_bos and tokenizer.bos_token_id is not None:
+        drop.add(tokenizer.bos_token_id)
+    if cfg.exclude_special:
+        drop.update(tokenizer.all_special_ids)
+    drop_t = torch.tensor(sorted(drop), dtype=torch.long)
+    total, n_ctx = 0, 0
+    for i, (ids, dd, pp) in enumerate(iter_contexts(tokenizer, docs, cfg.context_length, cfg.seed, cfg.add_bos)):
+        n_ctx += 1
+        mask = keep_pos & ~torch.isin(ids, drop_t) if len(drop) else keep_pos.clone()
+        n = int(mask.sum())
+        if cfg.tokens is not None and total + n > cfg.tokens:
+            mask[mask.nonzero().squeeze(1)[cfg.tokens - total:]] = False
+            n = cfg.tokens - total
+        total += n
+        if n and i % world == rank:
+            yield ids, dd, pp, mask
+        if cfg.tokens is not None and total >= cfg.tokens:
+            break
+    if total == 0:
+        raise ValueError(f"the dataset {cfg.data!r} yields no rows: {n_ctx} context(s) of {cfg.context_length} "
+                         f"tokens and none kept by the position/token filters (use a larger dataset or a shorter "
+                         f"--context-length)")
+    if cfg.tokens is not None and total < cfg.tokens and D.is_main():
+        log.warning("the dataset holds only %d rows of the %d asked; storing all of them", total, cfg.tokens)
+
+
+def _prepare(root: Path, ident: dict, rank: int) -> dict | None:
+    """Check the output folder; returns the existing manifest (same harvest) or None (fresh folder)."""
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"output {str(root)!r} exists and is not a folder")
+    if root.exists() and (root / MANIFEST).exists():
+        m = load_manifest(root)
+        old = m.get("harvest", {})
+        diff = [f"{k}: folder has {old.get(k)!r}, now {v!r}" for k, v in ident.items() if old.get(k) != v]
+        if diff:
+            raise StoreError(f"output folder {str(root)!r} belongs to another harvest; differing settings: "
+                             + "; ".join(diff) + ". Use another --out, or delete the folder to start over.")
+        return m
+    if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
+        raise StoreError(f"output folder {str(root)!r} is not empty and holds no {MANIFEST}; refusing to write "
+                         f"into it (choose a new or empty folder)")
+    return None
+
+
+def _load_progress(root: Path, rank: int, ident_hash: str) -> list[dict]:
+    """This rank's complete shards (the longest prefix whose files are present with the right size)."""
+    p = root / PROGRESS.format(rank=rank)
+    if not p.exists():
+        return []
+    prog = json.loads(p.read_text())
+    if prog.get("identity") != ident_hash:
+        raise StoreError(f"{p} belongs to another harvest (identity {prog.get('identity')} != {ident_hash})")
+    good = []
+    for e in prog.get("shards", []):
+        f = root / e["file"]
+        if not f.exists() or f.stat().st_size != e["bytes"]:
+            log.warning("shard %s is missing or truncated; redoing from there", e["file"])
+            break
+        good.append(e)
+    return good
+
+
+def _manifest(base: dict, progress: list[dict], complete: bool) -> dict:
+    shards = sorted((e for p in progress for e in p["shards"]), key=lambda e: (e["rank"], e["index"]))
+    dims = next((p["dims"] for p in progress if p.get("dims")), {})
+    shapes = next((p["site_shapes"] for p in progress if p.get("site_shapes")), {})
+    return {**base, "complete": complete, "dims": dims, "site_shapes": shapes,
+            "shard_rows": next((p["shard_rows"] for p in progress if p.get("shard_rows")), None),
+            "total_rows": sum(e["rows"] for e in shards), "shards": shards}
+
+
+def harvest(model, cfg: HarvestConfig) -> ActivationStore:
+    """Run (or resume) a harvest and return the store. Under torchrun every rank calls this with equal cfg."""
+    rank, world = D.init_from_env()
+    try:
+        model.check_sites(cfg.sites)
+    except KeyError as e:
+        raise ValueError(f"unknown site for {model.name}: {e.args[0]}") from None
+    if model.tokenizer is None:
+        raise ValueError(f"{model.name} has no tokenizer; harvest packs text and needs one")
+    docs = load_texts(cfg.data, text_field=cfg.text_field)
+    root = Path(cfg.out).expanduser()
+    ident = cfg.identity(model, world)
+    ident_hash = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    existing = _prepare(root, ident, rank)
+    tok = model.tokenizer
+    base = {"format": FORMAT, "format_version": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "model": {"name": model.name, "revision": model.revision, "family": model.family},
+            "tokenizer": {"name_or_path": getattr(tok, "name_or_path", ""), "class": type(tok).__name__,
+                          "vocab_size": len(tok), "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+                          "special_ids": sorted(tok.all_special_ids)},
+            "sites": cfg.sites, "dtype": cfg.dtype, "context_length": cfg.context_length, "world_size": world,
+            "harvest": ident, "identity": ident_hash, "extra": cfg.extra}
+    if existing is not None:
+        base["created"] = existing.get("created", base["created"])
+    if existing is None and rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(root / MANIFEST, _manifest(base, [], False))
+    D.barrier()
+    for t in root.glob(f".shard-r{rank:03d}-*.tmp"):
+        t.unlink()  # half-written shards of a killed run
+    _run_rank(model, cfg, docs, root, rank, world, base, ident_hash)
+    D.barrier()
+    if rank == 0:
+        progress = [json.loads((root / PROGRESS.format(rank=r)).read_text()) for r in range(world)
+                    if (root / PROGRESS.format(rank=r)).exists()]
+        atomic_write_json(root / MANIFEST, _manifest(base, progress, all(p.get("done") for p in progress)
+                                                     and len(progress) == world))
+    D.barrier()
+    return ActivationStore(root)
+
+
+def _run_rank(model, cfg: HarvestConfig, docs, root: Path, rank: int, world: int, base: dict,
+              ident_hash: str) -> None:
+    from tqdm.auto import tqdm
+
+    done = _load_progress(root, rank, ident_hash)
+    ppath = root / PROGRESS.format(rank=rank)
+    prev = json.loads(ppath.read_text()) if ppath.exists() else {}
+    state = {"rank": rank, "world_size": world, "identity": ident_hash, "shards": done, "done": False,
+             "dims": prev.get("dims", {}), "site_shapes": prev.get("site_shapes", {}),
+             "shard_rows": prev.get("shard_rows")}
+    if prev.get("done") and len(done) == len(prev.get("shards", [])):
+        return
+    skip = sum(e["rows"] for e in done)
+    dtype = parse_dtype(cfg.dtype)
+    device = model.device
+
+    def on_shard(entry: dict) -> None:
+        state["shards"] = state["shards"] + [entry]
+        atomic_write_json(ppath, state)
+        if world == 1:
+            atomic_write_json(root / MANIFEST, _manifest(base, [state], False))
+
+    writer: ShardWriter | None = None
+    bar = tqdm(total=(cfg.tokens // world if cfg.tokens else None), initial=skip, unit="tok", unit_scale=True,
+               disable=not (cfg.progress and rank == 0), desc=f"harvest {model.name}", dynamic_ncols=True)
+    ok = False
+    try:
+        batch: list = []
+
+        def run(batch):
+            nonlocal writer
+            ids = torch.stack([b[0] for b in batch]).to(device)
+            mask = torch.stack([b[3] for b in batch])
+            acts = model.record(ids, cfg.sites, dtype=dtype, stop_early=True)
+            mask_d = mask.to(device)
+            chunk = {}
+            for s in cfg.sites:
+                a = acts[s]
+                if s not in state["site_shapes"]:
+                    state["site_shapes"][s] = list(a.shape[2:])
+                    state["dims"][s] = int(torch.tensor(a.shape[2:]).prod()) if a.dim() > 2 else 1
+                chunk[s] = a.reshape(a.shape[0], a.shape[1], -1)[mask_d].to("cpu", non_blocking=False)
+            chunk[TOKENS] = ids.cpu()[mask].to(torch.int32)
+            chunk[DOC] = torch.stack([b[1] for b in batch])[mask].to(torch.int32)
+            chunk[POS] = torch.stack([b[2] for b in batch])[mask].to(torch.int32)
+            if writer is None:
+                if state["shard_rows"] is None:
+                    row_bytes = sum(v[:1].numel() * v.element_size() for v in chunk.values())
+                    state["shard_rows"] = cfg.shard_rows or max(256, (SHARD_BYTES // row_bytes) // 256 * 256)
+                writer = ShardWriter(root, rank, len(state["shards"]), state["shard_rows"], chunk, on_shard,
+                                     cfg.queue_size)
+            writer.put(chunk)
+            bar.update(int(mask.sum()))
+
+        with torch.no_grad():
+            for ids, dd, pp, mask in _plan(cfg, model.tokenizer, docs, rank, world):
+                n = int(mask.sum())
+                if skip >= n:
+                    skip -= n
+                    continue
+                if skip:
+                    mask = mask.clone()
+                    mask[mask.nonzero().squeeze(1)[:skip]] = False
+                    skip = 0
+                batch.append((ids, dd, pp, mask))
+                if len(batch) == cfg.batch_size:
+                    run(batch)
+                    batch = []
+            if batch:
+                run(batch)
+        if writer is not None:
+            writer.close()
+        ok = True
+    finally:
+        bar.close()
+        if not ok and writer is not None:
+            writer.abort()
+    state["done"] = True
+    atomic_write_json(ppath, state)

@@ -1,0 +1,153 @@
+"""Activation patching: sweep sites x positions (x heads), batching many patch cells into one forward pass.
+
+Each cell (site, positions, head) becomes one row of an expanded batch; a per-row bool-mask intervention writes
+the source run's activation only where that row's mask is set, so a whole sweep costs a few forwards instead of
+one per cell (see ``bench/patch_sweep.py``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from actlab.core import Intervention
+from actlab.patch.common import MetricLike, PatchResult, PromptPairs, last_logits, make_pairs, site_list
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RowMaskPatch(Intervention):
+    """Rows of an expanded batch take ``source`` where ``mask`` is True.
+
+    ``source``: [rows, pos, ...] (same shape as the activation); ``mask``: bool [rows, pos] or, for per-head sites,
+    [rows, pos, heads]. Not serializable (a transient sweep helper).
+    """
+
+    source: torch.Tensor = None
+    mask: torch.Tensor = None
+
+    def edit(self, act, ctx):
+        if tuple(self.source.shape) != tuple(act.shape):
+            raise ValueError(f"RowMaskPatch source has shape {list(self.source.shape)}; the activation at "
+                             f"{ctx.site!r} is {list(act.shape)}")
+        mask = self.mask
+        if tuple(mask.shape) != tuple(act.shape[:mask.dim()]):
+            raise ValueError(f"RowMaskPatch mask has shape {list(mask.shape)}; expected the leading dims of "
+                             f"{list(act.shape)} at {ctx.site!r}")
+        mask = mask.view(*mask.shape, *([1] * (act.dim() - mask.dim())))
+        return torch.where(mask.to(act.device), self.source.to(device=act.device, dtype=act.dtype), act)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One patch: ``site``, the columns it covers (bool [width]), and a head index for per-head sites (or None)."""
+
+    site: str
+    cols: tuple[int, ...]
+    head: int | None = None
+
+
+def position_cells(width: int, positions) -> tuple[list[tuple[int, ...]], list[str] | None]:
+    """Column groups for a positions spec: 'each' (one cell per column), 'all' (one cell), or a list of columns."""
+    if positions == "each":
+        return [(j,) for j in range(width)], None
+    if positions == "all":
+        return [tuple(range(width))], ["all"]
+    if isinstance(positions, int):
+        positions = [positions]
+    if isinstance(positions, (list, tuple)):
+        cols = [(p if p >= 0 else width + p,) for p in positions]
+        for (c,), p in zip(cols, positions):
+            if not 0 <= c < width:
+                raise ValueError(f"position {p} is out of range for prompts of width {width}")
+        return cols, None
+    raise ValueError(f"positions must be 'each', 'all', an int or a list of ints; got {positions!r}")
+
+
+def run_cells(m, pairs: PromptPairs, cells: list[Cell], metric: MetricLike, source: dict[str, torch.Tensor], *,
+              base: str, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
+    """Metric for every (cell, pair): ``[n_cells, n_pairs]``; rows = cells x pairs, ``batch_size`` rows a forward."""
+    n = pairs.n
+    width = pairs.width
+    total = len(cells) * n
+    out = torch.empty(total)
+    cell_of = torch.arange(total) // n
+    pair_of = torch.arange(total) % n
+    bar = tqdm(total=total, desc="patch", disable=not progress, unit="row")
+    for lo in range(0, total, batch_size):
+        hi = min(total, lo + batch_size)
+        rows_pair = pair_of[lo:hi].to(pairs.clean_ids.device)
+        by_site: dict[str, list[int]] = {}
+        for r in range(lo, hi):
+            by_site.setdefault(cells[int(cell_of[r])].site, []).append(r - lo)
+        ivs = []
+        for site, rows in by_site.items():
+            src = source[site][rows_pair]
+            heads = src.shape[2] if src.dim() == 4 else None
+            mask = torch.zeros((hi - lo, width) + ((heads,) if heads else ()), dtype=torch.bool)
+            for r in rows:
+                c = cells[int(cell_of[lo + r])]
+                cols = torch.as_tensor(c.cols)
+                if c.head is None:
+                    mask[r, cols] = True
+                else:
+                    mask[r, cols, c.head] = True
+            ivs.append((site, RowMaskPatch(source=src, mask=mask.to(src.device))))
+        with torch.no_grad(), m.intervene(ivs):
+            logits = last_logits(m, pairs.inputs(base, rows_pair))
+        out[lo:hi] = metric(logits, rows_pair).float().cpu()
+        bar.update(hi - lo)
+    bar.close()
+    return out.view(len(cells), n)
+
+
+def activation_patch(m, clean, corrupt=None, metric: MetricLike = None, sites="blocks.*.resid_pre", *,
+                     positions="each", heads: bool = False, direction: str = "denoise", batch_size: int = 64,
+                     align: str = "strict", progress: bool = False) -> PatchResult:
+    """Patch each (site, position[, head]) cell from one run into the other and measure ``metric``.
+
+    ``clean``/``corrupt``: prompts (texts or ids), or ``clean`` a ready ``PromptPairs``. ``direction='denoise'``
+    runs the corrupted prompt and patches clean activations in (effect 1 = clean behaviour restored);
+    ``'noise'`` runs the clean prompt with corrupted activations. ``heads=True`` patches per head on per-head
+    sites (``blocks.{i}.attn.z``). Result dims: ``site, position[, head]`` (position label 'all' for a whole site).
+    """
+    if metric is None:
+        raise ValueError("activation_patch needs a metric, e.g. LogitDiff(correct_id, incorrect_id)")
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pairs = clean if isinstance(clean, PromptPairs) else make_pairs(m, clean, corrupt, align=align)
+    sites = site_list(m, sites)
+    base, src_name = ("corrupt", "clean") if direction == "denoise" else ("clean", "corrupt")
+    source = m.record(pairs.inputs(src_name), sites)
+    n_heads = None
+    if heads:
+        shapes = {s: tuple(source[s].shape) for s in sites}
+        bad = [s for s, sh in shapes.items() if len(sh) != 4]
+        if bad:
+            raise ValueError(f"heads=True needs per-head sites ([batch, pos, head, d_head], e.g. 'blocks.0.attn.z'); "
+                             f"{bad[0]!r} has shape {list(shapes[bad[0]])}")
+        n_heads = shapes[sites[0]][2]
+    pos_groups, pos_labels = position_cells(pairs.width, positions)
+    if pos_labels is None:
+        all_labels = pairs.position_labels()
+        pos_labels = [all_labels[g[0]] for g in pos_groups]
+    cells = [Cell(s, g, h) for s in sites for g in pos_groups for h in (range(n_heads) if heads else [None])]
+    with torch.no_grad():
+        idx = torch.arange(pairs.n, device=pairs.clean_ids.device)
+        clean_v = metric(last_logits(m, pairs.inputs("clean")), idx).float().mean().item()
+        corrupt_v = metric(last_logits(m, pairs.inputs("corrupt")), idx).float().mean().item()
+    vals = run_cells(m, pairs, cells, metric, source, base=base, batch_size=batch_size, progress=progress)
+    shape = (len(sites), len(pos_groups)) + ((n_heads,) if heads else ())
+    dims = ("site", "position") + (("head",) if heads else ())
+    labels = {"site": sites, "position": pos_labels}
+    if heads:
+        labels["head"] = [str(h) for h in range(n_heads)]
+    per_pair = vals.view(*shape, pairs.n)
+    log.info("activation patching: %d cells x %d pairs", len(cells), pairs.n)
+    return PatchResult(per_pair.mean(-1), dims, labels, clean_v, corrupt_v, getattr(metric, "name", "metric"),
+                       "activation", direction, per_pair, {"width": pairs.width, "n_pairs": pairs.n})

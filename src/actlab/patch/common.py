@@ -1,0 +1,318 @@
+"""Shared pieces of the patching family: prompt pairs, metrics, the labelled result tensor and its heat map.
+
+Patching compares a *clean* run with a *corrupted* one; every method here reads the same ``PromptPairs``
+(aligned token ids) and ``Metric`` (a scalar per row from the last-position logits) and returns a ``PatchResult``.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from actlab.utils import atomic_write_json
+
+RESULT_TENSORS = "result.safetensors"
+RESULT_JSON = "result.json"
+FORMAT_VERSION = 1
+
+
+# -- prompt pairs ---------------------------------------------------------------------------------------
+@dataclass
+class PromptPairs:
+    """Clean and corrupted token ids, padded to one width so column ``j`` is the same position in both.
+
+    ``clean_ids``/``corrupt_ids``: [n_pairs, width]; masks: 1 = real token. Left padding (causal LMs), so the
+    last column is every row's last token. ``tokens``: decoded tokens of pair 0 (for labels).
+    """
+
+    clean_ids: torch.Tensor
+    corrupt_ids: torch.Tensor
+    clean_mask: torch.Tensor
+    corrupt_mask: torch.Tensor
+    tokens: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return self.clean_ids.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.clean_ids.shape[1]
+
+    def inputs(self, which: str, rows: torch.Tensor | None = None) -> dict:
+        ids, mask = (self.clean_ids, self.clean_mask) if which == "clean" else (self.corrupt_ids, self.corrupt_mask)
+        if rows is not None:
+            ids, mask = ids[rows], mask[rows]
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def position_labels(self) -> list[str]:
+        return [f"{j}:{t}" for j, t in enumerate(self.tokens)] if self.tokens else [str(j) for j in range(self.width)]
+
+
+def _left_pad(rows: list[list[int]], width: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.as_tensor(r)
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def make_pairs(m, clean, corrupt, *, align: str = "strict") -> PromptPairs:
+    """Tokenize clean/corrupted prompts (texts or id lists/tensors) into aligned ``PromptPairs``.
+
+    ``align='strict'`` (default) requires each pair to have the same token count and raises otherwise;
+    ``align='right'`` is the explicit alternative: the shorter prompt is left-padded so the *last* tokens line up
+    (position ``j`` then means "the same distance from the end" in both prompts).
+    """
+    if align not in ("strict", "right"):
+        raise ValueError(f"align must be 'strict' or 'right', got {align!r}")
+
+    def to_rows(x) -> list[list[int]]:
+        if isinstance(x, str):
+            x = [x]
+        if isinstance(x, torch.Tensor):
+            x = x[None] if x.dim() == 1 else x
+            return [r.tolist() for r in x]
+        if len(x) and isinstance(x[0], str):
+            if m.tokenizer is None:
+                raise ValueError(f"{m.name} has no tokenizer; pass token ids instead of text")
+            return [m.tokenizer(t)["input_ids"] for t in x]
+        return [list(map(int, r)) for r in x]
+
+    c, k = to_rows(clean), to_rows(corrupt)
+    if len(c) != len(k):
+        raise ValueError(f"got {len(c)} clean and {len(k)} corrupted prompts; patching needs one corrupted prompt per "
+                         f"clean prompt")
+    if not c:
+        raise ValueError("no prompt pairs given")
+    for i, (a, b) in enumerate(zip(c, k)):
+        if len(a) != len(b) and align == "strict":
+            raise ValueError(f"pair {i}: the clean prompt tokenizes to {len(a)} tokens and the corrupted one to "
+                             f"{len(b)}; patching needs aligned positions: use prompts of equal token length or "
+                             f"align='right' (line up the final tokens)")
+    width = max(max(map(len, c)), max(map(len, k)))
+    pad = 0
+    if m.tokenizer is not None and m.tokenizer.pad_token_id is not None:
+        pad = m.tokenizer.pad_token_id
+    ci, cm = _left_pad(c, width, pad)
+    ki, km = _left_pad(k, width, pad)
+    toks = []
+    if m.tokenizer is not None:
+        toks = [m.tokenizer.decode([t]) if mk else "<pad>" for t, mk in zip(ci[0].tolist(), cm[0].tolist())]
+    dev = m.device
+    return PromptPairs(ci.to(dev), ki.to(dev), cm.to(dev), km.to(dev), toks)
+
+
+# -- metrics ---------------------------------------------------------------------------------------------
+class Metric:
+    """A scalar per row from the last-position logits ``[rows, vocab]``; ``pair[r]`` is the row's pair index."""
+
+    name = "metric"
+
+    def __call__(self, logits_rv: torch.Tensor, pair_r: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _ids(x, n: int, what: str, device) -> torch.Tensor:
+    t = torch.as_tensor(x if not isinstance(x, int) else [x], dtype=torch.long, device=device).reshape(-1)
+    if t.numel() == 1 and n > 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise ValueError(f"{what} has {t.numel()} entries; expected one per prompt pair ({n})")
+    return t
+
+
+@dataclass
+class LogitDiff(Metric):
+    """``logit(correct) - logit(incorrect)`` at the last position (one token id, or one per pair)."""
+
+    correct: Sequence[int] | int
+    incorrect: Sequence[int] | int
+    name = "logit_diff"
+
+    def __call__(self, logits_rv, pair_r):
+        n = int(pair_r.max()) + 1 if pair_r.numel() else 1
+        c = _ids(self.correct, max(n, _count(self.correct)), "LogitDiff.correct", logits_rv.device)[pair_r]
+        w = _ids(self.incorrect, max(n, _count(self.incorrect)), "LogitDiff.incorrect", logits_rv.device)[pair_r]
+        return logits_rv.gather(1, c[:, None])[:, 0] - logits_rv.gather(1, w[:, None])[:, 0]
+
+
+@dataclass
+class Prob(Metric):
+    """Probability (or log-probability with ``log=True``) of the target token at the last position."""
+
+    target: Sequence[int] | int
+    log: bool = False
+    name = "prob"
+
+    def __call__(self, logits_rv, pair_r):
+        n = int(pair_r.max()) + 1 if pair_r.numel() else 1
+        t = _ids(self.target, max(n, _count(self.target)), "Prob.target", logits_rv.device)[pair_r]
+        lp = torch.log_softmax(logits_rv.float(), -1).gather(1, t[:, None])[:, 0]
+        return lp if self.log else lp.exp()
+
+
+@dataclass
+class KL(Metric):
+    """``KL(p_ref || p)`` at the last position against reference logits ``[n_pairs, vocab]`` (usually the clean run)."""
+
+    ref_logits: torch.Tensor
+    name = "kl"
+
+    def __call__(self, logits_rv, pair_r):
+        ref = torch.log_softmax(self.ref_logits.float().to(logits_rv.device)[pair_r], -1)
+        lp = torch.log_softmax(logits_rv.float(), -1)
+        return (ref.exp() * (ref - lp)).sum(-1)
+
+
+def _count(x) -> int:
+    return 1 if isinstance(x, int) else len(x)
+
+
+# -- forward helpers -------------------------------------------------------------------------------------
+def last_logits(m, inputs: dict) -> torch.Tensor:
+    """Logits at the last column ``[rows, vocab]``, computing the unembedding only there when the model allows."""
+    kw = dict(inputs)
+    kw["use_cache"] = False
+    if "logits_to_keep" in inspect.signature(m.module.forward).parameters:
+        kw["logits_to_keep"] = 1
+    out = m.module(**kw)
+    logits = out.logits if hasattr(out, "logits") else out[0]
+    return logits[:, -1]
+
+
+def site_list(m, sites) -> list[str]:
+    """Expand ``'blocks.*.resid_pre'`` style patterns (``*`` = every layer) and validate names."""
+    sites = [sites] if isinstance(sites, str) else list(sites)
+    out = []
+    for s in sites:
+        if "*" in s:
+            out += [s.replace("*", str(i)) for i in range(m.n_layers)]
+        else:
+            out.append(s)
+    return m.check_sites(out)
+
+
+# -- results ---------------------------------------------------------------------------------------------
+@dataclass
+class PatchResult:
+    """A labelled grid of metric values after patching.
+
+    ``values``: metric (mean over pairs) per cell, shape ``[len(labels[d]) for d in dims]``; ``per_pair``: the same
+    with a trailing pair dim (or None); ``clean``/``corrupt``: the metric on the unpatched runs; ``base``/``target``
+    say which of those the patch starts from and moves towards (``normalized`` = 0 at base, 1 at target).
+    """
+
+    values: torch.Tensor
+    dims: tuple[str, ...]
+    labels: dict[str, list[str]]
+    clean: float
+    corrupt: float
+    metric: str
+    method: str = "activation"
+    direction: str = "denoise"
+    per_pair: torch.Tensor | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        shape = tuple(len(self.labels[d]) for d in self.dims)
+        if tuple(self.values.shape) != shape:
+            raise ValueError(f"PatchResult values have shape {tuple(self.values.shape)}; labels give {shape}")
+
+    @property
+    def base(self) -> float:
+        return self.corrupt if self.direction == "denoise" else self.clean
+
+    @property
+    def target(self) -> float:
+        return self.clean if self.direction == "denoise" else self.corrupt
+
+    @property
+    def normalized(self) -> torch.Tensor:
+        """``(value - base) / (target - base)``: 1 = the patch fully moves the metric to the other run's value."""
+        den = self.target - self.base
+        if abs(den) < 1e-12:
+            raise ValueError("clean and corrupted metrics are equal; the normalised effect is undefined")
+        return (self.values - self.base) / den
+
+    def to_dict(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "kind": "actlab.patch_result", "dims": list(self.dims),
+                "labels": self.labels, "clean": self.clean, "corrupt": self.corrupt, "metric": self.metric,
+                "method": self.method, "direction": self.direction, "meta": self.meta}
+
+    def save(self, folder: str | os.PathLike, heatmap: bool = True) -> Path:
+        """Write ``result.json`` + ``result.safetensors`` (+ ``heatmap.png``) into ``folder`` atomically."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        ts = {"values": self.values.detach().float().cpu().contiguous()}
+        if self.per_pair is not None:
+            ts["per_pair"] = self.per_pair.detach().float().cpu().contiguous()
+        tmp = folder / (RESULT_TENSORS + ".tmp")
+        save_file(ts, str(tmp))
+        os.replace(tmp, folder / RESULT_TENSORS)
+        atomic_write_json(folder / RESULT_JSON, self.to_dict())
+        if heatmap:
+            self.heatmap(folder / "heatmap.png")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "PatchResult":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / RESULT_JSON).exists():
+            raise FileNotFoundError(f"{folder} holds no {RESULT_JSON} (not a saved PatchResult)")
+        js = json.loads((folder / RESULT_JSON).read_text())
+        if js.get("kind") != "actlab.patch_result":
+            raise ValueError(f"{folder / RESULT_JSON} is not a patch result (kind={js.get('kind')!r})")
+        ts = load_file(str(folder / RESULT_TENSORS))
+        return cls(ts["values"], tuple(js["dims"]), js["labels"], js["clean"], js["corrupt"], js["metric"],
+                   js["method"], js["direction"], ts.get("per_pair"), js.get("meta", {}))
+
+    def heatmap(self, path: str | os.PathLike, normalized: bool = True, title: str | None = None) -> Path:
+        """PNG heat map: first dim as rows, the remaining dims flattened into columns."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        try:
+            v = self.normalized if normalized else self.values
+        except ValueError:
+            v, normalized = self.values, False
+        v = v.detach().float().cpu()
+        rows = self.labels[self.dims[0]]
+        if v.dim() == 1:
+            v = v[:, None]
+            cols = [self.metric]
+        else:
+            v = v.reshape(v.shape[0], -1)
+            cols = [""]
+            for d in self.dims[1:]:
+                cols = [f"{a}|{b}" if a else b for a in cols for b in self.labels[d]]
+        fig, ax = plt.subplots(figsize=(min(2 + 0.35 * v.shape[1], 40), min(1.5 + 0.3 * v.shape[0], 40)))
+        lim = float(v.abs().max()) or 1.0
+        im = ax.imshow(v.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=7)
+        ax.set_title(title or f"{self.method} patching: {'normalised ' if normalized else ''}{self.metric}")
+        fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.png")
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, path)
+        return path
+
+
+MetricLike = Metric | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -22,7 +22,7 @@ STEER_PROMPTS = ["Tell me about your weekend.", "Describe the weather today.", "
 
 
 def run_demo(model_name: str = "smollm2-135m-instruct", max_new_tokens: int = 32, layer: int | None = None,
-             alpha: float = 6.0) -> dict:
+             strength: float = 0.4) -> dict:
     """Load, list sites, record, print norms and top activations, steer by mean difference. Returns the numbers."""
     from actlab import Add, load_model
 
@@ -38,18 +38,18 @@ def run_demo(model_name: str = "smollm2-135m-instruct", max_new_tokens: int = 32
     enc = m.tokenize(PROMPTS)
     acts = m.record(enc, sites=sites)
     valid = enc["attention_mask"].bool()
-    print("per-layer residual norm (mean over real tokens, position 0 excluded | position 0):")
-    norms = []
+    print("per-layer residual norm, mean over real tokens (first token excluded) | first token:")
     first = valid.float().argmax(1)
     rows = torch.arange(len(PROMPTS))
-    for i, s in enumerate(sites):
+    rest = valid.clone()
+    rest[rows, first] = False
+    norms, firsts = [], []
+    for s in sites:
         n = acts[s].norm(dim=-1)
-        pos0 = n[rows, first].mean().item()
-        rest = valid.clone()
-        rest[rows, first] = False
         norms.append(n[rest].mean().item())
-        bar = "#" * int(40 * norms[-1] / max(1e-9, max(norms + [norms[-1]])))
-        print(f"  layer {i:2d}: {norms[-1]:8.2f} | {pos0:9.2f} {bar}")
+        firsts.append(n[rows, first].mean().item())
+    for i, (n, f) in enumerate(zip(norms, firsts)):
+        print(f"  layer {i:2d}: {n:8.1f} {'#' * int(30 * n / max(norms)):<30} | {f:9.1f}")
     print()
 
     stack = torch.stack([acts[s] for s in sites])  # [layer, b, p, d]
@@ -77,8 +77,8 @@ def run_demo(model_name: str = "smollm2-135m-instruct", max_new_tokens: int = 32
     neg = m.record(NEGATIVE, sites=[site], positions="last")[site]
     direction = pos.mean(0) - neg.mean(0)
     print(f"steering vector: mean difference positive - negative at {site} (last token), |v| = "
-          f"{direction.norm():.2f}; adding {alpha} x v/|v| x median residual norm\n")
-    scale = alpha * norms[layer] / direction.norm() / 10
+          f"{direction.norm():.2f}; added with norm {strength} x the layer's mean residual norm\n")
+    scale = strength * norms[layer] / direction.norm()
     before = m.generate(STEER_PROMPTS, max_new_tokens=max_new_tokens, chat=True)
     with m.intervene({site: Add(direction, alpha=float(scale))}):
         after = m.generate(STEER_PROMPTS, max_new_tokens=max_new_tokens, chat=True)

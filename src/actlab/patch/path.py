@@ -1,0 +1,243 @@
+"""Path patching (sender -> receivers), circuit overlap between tasks, and attention-pattern overrides.
+
+Path patching (IOI methodology): run the base input with the sender's output taken from the source run and every
+other component in ``freeze`` held at its base value; record the receivers' inputs; then run the base input with
+only those receiver inputs replaced. LayerNorm statistics are *recomputed*, not frozen (documented in
+docs/patch.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from actlab.core import Fn, Intervention, Replace
+from actlab.patch.common import PatchResult
+
+Component = "str | tuple[str, int]"
+
+
+def parse_component(c) -> tuple[str, int | None]:
+    """``'site'``, ``'site#h'`` or ``(site, h)`` -> (site, head or None)."""
+    if isinstance(c, tuple):
+        return c[0], (None if c[1] is None else int(c[1]))
+    if isinstance(c, str) and "#" in c:
+        s, h = c.rsplit("#", 1)
+        return s, int(h)
+    if isinstance(c, str):
+        return c, None
+    raise TypeError(f"a component is 'site', 'site#head' or (site, head); got {c!r}")
+
+
+def _head_slice(t: torch.Tensor, head: int | None, head_dim: int | None):
+    """Index selecting one head: dim 2 for per-head views [b,p,H,dh], a channel slice for flat [b,p,H*dh]."""
+    if head is None:
+        return (Ellipsis,)
+    if t.dim() >= 4:
+        return (slice(None), slice(None), head)
+    if head_dim is None:
+        raise ValueError("a head of a flat site needs head_dim (the width of one head)")
+    if (head + 1) * head_dim > t.shape[-1]:
+        raise ValueError(f"head {head} x head_dim {head_dim} exceeds the site width {t.shape[-1]}")
+    return (Ellipsis, slice(head * head_dim, (head + 1) * head_dim))
+
+
+def default_freeze(m) -> list[str]:
+    """Per-head outputs and MLP outputs of every block (what path patching holds at base values)."""
+    out = [s for s in m.sites if s.endswith(".attn.z") or s.endswith(".mlp_out")]
+    if not out:
+        raise ValueError(f"{m.name} has no canonical attn.z/mlp_out sites; pass freeze=[...] (the component outputs "
+                         f"to hold at base values)")
+    return out
+
+
+def _head_dim(m) -> int | None:
+    cfg = m.config
+    if cfg is None:
+        return None
+    hd = getattr(cfg, "head_dim", None)
+    nh = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None)
+    return hd or (m.d_model // nh if nh and m.d_model else None)
+
+
+def _splice(base: torch.Tensor, other: torch.Tensor, head: int | None, head_dim: int | None) -> torch.Tensor:
+    if head is None:
+        return other.clone()
+    out = base.clone()
+    idx = _head_slice(out, head, head_dim)
+    out[idx] = other[idx]
+    return out
+
+
+@dataclass
+class PathEffect:
+    """Scores of the base run, the source run and the base run with only the sender -> receivers path patched."""
+
+    base: float
+    source: float
+    patched: float
+
+    @property
+    def normalized(self) -> float:
+        den = self.source - self.base
+        if abs(den) < 1e-12:
+            raise ValueError("base and source scores are equal; the normalised effect is undefined")
+        return (self.patched - self.base) / den
+
+
+def path_patch(m, base, source, sender, receivers: Sequence, score: Callable, *, freeze: list[str] | None = None,
+               head_dim: int | None = None) -> PathEffect:
+    """Effect on ``score(output) -> [batch]`` of the sender's source output reaching only ``receivers``.
+
+    ``sender``/``receivers``: components (``'site'``, ``'site#head'``, ``(site, head)``); receivers are inputs read by
+    downstream components (``module:<q_proj>``, ``blocks.{i}.mlp_in``, ``blocks.{i}.resid_post`` for the direct path
+    to the logits). ``freeze``: component outputs held at base values (default: all ``attn.z`` and ``mlp_out``).
+    """
+    s_site, s_head = parse_component(sender)
+    recv = [parse_component(r) for r in receivers]
+    if not recv:
+        raise ValueError("path_patch needs at least one receiver")
+    freeze = default_freeze(m) if freeze is None else list(freeze)
+    head_dim = head_dim if head_dim is not None else _head_dim(m)
+    bad = [r for r, _ in recv if r in freeze]
+    if bad:
+        raise ValueError(f"receiver {bad[0]!r} is also frozen; receivers must be inputs read downstream "
+                         f"(e.g. a q/k/v projection, mlp_in or resid_post), not frozen component outputs")
+    m.check_sites([s_site] + [r for r, _ in recv] + freeze)
+    rsites = sorted({r for r, _ in recv})
+    frozen = sorted(set(freeze) | {s_site})
+    with torch.no_grad():
+        with m.recording(frozen) as rb:
+            out_b = m(base)
+        with m.recording([s_site]) as rs:
+            out_s = m(source)
+        base_cache = rb.to_dict()
+        sender_val = _splice(base_cache[s_site], rs[s_site], s_head, head_dim)
+        ivs: list[tuple[str, Intervention]] = [(s, Replace(value=base_cache[s])) for s in frozen if s != s_site]
+        ivs.append((s_site, Replace(value=sender_val)))
+        with m.intervene(ivs), m.recording(rsites) as rr:  # pass 2: sender path only, rest frozen at base
+            m(base)
+        with m.recording(rsites) as rbase:
+            m(base)
+        patch = []
+        for site in rsites:
+            val = rbase[site]
+            for r, h in recv:
+                if r == site:
+                    val = _splice(val, rr[site], h, head_dim)
+            patch.append((site, Replace(value=val)))
+        with m.intervene(patch):  # pass 3: only the receivers' inputs change
+            out_p = m(base)
+    f = lambda o: float(score(o).float().mean())  # noqa: E731
+    return PathEffect(f(out_b), f(out_s), f(out_p))
+
+
+def path_patch_sweep(m, base, source, senders: Sequence, receivers: Sequence, score: Callable, *,
+                     freeze: list[str] | None = None, head_dim: int | None = None, metric_name: str = "score",
+                     progress: bool = False) -> PatchResult:
+    """``path_patch`` for each sender; a ``PatchResult`` over dim ``sender`` (base = clean, source = corrupt)."""
+    from tqdm.auto import tqdm
+
+    vals, eff = [], None
+    for s in tqdm(list(senders), desc="path patching", disable=not progress):
+        eff = path_patch(m, base, source, s, receivers, score, freeze=freeze, head_dim=head_dim)
+        vals.append(eff.patched)
+    labels = {"sender": [s if isinstance(s, str) else f"{s[0]}#{s[1]}" for s in senders]}
+    return PatchResult(torch.tensor(vals), ("sender",), labels, eff.base, eff.source, metric_name, "path", "noise",
+                       meta={"receivers": [str(r) for r in receivers]})
+
+
+# -- circuit overlap -------------------------------------------------------------------------------------
+def top_components(result: PatchResult, frac: float = 0.02, *, min_count: int = 1) -> set[str]:
+    """The most important cells of a result (largest |normalised effect|), as 'label|label' strings."""
+    if not 0 < frac <= 1:
+        raise ValueError(f"frac must be in (0, 1], got {frac}")
+    v = result.normalized.abs().flatten()
+    k = max(min_count, int(round(frac * v.numel())))
+    names = [""]
+    for d in result.dims:
+        names = [f"{a}|{b}" if a else b for a in names for b in result.labels[d]]
+    return {names[i] for i in v.topk(min(k, v.numel())).indices.tolist()}
+
+
+def circuit_overlap(a: set, b: set, mode: str = "jaccard") -> float:
+    """Shared components: ``jaccard`` = |A & B| / |A | B|; ``of_a`` = |A & B| / |A| (fraction of A's circuit reused)."""
+    a, b = set(a), set(b)
+    if not a or not b:
+        raise ValueError("circuit_overlap needs two non-empty component sets")
+    if mode == "jaccard":
+        return len(a & b) / len(a | b)
+    if mode == "of_a":
+        return len(a & b) / len(a)
+    raise ValueError(f"mode must be 'jaccard' or 'of_a', got {mode!r}")
+
+
+# -- attention-pattern override --------------------------------------------------------------------------
+def _value_site(m, layer: int) -> tuple[str, Callable[[torch.Tensor], torch.Tensor], int]:
+    """(module site producing values, fn -> values [b, p, n_kv, dh], n_kv) for Llama/GPT-2 families."""
+    cfg, fam = m.config, m.family
+    hd = _head_dim(m)
+    if fam in ("llama", "mixtral"):
+        n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        return (f"module:model.layers.{layer}.self_attn.v_proj",
+                lambda t: t.view(*t.shape[:2], n_kv, hd), n_kv)
+    if fam == "gpt2":
+        d = m.d_model
+        return (f"module:transformer.h.{layer}.attn.c_attn",
+                lambda t: t[..., 2 * d:].reshape(*t.shape[:2], d // hd, hd), d // hd)
+    raise ValueError(f"attention overrides need a Llama/Mixtral/GPT-2 model (values read from the v projection); "
+                     f"{m.name} is {fam}")
+
+
+def attention_override(m, layer: int, heads: int | Sequence[int], pattern: torch.Tensor,
+                       dest: Sequence[int] | None = None) -> list[tuple[str, Intervention]]:
+    """Interventions forcing heads of ``layer`` to attend with ``pattern``; use with ``m.intervene(...)``.
+
+    ``pattern``: [dest, src] or [batch, dest, src] rows of attention weights (e.g. ``one_hot_pattern``), applied
+    at the ``dest`` rows (default all). Exact: the head output becomes ``pattern @ V`` with ``V`` read from the v
+    projection of the same forward (so the model's own pattern reproduces its output).
+    """
+    heads = [heads] if isinstance(heads, int) else list(heads)
+    vsite, to_v, n_kv = _value_site(m, layer)
+    n_h = getattr(m.config, "num_attention_heads", None) or m.config.n_head
+    stash: dict[str, torch.Tensor] = {}
+
+    def grab(act, ctx):
+        stash["v"] = to_v(act)
+        return act
+
+    def edit(act, ctx):  # act: [b, p, H, dh]
+        v = stash.get("v")
+        if v is None:
+            raise RuntimeError("attention_override: the value projection did not run before attn.z")
+        p = pattern.to(device=act.device, dtype=act.dtype)
+        if p.dim() == 2:
+            p = p[None].expand(act.shape[0], -1, -1)
+        if p.shape[1:] != (act.shape[1], act.shape[1]):
+            raise ValueError(f"attention pattern has shape {list(pattern.shape)}; expected [{act.shape[1]}, "
+                             f"{act.shape[1]}] (dest x src) for this input")
+        out = act.clone()
+        rows = list(range(act.shape[1])) if dest is None else list(dest)
+        for h in heads:
+            if not 0 <= h < n_h:
+                raise ValueError(f"head {h} out of range (layer has {n_h} heads)")
+            vh = v[:, :, h // (n_h // n_kv)]  # [b, p, dh]
+            out[:, rows, h] = (p @ vh)[:, rows]
+        return out
+
+    return [(vsite, Fn(fn=grab)), (f"blocks.{layer}.attn.z", Fn(fn=edit))]
+
+
+def one_hot_pattern(width: int, src: int) -> torch.Tensor:
+    """Every destination attends only to position ``src`` ([width, width])."""
+    p = torch.zeros(width, width)
+    p[:, src] = 1.0
+    return p
+
+
+def uniform_pattern(width: int, srcs: Sequence[int]) -> torch.Tensor:
+    """Every destination attends uniformly to positions ``srcs`` (renormalised)."""
+    p = torch.zeros(width, width)
+    p[:, list(srcs)] = 1.0 / len(srcs)
+    return p

@@ -10,19 +10,6 @@ from actlab.store import ActivationStore, HarvestConfig, StoreError, harvest
 SITES = ["blocks.0.resid_post", "blocks.1.attn.z"]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    import random
-
-    rng = random.Random(0)
-    words = "the cat sat on a mat while dogs ran over hills and rivers under bright skies".split()
-    p = tmp_path_factory.mktemp("data") / "docs.jsonl"
-    with open(p, "w") as f:
-        for i in range(120):
-            f.write(json.dumps({"text": f"doc {i}: " + " ".join(rng.choice(words) for _ in range(rng.randint(5, 60)))}) + "\n")
-    return p
-
-
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_round_trip_equals_record(tiny, corpus, tmp_path, dtype):
     m = tiny("tiny-llama")

@@ -55,13 +55,15 @@ def cmd_harvest(a: argparse.Namespace) -> None:
                             exclude_bos=a.exclude_bos, exclude_special=a.exclude_special, positions=a.positions,
                             seed=a.seed, text_field=a.text_field, add_bos=not a.no_bos,
                             progress=not a.no_progress)
+        from pathlib import Path
+
+        if not Path(data).expanduser().exists():
+            raise FileNotFoundError(f"data path {data!r} does not exist")
         model = load_model(a.model, dtype=a.model_dtype, device=a.device or D.default_device())
         t0 = time.perf_counter()
         store = harvest(model, cfg)
     except (StoreError, ValueError, FileNotFoundError, ImportError) as e:
         raise SystemExit(f"error: {e}") from None
-    finally:
-        pass
     if D.is_main():
         dt = time.perf_counter() - t0
         print(f"{store}\n{len(store)} rows in {dt:.1f} s; complete={store.complete}")

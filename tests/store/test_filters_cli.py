@@ -1,0 +1,41 @@
+"""Row filters (exclude BOS / special, positions) and the CLI (harvest, store info)."""
+import torch
+
+from actlab.cli import main
+from actlab.store import ActivationStore, HarvestConfig, harvest
+
+
+def test_exclude_bos_and_positions(tiny, corpus, tmp_path):
+    m = tiny("tiny-llama")
+    base = dict(data=str(corpus), sites=["blocks.0.resid_post"], dtype="fp32", context_length=32, progress=False,
+                tokens=3000)
+    full = harvest(m, HarvestConfig(out=str(tmp_path / "all"), **base))
+    bos = m.tokenizer.bos_token_id
+    assert (full.tokens(slice(None)) == bos).sum() > 10
+    nob = harvest(m, HarvestConfig(out=str(tmp_path / "nobos"), exclude_bos=True, **base))
+    assert len(nob) == 3000 and not (nob.tokens(slice(None)) == bos).any()
+    # the non-BOS rows are the same rows in the same order (same contexts)
+    keep = full.tokens(slice(None)) != bos
+    k = int(keep.sum())
+    assert torch.equal(nob.read("blocks.0.resid_post", slice(0, k)), full.read("blocks.0.resid_post", slice(None))[keep])
+    sp = harvest(m, HarvestConfig(out=str(tmp_path / "special"), exclude_special=True, **base))
+    assert not torch.isin(sp.tokens(slice(None)), torch.tensor(m.tokenizer.all_special_ids)).any()
+    skip0 = harvest(m, HarvestConfig(out=str(tmp_path / "p"), positions="1:", **base))
+    # context position 0 never stored: every 31 rows come from one context
+    assert torch.equal(skip0.read("blocks.0.resid_post", slice(0, 31)), full.read("blocks.0.resid_post", slice(1, 32)))
+    few = harvest(m, HarvestConfig(out=str(tmp_path / "few"), positions="0,5", **base))
+    assert torch.equal(few.read("blocks.0.resid_post", [2, 3]), full.read("blocks.0.resid_post", [32, 37]))
+
+
+def test_cli_harvest_and_info(corpus, tmp_path, capsys):
+    out = tmp_path / "s"
+    main(["harvest", "tiny-gpt2", "--data", str(corpus), "--sites", "blocks.1.mlp_act,final_norm", "--tokens", "1000",
+          "--out", str(out), "--context-length", "64", "--no-progress", "--exclude-bos"])
+    assert "1000 rows" in capsys.readouterr().out
+    st = ActivationStore(out)
+    assert st.dtype == torch.bfloat16 and st.dims == {"blocks.1.mlp_act": 256, "final_norm": 64}
+    main(["store", "info", str(out), "--verify"])
+    o = capsys.readouterr().out
+    assert "tiny-gpt2" in o and "blocks.1.mlp_act  d=256" in o and "all checksums match" in o
+    main(["store", "info", str(out), "--json"])
+    assert '"format": "actlab-activation-store"' in capsys.readouterr().out

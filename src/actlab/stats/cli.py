@@ -1,0 +1,143 @@
+"""``actlab stats ...``: the report (``actlab stats MODEL --data PATH --tokens N --out DIR``) and the verbs
+``emergence`` (fit curves over a checkpoint series), ``train-checkpoints`` (make one), ``infoplane``
+(information plane of the 12-bit task)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+VERBS = ("emergence", "train-checkpoints", "infoplane")
+EPILOG = """usage forms:
+  actlab stats MODEL [--data PATH] [--tokens N] [--out DIR] ...   the report (run `actlab stats MODEL --help`)
+  actlab stats emergence CKPT_DIR... --out DIR                       massive activations over training + curve fits
+  actlab stats train-checkpoints --out DIR                          train a tiny model, save a checkpoint series
+  actlab stats infoplane --out DIR                                  12-bit information-plane experiment"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("stats", help="activation statistics report (massive activations, sparsity, outliers, "
+                                     "calibration) and related verbs",
+                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", metavar="MODEL|VERB", help=f"a model (bundled name, HF folder, .gguf) or one of {VERBS}")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="options of the report or of the verb")
+    p.set_defaults(func=main)
+
+
+def _dataclass_parser(cls, prog: str, skip: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """An argparse parser from a config dataclass: one ``--flag`` per field, help from the field docstrings."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs = {}
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = b.value.value
+    ap = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip())
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default
+        typ = {int: int, float: float}.get(type(default), str) if default is not None else str
+        if f.name in ("sparsity_eps",):
+            typ = float
+        ap.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=default,
+                        help=f"{docs.get(f.name, '')} (default: {default})")
+    return ap
+
+
+def main(a) -> None:
+    if a.target in VERBS:
+        return {"emergence": _emergence, "train-checkpoints": _train, "infoplane": _infoplane}[a.target](a.args)
+    from actlab.stats.report import StatsConfig
+
+    ap = _dataclass_parser(StatsConfig, f"actlab stats {a.target}", skip=("model",))
+    ns = ap.parse_args(a.args)
+    cfg = StatsConfig(model=a.target, **vars(ns))
+    from actlab.stats.report import run_stats
+
+    try:
+        rep = run_stats(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+    mv = rep.massive
+    print(f"stats over {rep.meta['n_tokens']} tokens at {rep.timing['tokens_per_s']:.1f} tokens/s")
+    if mv.get("layers"):
+        top = max(mv["layers"], key=lambda s: s["top1_max"])
+        print(f"massive activations: first layer {mv['first_layer']}, largest |h| {top['top1_max']:.1f}, "
+              f"recurring channels {mv['recurring_channels']}")
+    if rep.sparsity:
+        print(f"mean active MLP fraction {rep.sparsity['active_frac_mean']:.3f}")
+    print(f"wrote {cfg.out}/report.md, stats.json and plots")
+
+
+def _emergence(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="actlab stats emergence",
+                                 description="Per-layer massive-activation magnitudes over a checkpoint series "
+                                             "(folders named step-<N>), fitted with A exp(-lam t') log(1+t'/tau) + K.")
+    ap.add_argument("checkpoints", nargs="+", help="checkpoint folders (HF format), or one folder holding step-* folders")
+    ap.add_argument("--data", default=None, help="probe text source (default: the demo corpus)")
+    ap.add_argument("--probe-contexts", type=int, default=8, help="probe contexts (default 8)")
+    ap.add_argument("--context-length", type=int, default=128, help="tokens per probe context (default 128)")
+    ap.add_argument("--metric", choices=("top1", "ratio"), default="top1", help="fit top |h| or top/median")
+    ap.add_argument("--out", default="emergence_out", help="output folder")
+    a = ap.parse_args(argv)
+    from pathlib import Path
+
+    from actlab import load_model
+    from actlab.stats.emergence import plot_emergence, track_checkpoints
+    from actlab.stats.report import _contexts, _docs
+    from actlab.utils import atomic_write_json
+
+    folders = [Path(c) for c in a.checkpoints]
+    if len(folders) == 1 and not (folders[0] / "config.json").exists():
+        folders = sorted(p for p in folders[0].glob("step-*") if (p / "config.json").exists())
+    if not folders:
+        raise SystemExit("error: no checkpoint folders (with config.json) found")
+    tok_model = load_model(folders[-1])
+    docs, _ = _docs(a.data)
+    ids = _contexts(tok_model, docs, a.probe_contexts * a.context_length, a.context_length, 0)
+    em = track_checkpoints(folders, ids, metric=a.metric)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "emergence.json", {"format_version": 1, **dataclasses.asdict(em)})
+    plot_emergence(em, out / "emergence.png")
+    for layer, fit in em.fits.items():
+        print(f"layer {layer}: {fit}")
+    print(f"wrote {out}/emergence.json and emergence.png")
+
+
+def _train(argv: list[str]) -> None:
+    from actlab.stats.train_checkpoints import TrainConfig, train_checkpoints
+
+    ap = _dataclass_parser(TrainConfig, "actlab stats train-checkpoints")
+    cfg = TrainConfig(**vars(ap.parse_args(argv)))
+    paths = train_checkpoints(cfg)
+    print(f"wrote {len(paths)} checkpoints under {cfg.out}")
+
+
+def _infoplane(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="actlab stats infoplane",
+                                 description="Train 12-10-7-5-4-3-2 on the 12-bit task; I(X;T), I(T;Y) per layer "
+                                             "over training with the adaptive estimators (EBAB, aKDE).")
+    ap.add_argument("--activation", default="tanh", help="tanh, relu, elu, softplus, swish (default tanh)")
+    ap.add_argument("--epochs", type=int, default=400, help="full-batch epochs (default 400)")
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="L2 regularisation (default 0)")
+    ap.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    ap.add_argument("--out", default="infoplane_out", help="output folder")
+    a = ap.parse_args(argv)
+    from pathlib import Path
+
+    from actlab.stats.info import plot_info_plane, train_info_plane
+    from actlab.utils import atomic_write_json
+
+    res = train_info_plane(a.activation, epochs=a.epochs, weight_decay=a.weight_decay, seed=a.seed)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "infoplane.json", {"format_version": 1, "activation": a.activation,
+                                               **{k: dataclasses.asdict(v) for k, v in res.items()}})
+    for k, v in res.items():
+        plot_info_plane(v, out / f"infoplane_{k}.png")
+    print(f"wrote {out}/infoplane.json and infoplane_*.png")

@@ -1,0 +1,271 @@
+"""Massive activations (Sun et al., arXiv 2402.17762): detection, per-layer tables, ablation and attention sinks.
+
+An entry ``h[t, c]`` of one sequence's hidden state ``h_l`` is *massive* when ``|h| > 100`` **and**
+``|h| >= 1000 * median(|h_l|)``, the median taken over that sequence's T x D entries at that layer.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from actlab.core.interventions import Intervention, register_op
+
+log = logging.getLogger(__name__)
+
+ABS_THRESHOLD = 100.0
+REL_THRESHOLD = 1000.0
+
+
+def seq_median(a_bpd: torch.Tensor) -> torch.Tensor:
+    """Per-sequence (lower) median of ``|h|`` over all positions and channels: ``[b, p, d] -> [b]``."""
+    flat = a_bpd.reshape(a_bpd.shape[0], -1)
+    return flat.kthvalue((flat.shape[1] + 1) // 2, dim=1).values
+
+
+def massive_mask(h: torch.Tensor, abs_threshold: float = ABS_THRESHOLD,
+                 rel_threshold: float = REL_THRESHOLD) -> torch.Tensor:
+    """Bool mask of massive entries of ``h`` ``[T, D]`` (one sequence) or ``[b, T, D]`` (median per sequence)."""
+    if h.dim() not in (2, 3):
+        raise ValueError(f"massive_mask expects [T, D] or [batch, T, D]; got shape {list(h.shape)}")
+    a = h.detach().abs().float()
+    a3 = a if a.dim() == 3 else a[None]
+    med = seq_median(a3)[:, None, None]
+    mask = (a3 > abs_threshold) & (a3 >= rel_threshold * med)
+    return mask if h.dim() == 3 else mask[0]
+
+
+def detect_massive(h: torch.Tensor, abs_threshold: float = ABS_THRESHOLD,
+                   rel_threshold: float = REL_THRESHOLD) -> set[tuple[int, int]]:
+    """The set of ``(position, channel)`` of massive entries in one sequence's hidden state ``[T, D]``."""
+    if h.dim() != 2:
+        raise ValueError(f"detect_massive expects one sequence [T, D]; got shape {list(h.shape)}")
+    idx = massive_mask(h, abs_threshold, rel_threshold).nonzero().tolist()
+    return {(int(t), int(c)) for t, c in idx}
+
+
+@dataclass
+class TopEntry:
+    """One large activation: magnitude, signed value, sequence index, position, channel and token id."""
+
+    magnitude: float
+    value: float
+    seq: int
+    pos: int
+    channel: int
+    token: int
+
+
+@dataclass
+class LayerMassive:
+    """Streaming massive-activation statistics of one site (one layer) over many sequences."""
+
+    d: int
+    top_k: int = 10
+    abs_threshold: float = ABS_THRESHOLD
+    rel_threshold: float = REL_THRESHOLD
+    n_seq: int = 0
+    top: list[TopEntry] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)          # top1 / median per sequence
+    medians: list[float] = field(default_factory=list)         # median |h| per sequence
+    top1: list[float] = field(default_factory=list)            # max |h| per sequence
+    n_massive: list[int] = field(default_factory=list)         # massive entries per sequence
+    channel_seqs: torch.Tensor | None = None                   # [d] sequences with a massive entry in channel c
+    channel_sum: torch.Tensor | None = None                    # [d] sum of signed massive values
+    channel_count: torch.Tensor | None = None                  # [d] number of massive entries
+    positions: Counter = field(default_factory=Counter)       # position index -> massive entries
+    tokens: Counter = field(default_factory=Counter)          # token id -> massive entries
+
+    def __post_init__(self):
+        self.channel_seqs = torch.zeros(self.d, dtype=torch.long)
+        self.channel_sum = torch.zeros(self.d, dtype=torch.float64)
+        self.channel_count = torch.zeros(self.d, dtype=torch.long)
+
+    def update(self, h_bpd: torch.Tensor, ids_bp: torch.Tensor | None = None) -> None:
+        """Consume a batch of full sequences ``[b, p, d]`` (no padding) with their token ids ``[b, p]``."""
+        h = h_bpd.detach().float()
+        b, p, d = h.shape
+        a = h.abs()
+        flat = a.reshape(b, -1)
+        med = seq_median(a)
+        top_v, top_i = flat.topk(min(self.top_k, flat.shape[1]), dim=1)
+        mask = (a > self.abs_threshold) & (a >= self.rel_threshold * med[:, None, None])
+        counts = mask.reshape(b, -1).sum(1)
+        self.ratios += (top_v[:, 0] / med.clamp_min(1e-30)).tolist()
+        self.medians += med.tolist()
+        self.top1 += top_v[:, 0].tolist()
+        self.n_massive += counts.tolist()
+        if bool(counts.any()):
+            self.channel_seqs += mask.any(1).sum(0).cpu()
+            idx = mask.nonzero()
+            vals = h[mask]
+            self.channel_sum.index_add_(0, idx[:, 2].cpu(), vals.double().cpu())
+            self.channel_count.index_add_(0, idx[:, 2].cpu(), torch.ones(len(idx), dtype=torch.long))
+            self.positions.update(idx[:, 1].tolist())
+            if ids_bp is not None:
+                self.tokens.update(ids_bp[idx[:, 0], idx[:, 1]].tolist())
+        new = []
+        tv, ti = top_v.cpu(), top_i.cpu()
+        for r in range(b):
+            for v, i in zip(tv[r].tolist(), ti[r].tolist()):
+                pos, ch = divmod(i, d)
+                tok = int(ids_bp[r, pos]) if ids_bp is not None else -1
+                new.append(TopEntry(v, float(h[r, pos, ch]), self.n_seq + r, pos, ch, tok))
+        self.top = sorted(self.top + new, key=lambda e: -e.magnitude)[: self.top_k]
+        self.n_seq += b
+
+    def channel_means(self) -> torch.Tensor:
+        """Mean signed value of each channel's massive entries (NaN for channels never massive): ``[d]``."""
+        m = self.channel_sum / self.channel_count.clamp_min(1)
+        m[self.channel_count == 0] = float("nan")
+        return m.float()
+
+    def recurring_channels(self, min_frac: float = 0.5) -> list[int]:
+        """Channels with a massive entry in at least ``min_frac`` of the sequences."""
+        if self.n_seq == 0:
+            return []
+        return (self.channel_seqs >= min_frac * self.n_seq).nonzero().flatten().tolist()
+
+    def summary(self, tokenizer=None) -> dict:
+        """JSON-able per-layer summary (median over sequences of the per-sequence figures)."""
+        def med(xs):
+            return float(torch.tensor(xs).median()) if xs else float("nan")
+
+        def tok(i):
+            if tokenizer is None or i < 0:
+                return str(i)
+            return tokenizer.decode([i])
+
+        return {
+            "n_seq": self.n_seq,
+            "top1_median": med(self.top1), "top1_max": max(self.top1) if self.top1 else float("nan"),
+            "median_abs": med(self.medians), "ratio_median": med(self.ratios),
+            "frac_seq_with_massive": sum(1 for n in self.n_massive if n > 0) / max(1, self.n_seq),
+            "massive_per_seq": sum(self.n_massive) / max(1, self.n_seq),
+            "recurring_channels": self.recurring_channels(),
+            "top_positions": self.positions.most_common(5),
+            "top_tokens": [(tok(t), n) for t, n in self.tokens.most_common(5)],
+            "top": [{"magnitude": e.magnitude, "value": e.value, "seq": e.seq, "pos": e.pos, "channel": e.channel,
+                     "token": tok(e.token)} for e in self.top],
+        }
+
+
+def first_massive_layer(summaries: list[dict], min_frac: float = 0.5) -> int | None:
+    """Index of the first layer where at least ``min_frac`` of sequences hold a massive activation."""
+    for i, s in enumerate(summaries):
+        if s["frac_seq_with_massive"] >= min_frac:
+            return i
+    return None
+
+
+def mask_channels(x: torch.Tensor, channels: list[int], value: float = 0.0) -> torch.Tensor:
+    """Copy of ``x`` with the given channels (last dim) set to ``value``; use it to keep massive channels out of
+    difference-of-means directions or per-tensor quantisation ranges."""
+    out = x.clone()
+    if channels:
+        out[..., torch.as_tensor(channels, device=x.device)] = value
+    return out
+
+
+@register_op
+@dataclass
+class MassivePatch(Intervention):
+    """Set massive entries (detected on the fly, same rule as ``massive_mask``) to 0 or to per-channel means.
+
+    ``means`` ``[d]`` holds the mean massive value per channel (NaN: leave that channel's entries unchanged).
+    """
+
+    op: ClassVar[str] = "massive_patch"
+    mode: str = "zero"
+    means: torch.Tensor | None = None
+    abs_threshold: float = ABS_THRESHOLD
+    rel_threshold: float = REL_THRESHOLD
+
+    def __post_init__(self):
+        if self.mode not in ("zero", "mean"):
+            raise ValueError(f"MassivePatch.mode must be 'zero' or 'mean'; got {self.mode!r}")
+        if self.mode == "mean" and self.means is None:
+            raise ValueError("MassivePatch(mode='mean') needs means: the per-channel mean of massive values [d]")
+
+    def edit(self, act, ctx):
+        if act.dim() != 3:
+            raise ValueError(f"MassivePatch needs a [batch, pos, d] site; {ctx.site!r} has shape {list(act.shape)}")
+        mask = massive_mask(act, self.abs_threshold, self.rel_threshold)
+        if ctx.info is not None and not bool(ctx.info.valid_bp.all()):
+            mask &= ctx.info.valid_bp.to(mask.device)[:, :, None]
+        if self.mode == "zero":
+            repl = torch.zeros((), dtype=act.dtype, device=act.device)
+        else:
+            mu = self.means.to(device=act.device, dtype=act.dtype)
+            repl = torch.where(torch.isnan(mu), act, mu)
+            mask &= ~torch.isnan(mu)
+        return torch.where(mask, repl, act)
+
+
+@dataclass
+class AblationResult:
+    """Perplexity (and mean |logit change|) with massive entries untouched, zeroed, and set to their means."""
+
+    site: str
+    ppl_base: float
+    ppl_zero: float
+    ppl_mean: float
+    logit_change_zero: float
+    logit_change_mean: float
+
+
+def ablation_test(model, site: str, ids: torch.Tensor, means: torch.Tensor, batch_size: int = 8) -> AblationResult:
+    """The bias hypothesis test: patch the massive entries at ``site`` to zero (perplexity should explode) and
+    to their mean over many sequences (perplexity should barely move). Streams over batches of ``ids``."""
+    from actlab.stats.calibration import next_token_nll
+
+    nll = {"base": 0.0, "zero": 0.0, "mean": 0.0}
+    dlog = {"zero": 0.0, "mean": 0.0}
+    n_tok = 0
+    n_batches = 0
+    with torch.no_grad():
+        for s in range(0, len(ids), batch_size):
+            x = ids[s:s + batch_size].to(model.device)
+            base = model(x, use_cache=False).logits.float()
+            nll["base"] += next_token_nll(base, x)
+            for mode in ("zero", "mean"):
+                with model.intervene({site: MassivePatch(mode=mode, means=means)}):
+                    lg = model(x, use_cache=False).logits.float()
+                nll[mode] += next_token_nll(lg, x)
+                dlog[mode] += float((lg - base).abs().mean())
+            n_tok += x.shape[0] * (x.shape[1] - 1)
+            n_batches += 1
+    ppl = {k: math.exp(v / n_tok) for k, v in nll.items()}
+    return AblationResult(site, ppl["base"], ppl["zero"], ppl["mean"], dlog["zero"] / n_batches,
+                          dlog["mean"] / n_batches)
+
+
+def attention_sink(model, ids: torch.Tensor, sink_bp: torch.Tensor) -> list[float]:
+    """Per layer, the mean attention mass (over heads and query positions after the first) that lands on the
+    tokens marked in ``sink_bp`` ``[b, p]`` (e.g. the tokens holding massive activations).
+
+    Runs one eager-attention forward with ``output_attentions=True`` (the attention implementation is restored).
+    """
+    mod = model.module
+    old = getattr(mod.config, "_attn_implementation", None)
+    if old != "eager":
+        mod.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = mod(input_ids=ids.to(model.device), output_attentions=True, use_cache=False)
+    finally:
+        if old is not None and old != "eager":
+            mod.set_attn_implementation(old)
+    if not out.attentions:
+        raise ValueError(f"{model.name} returned no attention weights; attention_sink needs a model that supports "
+                         "output_attentions")
+    sink = sink_bp.to(out.attentions[0].device).float()
+    masses = []
+    for att in out.attentions:                       # [b, heads, q, k]
+        mass = (att.float() * sink[:, None, None, :]).sum(-1)   # [b, heads, q]
+        masses.append(float(mass[:, :, 1:].mean()))
+    return masses

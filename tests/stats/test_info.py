@@ -1,0 +1,55 @@
+"""Adaptive MI estimators: identity layer gives 12 bits, scale invariance (vs a fixed-width baseline), constant
+layer gives 0; the information-plane experiment runs and its first layer keeps nearly all input information."""
+import pytest
+import torch
+
+from actlab.stats.info import akde_mi, ebab_bins, ebab_mi, fixed_bin_mi, train_info_plane, twelve_bit_dataset
+
+
+def test_identity_layer_gives_12_bits():
+    x, y = twelve_bit_dataset()
+    assert x.shape == (4096, 12) and y.float().mean() == 0.5
+    ixt, ity = ebab_mi(x, y)
+    assert ixt == pytest.approx(12.0)
+    assert ity == pytest.approx(1.0)            # H(Y) = 1 bit, Y a deterministic function of X
+    ixt_k, _ = akde_mi(x, None, sigma_frac=0.01)
+    assert ixt_k == pytest.approx(12.0, abs=1e-3)
+
+
+def test_scale_invariance():
+    x, y = twelve_bit_dataset()
+    w = torch.randn(12, 4, generator=torch.Generator().manual_seed(0))
+    t = torch.relu(x @ w)
+    sub = torch.arange(0, 4096, 4)
+    for est in (ebab_mi, akde_mi):
+        a, b = est(t[sub], y[sub]), est(100 * t[sub], y[sub])
+        assert b[0] == pytest.approx(a[0], rel=0.01) and b[1] == pytest.approx(a[1], rel=0.01, abs=1e-6)
+        assert 0 < a[0] < 10
+    f1, f2 = fixed_bin_mi(t, y), fixed_bin_mi(100 * t, y)
+    assert f2[0] > f1[0] * 1.3                  # a fixed absolute bin width is not scale invariant
+
+
+def test_constant_layer_gives_zero():
+    _, y = twelve_bit_dataset()
+    c = torch.full((4096, 3), 0.7)
+    assert ebab_mi(c, y) == (pytest.approx(0.0, abs=1e-12), pytest.approx(0.0, abs=1e-12))
+    assert akde_mi(c, y) == (0.0, 0.0)
+
+
+def test_ebab_edges_from_unique_values():
+    t = torch.tensor([[0.0], [0.0], [0.0], [1.0], [2.0], [3.0]])
+    # 4 unique values, 2 bins: edges at evenly spaced ranks of the unique values, not of the counts
+    assert ebab_bins(t, 2).flatten().tolist() == [0, 0, 0, 0, 1, 1]
+    with pytest.raises(ValueError, match="n_bins"):
+        ebab_bins(t, 1)
+    with pytest.raises(ValueError, match=r"\[n_samples, units\]"):
+        ebab_mi(torch.zeros(2, 2, 2))
+
+
+def test_info_plane_runs():
+    res = train_info_plane("tanh", epochs=20, n_records=3, estimators=("ebab",))
+    p = res["ebab"]
+    assert len(p.epochs) == 3 and len(p.ixt[0]) == 5
+    assert all(0 <= v <= 12 + 1e-9 for row in p.ixt for v in row)
+    assert all(v <= row_x + 1e-9 for row, rx in zip(p.ity, p.ixt) for v, row_x in zip(row, rx))
+    assert p.ixt[-1][0] > 10                     # the 10-unit first layer keeps almost all of the 12 bits

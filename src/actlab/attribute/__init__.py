@@ -1,0 +1,7 @@
+"""Input attribution: integrated gradients, gradient x input / saliency / SmoothGrad, and layer masking for CNNs."""
+from actlab.attribute.common import Attribution, class_target, contrastive_target, logit_target
+from actlab.attribute.gradients import gradient_attribution
+from actlab.attribute.integrated_gradients import integrated_gradients, quadrature
+
+__all__ = ["Attribution", "class_target", "contrastive_target", "logit_target", "gradient_attribution",
+           "integrated_gradients", "quadrature"]

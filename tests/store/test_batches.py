@@ -68,7 +68,7 @@ def test_window_bounds_rows_in_flight(store, monkeypatch):
 
     monkeypatch.setattr(B, "_windows", spy)
     list(store.batches(SITE, batch_size=64, buffer_rows=1000))
-    assert max(sizes) <= 500 and sum(sizes) == 4000
+    assert max(sizes) <= 1000 and sum(sizes) == 4000
 
 
 def test_unknown_site(store):

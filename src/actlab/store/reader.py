@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from actlab.store.format import (DOC, META_KEYS, POS, ST_DTYPES, TOKENS, StoreCorruptError, StoreError,
-                                 crc_of_array, load_manifest, read_header)
+                                 load_manifest)
 from actlab.utils import parse_dtype
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class ActivationStore:
         rows = [s["rows"] for s in self.shards]
         self.offsets = np.concatenate([[0], np.cumsum(rows, dtype=np.int64)]) if rows else np.zeros(1, np.int64)
         self._maps: dict[tuple[int, str], np.memmap] = {}
+        self._verified: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
         if not self.manifest.get("complete", False):
             log.warning("store %s is incomplete (a harvest is running or was interrupted); %d rows readable",
@@ -74,6 +75,45 @@ class ActivationStore:
         if key not in META_KEYS and key not in self.manifest["sites"]:
             raise KeyError(f"site {key!r} is not in this store; stored sites: {self.sites}")
 
+    def _shard_file(self, i: int) -> Path:
+        """The path of shard ``i`` after checking it exists with the manifest's size."""
+        sh = self.shards[i]
+        f = self.path / sh["file"]
+        if not f.exists():
+            raise StoreCorruptError(f"shard {sh['file']} is listed in the manifest but missing from {self.path}")
+        if f.stat().st_size != sh["bytes"]:
+            raise StoreCorruptError(f"shard {sh['file']} has {f.stat().st_size} bytes, the manifest says "
+                                    f"{sh['bytes']} (truncated or overwritten)")
+        return f
+
+    def _crc_failed(self, i: int, key: str) -> StoreCorruptError:
+        return StoreCorruptError(f"shard {self.shards[i]['file']}: checksum mismatch in tensor {key!r} (the file is "
+                                 f"corrupted); run `actlab store info {self.path} --verify`")
+
+    def _mark_verified(self, i: int, key: str, crc: int) -> None:
+        """Record the crc32 computed over a tensor's full bytes (raises if it differs from the manifest)."""
+        if crc != self.shards[i]["tensors"][key]["crc32"]:
+            raise self._crc_failed(i, key)
+        self._verified.add((i, key))
+
+    def _ensure_verified(self, i: int, key: str) -> None:
+        """crc-check one tensor of shard ``i`` once (no-op when verify_reads is off or already checked)."""
+        if not self.verify_reads or (i, key) in self._verified:
+            return
+        f = self._shard_file(i)
+        a, b = self.shards[i]["tensors"][key]["offsets"]
+        crc, buf = 0, bytearray(min(b - a, 8 << 20))
+        with open(f, "rb", buffering=0) as fh:
+            fh.seek(a)
+            left = b - a
+            while left:
+                n = fh.readinto(memoryview(buf)[: min(left, len(buf))])
+                if not n:
+                    raise StoreCorruptError(f"shard {self.shards[i]['file']}: unexpected end of file")
+                crc = zlib.crc32(memoryview(buf)[:n], crc)
+                left -= n
+        self._mark_verified(i, key, crc)
+
     def _map(self, i: int, key: str) -> np.memmap:
         """The memory map of one tensor of shard ``i`` (crc-checked on first use when verify_reads)."""
         m = self._maps.get((i, key))
@@ -83,23 +123,15 @@ class ActivationStore:
             m = self._maps.get((i, key))
             if m is not None:
                 return m
-            sh = self.shards[i]
-            f = self.path / sh["file"]
-            if not f.exists():
-                raise StoreCorruptError(f"shard {sh['file']} is listed in the manifest but missing from {self.path}")
-            if f.stat().st_size != sh["bytes"]:
-                raise StoreCorruptError(f"shard {sh['file']} has {f.stat().st_size} bytes, the manifest says "
-                                        f"{sh['bytes']} (truncated or overwritten)")
-            t = sh["tensors"][key]
+            f = self._shard_file(i)
+            self._ensure_verified(i, key)
+            t = self.shards[i]["tensors"][key]
             np_dtype, _ = ST_DTYPES[t["dtype"]]
             a, b = t["offsets"]
             shape = tuple(t["shape"])
             rows = shape[0]
             shape2 = (rows, int(np.prod(shape[1:])) if len(shape) > 1 else 1) if key not in META_KEYS else (rows,)
             m = np.memmap(f, dtype=np_dtype, mode="r", offset=a, shape=shape2) if b > a else np.zeros(shape2, np_dtype)
-            if self.verify_reads and crc_of_array(m) != t["crc32"]:
-                raise StoreCorruptError(f"shard {sh['file']}: checksum mismatch in tensor {key!r} (the file is "
-                                        f"corrupted); run `actlab store info {self.path} --verify`")
             self._maps[(i, key)] = m
             return m
 
@@ -165,9 +197,14 @@ class ActivationStore:
     # -- training iterator ---------------------------------------------------------------------------------
     def batches(self, site: str, batch_size: int = 4096, shuffle: bool = True, seed: int = 0,
                 buffer_rows: int = 262144, dtype: torch.dtype | str = torch.float32, drop_last: bool = False,
-                rank: int = 0, world: int = 1) -> Iterator[torch.Tensor]:
-        """One epoch of ``[B, d]`` batches of a site; see actlab.store.batches for the algorithm."""
+                rank: int = 0, world: int = 1, prefetch: int = 2, block_rows: int = 1) -> Iterator[torch.Tensor]:
+        """One epoch of ``[B, d]`` batches of a site, rows uniformly shuffled within windows of ``buffer_rows``.
+
+        ``rank``/``world`` give each data-parallel rank an equal disjoint part; ``prefetch`` batches are prepared
+        in a background thread; ``block_rows`` > 1 shuffles runs of that many consecutive rows (coarser, cheaper).
+        See actlab.store.batches for the algorithm.
+        """
         from actlab.store.batches import iterate
 
         return iterate(self, site, batch_size, shuffle, seed, buffer_rows, parse_dtype(dtype), drop_last, rank,
-                       world)
+                       world, prefetch, block_rows)

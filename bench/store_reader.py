@@ -1,0 +1,117 @@
+"""Reader speed: shuffled batches of 4096 rows vs raw sequential read of the same shard files (same run).
+
+Builds a store in the real format (synthetic bf16 rows, d=576 like SmolLM2, written by the store's own shard
+writer), then times, interleaved: (a) raw sequential read of every shard's site bytes into 4096-row arrays,
+(b) one shuffled epoch of ``store.batches(site, 4096)`` in the stored dtype on a fresh ActivationStore (crc32
+checks included), (c) the same on an already-open store, (d) in fp32 (the default), (e) with block_rows=16.
+Files are in the page cache for all.
+Prints rows/s and ratio = shuffled / raw. Target: ratio >= 0.80.
+
+    python bench/store_reader.py [--rows 400000 --d 576 --shard-rows 16384 --repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from actlab.store import ActivationStore
+from actlab.store.format import FORMAT, FORMAT_VERSION, MANIFEST
+from actlab.store.writer import write_shard
+from actlab.utils import atomic_write_json
+
+SITE = "blocks.10.resid_post"
+
+
+def build(root: Path, rows: int, d: int, shard_rows: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    shards = []
+    for k, lo in enumerate(range(0, rows, shard_rows)):
+        n = min(shard_rows, rows - lo)
+        t = {SITE: torch.randn(n, d, generator=g).to(torch.bfloat16),
+             "_tokens": torch.randint(0, 49152, (n,), generator=g, dtype=torch.int32),
+             "_doc": torch.arange(lo, lo + n, dtype=torch.int32), "_pos": torch.zeros(n, dtype=torch.int32)}
+        shards.append(write_shard(root, 0, k, t))
+    atomic_write_json(root / MANIFEST, {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "complete": True, "model": {"name": "synthetic"},
+        "tokenizer": {}, "sites": [SITE], "dims": {SITE: d}, "site_shapes": {SITE: [d]}, "dtype": "bf16",
+        "context_length": 128, "world_size": 1, "shard_rows": shard_rows, "total_rows": rows, "harvest": {},
+        "shards": shards})
+
+
+def raw_read(root: Path, manifest: dict, batch: int = 4096) -> int:
+    """Baseline: read every shard's site bytes front to back, in 4096-row arrays (what a sequential loader does)."""
+    n = 0
+    for sh in manifest["shards"]:
+        a, _ = sh["tensors"][SITE]["offsets"]
+        rb = (sh["tensors"][SITE]["offsets"][1] - a) // sh["rows"]
+        with open(root / sh["file"], "rb", buffering=0) as f:
+            f.seek(a)
+            left = sh["rows"]
+            while left:
+                k = min(batch, left)
+                out = np.empty((k, rb), dtype=np.uint8)
+                f.readinto(memoryview(out).cast("B"))
+                n += k
+                left -= k
+    return n
+
+
+def shuffled(root: Path, dtype, store: ActivationStore | None = None, block_rows: int = 1) -> int:
+    """One shuffled epoch; a fresh ActivationStore (so crc32 checks are included) unless ``store`` is given."""
+    st = store or ActivationStore(root)
+    return sum(b.shape[0] for b in st.batches(SITE, batch_size=4096, shuffle=True, seed=0, dtype=dtype,
+                                              block_rows=block_rows))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=400_000)
+    ap.add_argument("--d", type=int, default=576)
+    ap.add_argument("--shard-rows", type=int, default=16384)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--dir", default=None, help="where to build the store (default: a temp folder)")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    root = Path(a.dir or tempfile.mkdtemp(prefix="actlab-bench-store-"))
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / MANIFEST).exists():
+        build(root, a.rows, a.d, a.shard_rows)
+    st = ActivationStore(root)
+    gib = len(st) * a.d * 2 / 2**30
+    print(f"store: {len(st)} rows x d={a.d} bf16 = {gib:.2f} GiB in {len(st.shards)} shards ({root})")
+    warm = ActivationStore(root)
+    methods = {"raw sequential read": lambda: raw_read(root, st.manifest),
+               "shuffled bf16, fresh store": lambda: shuffled(root, torch.bfloat16),
+               "shuffled bf16, warm store": lambda: shuffled(root, torch.bfloat16, warm),
+               "shuffled fp32, warm store": lambda: shuffled(root, torch.float32, warm),
+               "shuffled bf16, blocks of 16": lambda: shuffled(root, torch.bfloat16, warm, 16)}
+    for f in methods.values():  # warm the page cache, smoke-run
+        f()
+    times = {k: [] for k in methods}
+    names = list(methods)
+    for r in range(a.repeats):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            t = time.perf_counter()
+            n = methods[k]()
+            times[k].append(time.perf_counter() - t)
+            assert n == len(st), (k, n)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = len(st) / med["raw sequential read"]
+    for k in names:
+        rps = len(st) / med[k]
+        print(f"{k:30s} {rps / 1e6:8.3f} M rows/s  {rps * a.d * 2 / 2**30:6.2f} GiB/s  ratio {rps / base:.3f}")
+    r = len(st) / med["shuffled bf16, fresh store"] / base
+    print(f"ratio (shuffled bf16 batches incl. crc checks / raw sequential read) = {r:.3f}  target >= 0.80")
+    print(f"(median of {a.repeats} interleaved repeats, torch threads=2, machine shared with other jobs; "
+          f"cpu count {os.cpu_count()})")
+
+
+if __name__ == "__main__":
+    main()

@@ -41,5 +41,11 @@ def test_attribution_heads_and_embed_leaf(tiny):
     whole = attribution_patch(m, "the cat sat on", "the bat sat on", met, ["blocks.0.attn.z", "blocks.1.attn.z"],
                               positions="all")
     torch.testing.assert_close((rh.values - rh.corrupt).sum(-1), whole.values - whole.corrupt, atol=1e-4, rtol=1e-4)
+    # per-head estimates follow the exact per-head patches in both layers (layer 1's heads are views of o_proj's
+    # input: their gradient must still arrive)
+    exact = activation_patch(m, "the cat sat on", "the bat sat on", met, ["blocks.0.attn.z", "blocks.1.attn.z"],
+                             positions="all", heads=True)
+    assert (rh.values[1] - rh.corrupt).abs().min() > 1e-4
+    assert spearmanr((exact.values - exact.corrupt).flatten(), (rh.values - rh.corrupt).flatten()).correlation > 0.9
     with pytest.raises(ValueError, match="per-head sites"):
         attribution_patch(m, "the cat", "the bat", met, "embed", heads=True)

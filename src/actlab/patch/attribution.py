@@ -18,9 +18,12 @@ def grad_record(m, inputs: dict, sites: list[str], metric: MetricLike) -> tuple[
     def make(site):
         def handler(act, ctx):
             if act.requires_grad:
-                act.retain_grad()
-                store[site] = act
-                return None
+                # a fresh view that the forward goes on with (per-head sites are views of the module's tensor, and
+                # a view the forward does not use would get no gradient)
+                t = act.view(act.shape)
+                t.retain_grad()
+                store[site] = t
+                return t
             leaf = act.detach().requires_grad_(True)  # e.g. the embedding output of a frozen model
             store[site] = leaf
             return leaf

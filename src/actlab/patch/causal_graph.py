@@ -175,11 +175,11 @@ def grad_x_act_scores(m, inputs, site: str, score: Callable, unit_dim: int = -1)
     store = {}
 
     def handler(act, ctx):
-        leaf = act if act.requires_grad else act.detach().requires_grad_(True)
+        t = act.view(act.shape) if act.requires_grad else act.detach().requires_grad_(True)
         if act.requires_grad:
-            act.retain_grad()
-        store["a"] = leaf
-        return None if leaf is act else leaf
+            t.retain_grad()
+        store["a"] = t
+        return t  # the forward continues with t, so its gradient is the site's gradient
 
     with torch.enable_grad(), m.engine.hooks([(site, handler)]):
         s = score(m(inputs)).float()

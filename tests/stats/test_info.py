@@ -46,7 +46,7 @@ def test_ebab_edges_from_unique_values():
         ebab_mi(torch.zeros(2, 2, 2))
 
 
-def test_info_plane_runs():
+def test_info_plane_runs(one_thread):
     res = train_info_plane("tanh", epochs=20, n_records=3, estimators=("ebab",))
     p = res["ebab"]
     assert len(p.epochs) == 3 and len(p.ixt[0]) == 5

@@ -90,31 +90,44 @@ class LayerMassive:
         h = h_bpd.detach().float()
         b, p, d = h.shape
         a = h.abs()
-        flat = a.reshape(b, -1)
         med = seq_median(a)
-        top_v, top_i = flat.topk(min(self.top_k, flat.shape[1]), dim=1)
-        mask = (a > self.abs_threshold) & (a >= self.rel_threshold * med[:, None, None])
-        counts = mask.reshape(b, -1).sum(1)
+        rowmax = a.amax(-1)                                   # [b, p]
+        # the k largest entries lie in the k positions with the largest row maxima: search only those rows
+        kp = min(self.top_k, p)
+        pos_k = rowmax.topk(kp, dim=1).indices                # [b, kp]
+        sub = a.gather(1, pos_k[:, :, None].expand(-1, -1, d)).reshape(b, -1)
+        top_v, top_j = sub.topk(min(self.top_k, sub.shape[1]), dim=1)
+        top_pos = pos_k.gather(1, top_j // d)
+        top_ch = top_j % d
+        thr = torch.clamp(self.rel_threshold * med, min=0.0)
+        cand = (rowmax > self.abs_threshold) & (rowmax >= thr[:, None])   # positions holding a massive entry
         self.ratios += (top_v[:, 0] / med.clamp_min(1e-30)).tolist()
         self.medians += med.tolist()
         self.top1 += top_v[:, 0].tolist()
-        self.n_massive += counts.tolist()
-        if bool(counts.any()):
-            self.channel_seqs += mask.any(1).sum(0).cpu()
-            idx = mask.nonzero()
-            vals = h[mask]
-            self.channel_sum.index_add_(0, idx[:, 2].cpu(), vals.double().cpu())
-            self.channel_count.index_add_(0, idx[:, 2].cpu(), torch.ones(len(idx), dtype=torch.long))
-            self.positions.update(idx[:, 1].tolist())
+        counts = torch.zeros(b, dtype=torch.long)
+        if bool(cand.any()):
+            rb, rp = cand.nonzero(as_tuple=True)
+            rows = a[rb, rp]                                  # [n_cand, d]
+            m = (rows > self.abs_threshold) & (rows >= thr[rb][:, None])
+            ri, ch = m.nonzero(as_tuple=True)
+            sb, sp = rb[ri], rp[ri]
+            counts.index_add_(0, sb.cpu(), torch.ones(len(sb), dtype=torch.long))
+            seq_ch = torch.zeros(b, d, dtype=torch.bool)
+            seq_ch[sb.cpu(), ch.cpu()] = True
+            self.channel_seqs += seq_ch.sum(0)
+            vals = h[sb, sp, ch]
+            self.channel_sum.index_add_(0, ch.cpu(), vals.double().cpu())
+            self.channel_count.index_add_(0, ch.cpu(), torch.ones(len(ch), dtype=torch.long))
+            self.positions.update(sp.tolist())
             if ids_bp is not None:
-                self.tokens.update(ids_bp[idx[:, 0], idx[:, 1]].tolist())
+                self.tokens.update(ids_bp[sb, sp].tolist())
+        self.n_massive += counts.tolist()
+        vals = h[torch.arange(b, device=h.device)[:, None], top_pos, top_ch].tolist()
         new = []
-        tv, ti = top_v.cpu(), top_i.cpu()
         for r in range(b):
-            for v, i in zip(tv[r].tolist(), ti[r].tolist()):
-                pos, ch = divmod(i, d)
+            for v, val, pos, ch_ in zip(top_v[r].tolist(), vals[r], top_pos[r].tolist(), top_ch[r].tolist()):
                 tok = int(ids_bp[r, pos]) if ids_bp is not None else -1
-                new.append(TopEntry(v, float(h[r, pos, ch]), self.n_seq + r, pos, ch, tok))
+                new.append(TopEntry(v, val, self.n_seq + r, pos, ch_, tok))
         self.top = sorted(self.top + new, key=lambda e: -e.magnitude)[: self.top_k]
         self.n_seq += b
 

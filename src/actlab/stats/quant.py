@@ -82,24 +82,27 @@ class ChannelStats:
         self.n_big = torch.zeros(self.d, dtype=torch.long)
 
     def update(self, x: torch.Tensor) -> None:
-        """Consume ``[..., d]`` activations (rows are tokens)."""
+        """Consume ``[..., d]`` activations (rows are tokens). Sums are matrix-vector products (BLAS)."""
         if x.shape[-1] != self.d:
             raise ValueError(f"ChannelStats(d={self.d}) got activations with last dim {x.shape[-1]}")
         x = x.detach().reshape(-1, self.d).float()
-        a = x.abs()
-        self.amax = torch.maximum(self.amax, a.amax(0).double().cpu())
+        n = x.shape[0]
+        ones = torch.ones(1, n, dtype=x.dtype, device=x.device)
+        x2 = x * x
+        sums = torch.cat([ones @ x, ones @ x2, ones @ (x2 * x), ones @ (x2 * x2),
+                          ones @ (x2 >= self.outlier_threshold ** 2).to(x.dtype)]).double().cpu()
+        self.s1 += sums[0]
+        self.s2 += sums[1]
+        self.s3 += sums[2]
+        self.s4 += sums[3]
+        self.n_big += sums[4].round().long()
         self.vmin = torch.minimum(self.vmin, x.amin(0).double().cpu())
         self.vmax = torch.maximum(self.vmax, x.amax(0).double().cpu())
-        x2 = x * x
-        self.s1 += x.sum(0).double().cpu()
-        self.s2 += x2.sum(0).double().cpu()
-        self.s3 += (x2 * x).sum(0).double().cpu()
-        self.s4 += (x2 * x2).sum(0).double().cpu()
-        self.n_big += (a >= self.outlier_threshold).sum(0).cpu()
-        norms = x2.sum(1).sqrt()
+        self.amax = torch.maximum(self.vmax, -self.vmin)
+        norms = (x2 @ torch.ones(self.d, 1, dtype=x.dtype, device=x.device)).sqrt()
         self.norm_sum += float(norms.sum())
         self.norm_max = max(self.norm_max, float(norms.max()))
-        self.n += x.shape[0]
+        self.n += n
 
     def kurtosis(self) -> torch.Tensor:
         """Per-channel (Pearson, non-excess) kurtosis E[(x-mu)^4] / Var^2: 3 for a Gaussian."""

@@ -6,7 +6,7 @@ import torch
 
 import actlab
 from actlab.patch import LogitDiff
-from actlab.patch.subspace import (SubspacePatch, das, illusion_check, lm_score, lm_target_loss, readout_weight,
+from actlab.patch.subspace import (SubspacePatch, das, illusion_check, interchange_accuracy, lm_score, lm_target_loss, readout_weight,
                                    rowspace_split, subspace_effect)
 
 
@@ -82,6 +82,10 @@ def test_das_and_subspace_patch_on_tiny_lm(tiny):
     full = subspace_effect(m, base, source, "blocks.0.resid_post", torch.eye(64), lm_score(LogitDiff(*ids)))
     whole = subspace_effect(m, base, source, "blocks.0.resid_post", None, lm_score(LogitDiff(*ids)))
     assert full.patched == pytest.approx(whole.patched, abs=1e-4) and whole.normalized == pytest.approx(1.0, abs=1e-4)
+    # interchange-intervention accuracy: a whole-site patch predicts what the source run predicts
+    src_pred = m(source).logits[:, -1].argmax(-1)
+    assert interchange_accuracy(m, base, source, "blocks.0.resid_post", None, src_pred) == 1.0
+    assert interchange_accuracy(m, base, source, "blocks.0.resid_post", torch.eye(64), src_pred) == 1.0
 
 
 def test_bad_basis_and_readout_errors(tiny):

@@ -256,3 +256,19 @@ def lm_target_loss(target_ids) -> Callable:
         tt = t.to(logits.device).expand(logits.shape[0]) if t.numel() == 1 else t.to(logits.device)
         return torch.nn.functional.cross_entropy(logits.float(), tt)
     return loss
+
+
+def interchange_accuracy(m, base, source, site: str, basis: torch.Tensor | None, source_labels, *,
+                         positions="all") -> float:
+    """Fraction of pairs whose patched prediction (last-position argmax) equals the source-consistent label."""
+    labels = torch.as_tensor(source_labels, dtype=torch.long).reshape(-1)
+    src = m.record(source, [site], stop_early=True)[site]
+    from actlab import Replace
+    iv = Replace(value=src, positions=positions) if basis is None else SubspacePatch(source=src, basis=basis,
+                                                                                       positions=positions)
+    with torch.no_grad(), m.intervene({site: iv}):
+        out = m(base)
+    pred = (out.logits if hasattr(out, "logits") else out[0])[:, -1].argmax(-1).cpu()
+    if pred.shape != labels.shape:
+        raise ValueError(f"got {labels.numel()} source labels for {pred.numel()} pairs")
+    return float((pred == labels).float().mean())

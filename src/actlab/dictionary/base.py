@@ -1,0 +1,252 @@
+"""Shared base of every dictionary: config, parameters, encode/decode/forward, save/load (safetensors + JSON).
+
+One layout for all architectures (rows are latents): ``W_enc [n, d_in]``, ``b_enc [n]``, ``W_dec [n, d_out]``,
+``b_dec [d_out]``; SAEs centre their input with ``b_dec`` (tied), transcoders with their own ``b_pre [d_in]``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from actlab.utils import atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "dictionary.safetensors"
+ARCHS: dict[str, type["Dictionary"]] = {}
+
+
+def register_arch(cls):
+    """Class decorator: make an architecture loadable by its ``arch`` name."""
+    ARCHS[cls.arch] = cls
+    return cls
+
+
+@dataclass
+class DictConfig:
+    """Architecture and provenance of a dictionary (saved as ``cfg.json``)."""
+
+    arch: str = "topk"
+    """topk | batchtopk | jumprelu | relu | gated | gsae (transcoders: any of them with ``d_out``/``site_out``)."""
+    d_in: int = 0
+    """Input width (the site's last dimension)."""
+    d_sae: int = 0
+    """Number of latents (0: ``expansion * d_in``)."""
+    expansion: int = 16
+    """Latents per input dimension, used when ``d_sae`` is 0."""
+    d_out: int | None = None
+    """Output width for transcoders (None: an autoencoder, ``d_out = d_in``)."""
+    k: int = 32
+    """Active latents per token (topk, batchtopk, gsae)."""
+    l1_coef: float = 5.0
+    """Sparsity coefficient: L1 (relu, gated, decoder-norm weighted) or L0 (jumprelu), on normalised data."""
+    jump_bandwidth: float = 0.05
+    """JumpReLU straight-through kernel width (in normalised activation units)."""
+    jump_init_threshold: float = 0.1
+    """JumpReLU initial threshold."""
+    skip: bool = False
+    """Transcoders: add a linear skip connection ``x @ W_skip``."""
+    gsae_beta: float = 1.0
+    """g-SAE: weight of the downstream-gradient term in latent selection (0 = plain TopK)."""
+    fused: bool = True
+    """Use the sparse fused kernels (TopK family); False runs the dense eager reference."""
+    site: str = ""
+    """Site the dictionary reads (e.g. blocks.3.resid_post, or blocks.3.mlp_in for a transcoder)."""
+    site_out: str = ""
+    """Transcoders: the site it predicts (e.g. blocks.3.mlp_out)."""
+    model: str = ""
+    """Model name the activations came from."""
+    dtype: str = "fp32"
+    """Parameter dtype."""
+    train: dict[str, Any] = field(default_factory=dict)
+    """Training provenance: tokens, steps, final metrics (filled by the trainer)."""
+
+    def __post_init__(self):
+        if self.d_in <= 0:
+            raise ValueError(f"DictConfig.d_in must be > 0, got {self.d_in}")
+        if self.d_sae <= 0:
+            self.d_sae = self.expansion * self.d_in
+        if self.arch in ("topk", "batchtopk", "gsae") and not 0 < self.k <= self.d_sae:
+            raise ValueError(f"k={self.k} must be in 1..d_sae={self.d_sae}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown architecture {self.arch!r}; available: {sorted(ARCHS)}")
+
+    @property
+    def is_transcoder(self) -> bool:
+        return self.d_out is not None
+
+    @property
+    def out_dim(self) -> int:
+        return self.d_out if self.d_out is not None else self.d_in
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DictConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class StepOut(NamedTuple):
+    """What one training forward returns (all in normalised units)."""
+
+    loss: torch.Tensor
+    """Scalar to minimise."""
+    recon: torch.Tensor
+    """[B, d_out] reconstruction (or prediction)."""
+    fired: torch.Tensor
+    """[n] bool: latents active on at least one row of the batch."""
+    l0: float
+    """Mean active latents per row."""
+    extra: dict[str, float]
+    """Other scalars to log (aux loss, sparsity loss, ...)."""
+
+
+class Dictionary(nn.Module):
+    """Base class: subclasses implement ``encode`` (dense acts ``[..., n]``) and ``step`` (training loss)."""
+
+    arch: ClassVar[str] = ""
+    normalize_decoder: ClassVar[bool] = True   # keep decoder rows unit norm during training
+
+    def __init__(self, cfg: DictConfig, generator: torch.Generator | None = None):
+        super().__init__()
+        self.cfg = cfg
+        n, d, o = cfg.d_sae, cfg.d_in, cfg.out_dim
+        from actlab.utils import parse_dtype
+        dt = parse_dtype(cfg.dtype)
+        g = generator
+        W = torch.randn(n, o, generator=g, dtype=torch.float32)
+        W = W / W.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(W.to(dt))
+        if cfg.is_transcoder:
+            enc = torch.randn(n, d, generator=g) / math.sqrt(d)
+            self.W_enc = nn.Parameter(enc.to(dt))
+            self.b_pre = nn.Parameter(torch.zeros(d, dtype=dt))
+        else:
+            self.W_enc = nn.Parameter(W.clone().to(dt))
+        self.b_enc = nn.Parameter(torch.zeros(n, dtype=dt))
+        self.b_dec = nn.Parameter(torch.zeros(o, dtype=dt))
+        if cfg.skip:
+            self.W_skip = nn.Parameter(torch.zeros(d, o, dtype=dt))
+
+    # -- shapes and the shared affine maps ---------------------------------------------------------
+    @property
+    def d_sae(self) -> int:
+        return self.cfg.d_sae
+
+    def centre_bias(self) -> torch.Tensor:
+        """The bias subtracted from inputs before encoding (tied ``b_dec`` for SAEs)."""
+        return self.b_pre if self.cfg.is_transcoder else self.b_dec
+
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(f"input has last dimension {x.shape[-1]} but the dictionary expects d_in="
+                             f"{self.cfg.d_in} (site {self.cfg.site or '?'})")
+        return x.to(self.W_enc.dtype)
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.centre_bias()) @ self.W_enc.t() + self.b_enc
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense latent activations ``[..., n]``."""
+        raise NotImplementedError
+
+    def decode(self, acts: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        out = acts @ self.W_dec + self.b_dec
+        if self.cfg.skip:
+            if x is None:
+                raise ValueError("a skip transcoder's decode needs the input x")
+            out = out + x.to(out.dtype) @ self.W_skip
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction (SAE) or prediction (transcoder) of ``x [..., d_in]``."""
+        x = self.check_input(x)
+        return self.decode(self.encode(x), x)
+
+    def skip_term(self, x: torch.Tensor) -> torch.Tensor | float:
+        return x @ self.W_skip if self.cfg.skip else 0.0
+
+    # -- training --------------------------------------------------------------------------------------
+    def step(self, x: torch.Tensor, y: torch.Tensor, **kw) -> StepOut:
+        """Training loss on a batch ``x [B, d_in]`` with target ``y [B, d_out]`` (y is x for an SAE)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Data-dependent initialisation: output bias at the target mean (geometric-median stand-in)."""
+        self.b_dec.copy_(y.mean(0).to(self.b_dec.dtype))
+        if self.cfg.is_transcoder:
+            self.b_pre.copy_(x.mean(0).to(self.b_pre.dtype))
+
+    @torch.no_grad()
+    def before_optimizer_step(self) -> None:
+        """Remove the gradient component parallel to each decoder row (keeps the unit-norm constraint tight)."""
+        if self.normalize_decoder and self.W_dec.grad is not None:
+            W, g = self.W_dec, self.W_dec.grad
+            dots = torch.linalg.vecdot(g, W, dim=1)
+            g.addcmul_(dots.unsqueeze(1), W, value=-1.0)
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        if self.normalize_decoder:
+            self.W_dec.div_(torch.linalg.vector_norm(self.W_dec, dim=1, keepdim=True).clamp_min_(1e-8))
+
+    @torch.no_grad()
+    def fold_scale(self, s_in: float, s_out: float) -> None:
+        """Absorb input/output scalings (trained on ``x*s_in``, ``y*s_out``) so the model takes raw activations."""
+        self.W_enc.mul_(s_in)
+        if self.cfg.is_transcoder:
+            self.b_pre.div_(s_in)
+        self.W_dec.div_(s_out)
+        self.b_dec.div_(s_out)
+        if self.cfg.skip:
+            self.W_skip.mul_(s_in / s_out)
+        self._fold_extra(s_in, s_out)
+
+    def _fold_extra(self, s_in: float, s_out: float) -> None:
+        """Architecture-specific parameters that scale with the input (thresholds live in latent units)."""
+
+    # -- persistence -----------------------------------------------------------------------------------
+    def save(self, path: str | Path, extra_meta: dict | None = None) -> Path:
+        """Write ``cfg.json`` + ``dictionary.safetensors`` into the folder ``path`` (atomically)."""
+        from safetensors.torch import save
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write_bytes(path / WEIGHTS_FILE, save(tensors, metadata={"format": "actlab-dictionary"}))
+        meta = {"format_version": FORMAT_VERSION, **asdict(self.cfg)}
+        if extra_meta:
+            meta.update(extra_meta)
+        atomic_write_json(path / CFG_FILE, meta)
+        return path
+
+
+def build(cfg: DictConfig, seed: int = 0) -> Dictionary:
+    """Instantiate the architecture named in ``cfg`` with a seeded initialisation."""
+    g = torch.Generator().manual_seed(0x5AE0_0000 + seed)   # offset: never the same stream as data seeded 0
+    return ARCHS[cfg.arch](cfg, generator=g)
+
+
+def load(path: str | Path, device: str | torch.device | None = None) -> Dictionary:
+    """Load an actlab dictionary folder; SAELens / sparsify folders are detected and converted."""
+    from safetensors.torch import load_file
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no dictionary at {path}")
+    if not (path / WEIGHTS_FILE).exists():
+        from actlab.dictionary.formats import load_foreign
+        return load_foreign(path, device=device)
+    meta = json.loads((path / CFG_FILE).read_text())
+    cfg = DictConfig.from_dict(meta)
+    model = ARCHS[cfg.arch](cfg)
+    sd = load_file(str(path / WEIGHTS_FILE))
+    model.load_state_dict(sd)
+    return model.to(device) if device is not None else model

@@ -1,0 +1,187 @@
+"""Evaluation: reconstruction quality and sparsity on held-out activations, feature density (PNG), and the
+downstream cost of splicing the dictionary into the model (cross-entropy vs clean vs zero-ablated)."""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+import torch
+
+from actlab.dictionary.base import Dictionary
+from actlab.dictionary.data import check_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """Reconstruction metrics over ``tokens`` rows."""
+
+    fvu: float
+    """Fraction of variance unexplained: sum ||y - y_hat||^2 / sum ||y - mean(y)||^2 (0 perfect, 1 = mean predictor)."""
+    mse: float
+    """Mean squared error per element."""
+    l0: float
+    """Mean number of active latents per token."""
+    dead_frac: float
+    """Fraction of latents that never fired on these tokens."""
+    dense_frac: float
+    """Fraction of latents firing on more than ``dense_threshold`` of the tokens."""
+    tokens: int
+    """Rows evaluated."""
+    density: list[float] = field(default_factory=list, repr=False)
+    """Per-latent firing frequency."""
+
+    def to_dict(self, with_density: bool = False) -> dict:
+        d = asdict(self)
+        if not with_density:
+            d.pop("density")
+        return d
+
+
+@torch.no_grad()
+def evaluate(model: Dictionary, batches: Iterable, max_tokens: int | None = None,
+             dense_threshold: float = 0.1) -> EvalResult:
+    """Stream ``x`` or ``(x, y)`` batches through the dictionary (exact two-pass-free FVU via running sums)."""
+    model.eval()
+    n = model.d_sae
+    fires = torch.zeros(n, dtype=torch.long)
+    sse = l0 = 0.0
+    tokens = 0
+    s_y = s_yy = None
+    for b in batches:
+        x, y = (b, b) if isinstance(b, torch.Tensor) else (b[0], b[1])
+        x = check_batch(x.float(), model.cfg.d_in, "input activations")
+        y = check_batch(y.float(), model.cfg.out_dim, "target activations")
+        acts = model.encode(x)
+        y_hat = model.decode(acts, x).float()
+        sse += float((y_hat - y).double().pow(2).sum())
+        active = acts != 0
+        l0 += float(active.sum())
+        fires += active.sum(0).cpu()
+        yd = y.double()
+        s_y = yd.sum(0) if s_y is None else s_y + yd.sum(0)
+        s_yy = yd.pow(2).sum(0) if s_yy is None else s_yy + yd.pow(2).sum(0)
+        tokens += x.shape[0]
+        if max_tokens is not None and tokens >= max_tokens:
+            break
+    if tokens == 0:
+        raise ValueError("no evaluation rows")
+    total_var = float((s_yy - s_y.pow(2) / tokens).sum())
+    density = (fires.double() / tokens)
+    return EvalResult(fvu=sse / max(total_var, 1e-30), mse=sse / (tokens * model.cfg.out_dim), l0=l0 / tokens,
+                      dead_frac=float((fires == 0).double().mean()),
+                      dense_frac=float((density > dense_threshold).double().mean()), tokens=tokens,
+                      density=density.tolist())
+
+
+def density_histogram(density: list[float] | torch.Tensor, path, title: str = "") -> None:
+    """log10 feature-density histogram as PNG (dead latents counted in the leftmost bar)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    d = torch.as_tensor(density, dtype=torch.float64)
+    floor = 1e-7
+    vals = torch.log10(d.clamp_min(floor)).numpy()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(vals, bins=60, color="#3465a4")
+    ax.set_xlabel("log10 feature density (fraction of tokens firing)")
+    ax.set_ylabel("latents")
+    ax.set_title(title or f"{int((d == 0).sum())} dead of {d.numel()} (shown at 1e-7)")
+    fig.tight_layout()
+    from pathlib import Path
+    from actlab.utils import atomic_write_bytes
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+@dataclass
+class SpliceResult:
+    """Next-token cross-entropy (nats/token) with the activation replaced."""
+
+    ce_clean: float
+    """The unmodified model."""
+    ce_spliced: float
+    """With the site replaced by the dictionary's reconstruction (transcoders: the MLP output replaced)."""
+    ce_zero: float
+    """With the site zero-ablated."""
+    loss_recovered: float
+    """(ce_zero - ce_spliced) / (ce_zero - ce_clean): 1 = no loss, 0 = as bad as zero ablation."""
+    delta_loss: float
+    """ce_spliced - ce_clean."""
+    tokens: int
+    """Predicted tokens the CE averages over."""
+
+
+def _ce(model, ids: torch.Tensor, mask: torch.Tensor | None) -> tuple[float, int]:
+    with torch.no_grad():
+        logits = model.module(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+    tgt = ids[:, 1:]
+    lp = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                           reduction="none")
+    valid = torch.ones_like(tgt, dtype=torch.bool) if mask is None else (mask[:, 1:] & mask[:, :-1]).bool()
+    valid = valid.reshape(-1)
+    return float(lp[valid].sum()), int(valid.sum())
+
+
+def splice_fns(dictionary: Dictionary):
+    """{site: intervention} pairs that replace the site by the dictionary's output (SAE) or the MLP output by the
+    transcoder's prediction from the recorded MLP input."""
+    c = dictionary.cfg
+
+    def apply(act):
+        flat = act.reshape(-1, act.shape[-1])
+        return dictionary(flat.to(dictionary.W_enc.dtype)).to(act.dtype).reshape(*act.shape[:-1], -1)
+
+    if not c.is_transcoder:
+        return [(c.site, lambda act, ctx: apply(act))]
+    held = {}
+
+    def grab(act, ctx):
+        held["x"] = act
+        return None
+
+    def put(act, ctx):
+        return apply(held["x"]).reshape(act.shape)
+    return [(c.site, grab), (c.site_out, put)]
+
+
+def splice_ce(model, dictionary: Dictionary, inputs, batch_size: int = 8) -> SpliceResult:
+    """Clean / spliced / zero-ablated next-token CE over ``inputs`` (texts, or a LongTensor [n, L] of ids)."""
+    from actlab.core import Replace
+    c = dictionary.cfg
+    if not c.site:
+        raise ValueError("the dictionary has no site in its config; set cfg.site (and cfg.site_out)")
+    model.check_sites([c.site] + ([c.site_out] if c.is_transcoder else []))
+    if isinstance(inputs, torch.Tensor):
+        chunks = [(inputs[i:i + batch_size], None) for i in range(0, inputs.shape[0], batch_size)]
+    else:
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        chunks = []
+        for i in range(0, len(texts), batch_size):
+            enc = model.tokenize(texts[i:i + batch_size])
+            chunks.append((enc["input_ids"], enc["attention_mask"]))
+    zero_site = c.site_out if c.is_transcoder else c.site
+    totals = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
+    count = 0
+    dictionary.eval()
+    for ids, mask in chunks:
+        ids = ids.to(model.device)
+        mask = mask.to(model.device) if mask is not None else None
+        s, count_b = _ce(model, ids, mask)
+        totals["clean"] += s
+        with model.intervene(splice_fns(dictionary)):
+            totals["spliced"] += _ce(model, ids, mask)[0]
+        d_zero = c.out_dim
+        with model.intervene({zero_site: Replace(torch.zeros(d_zero))}):
+            totals["zero"] += _ce(model, ids, mask)[0]
+        count += count_b
+    ce = {k: v / max(count, 1) for k, v in totals.items()}
+    denom = ce["zero"] - ce["clean"]
+    rec = (ce["zero"] - ce["spliced"]) / denom if abs(denom) > 1e-12 else math.nan
+    return SpliceResult(ce["clean"], ce["spliced"], ce["zero"], rec, ce["spliced"] - ce["clean"], count)

@@ -1,0 +1,109 @@
+"""SAELens / sparsify folders written by the test in their layouts load to the same reconstructions; export
+round-trips; actlab save/load round-trips."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from actlab.dictionary import DictConfig, build, load
+from actlab.dictionary.formats import export_saelens, export_sparsify, load_foreign
+
+
+def _rand(seed, *shape):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_saelens_topk_folder_by_hand(tmp_path):
+    d, n, k = 16, 64, 5
+    W_enc, b_enc, W_dec, b_dec = _rand(1, d, n) / 4, _rand(2, n) * 0.1, _rand(3, n, d) / 4, _rand(4, d) * 0.1
+    save_file({"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}, str(tmp_path / "sae_weights.safetensors"))
+    (tmp_path / "cfg.json").write_text(json.dumps({
+        "architecture": "topk", "d_in": d, "d_sae": n, "k": k, "dtype": "float32", "device": "cpu",
+        "apply_b_dec_to_input": True, "normalize_activations": "none",
+        "metadata": {"model_name": "tiny-llama", "hook_name": "blocks.0.resid_post"}}))
+    x = _rand(5, 32, d)
+    pre = (x - b_dec) @ W_enc + b_enc                      # SAELens TopK: topk, then ReLU
+    v, i = pre.topk(k, dim=-1)
+    ref = torch.zeros_like(pre).scatter(-1, i, v.relu()) @ W_dec + b_dec
+    m = load(tmp_path)
+    assert m.cfg.arch == "topk" and m.cfg.site == "blocks.0.resid_post" and m.cfg.model == "tiny-llama"
+    assert torch.allclose(m(x), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["standard", "jumprelu"])
+def test_saelens_relu_jumprelu_by_hand(tmp_path, arch):
+    d, n = 8, 24
+    W_enc, b_enc, W_dec, b_dec = _rand(1, d, n), _rand(2, n), _rand(3, n, d), _rand(4, d)
+    thr = _rand(6, n).abs()
+    t = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
+    if arch == "jumprelu":
+        t["threshold"] = thr
+    save_file(t, str(tmp_path / "sae_weights.safetensors"))
+    (tmp_path / "cfg.json").write_text(json.dumps({"architecture": arch, "d_in": d, "d_sae": n,
+                                                   "apply_b_dec_to_input": False, "normalize_activations": "none"}))
+    x = _rand(5, 20, d)
+    pre = x @ W_enc + b_enc                                   # apply_b_dec_to_input=False: no centring
+    acts = pre.relu() * ((pre > thr) if arch == "jumprelu" else 1)
+    ref = acts @ W_dec + b_dec
+    assert torch.allclose(load(tmp_path)(x), ref, atol=1e-4)
+
+
+def test_sparsify_folder_by_hand(tmp_path):
+    d, n, k = 12, 48, 3
+    enc_w, enc_b, W_dec, b_dec = _rand(1, n, d), _rand(2, n), _rand(3, n, d), _rand(4, d)
+    hp = tmp_path / "layers.3"
+    hp.mkdir()
+    save_file({"encoder.weight": enc_w, "encoder.bias": enc_b, "W_dec": W_dec, "b_dec": b_dec},
+              str(hp / "sae.safetensors"))
+    (hp / "cfg.json").write_text(json.dumps({"activation": "topk", "num_latents": n, "k": k, "d_in": d,
+                                             "transcode": False, "skip_connection": False}))
+    x = _rand(5, 10, d)
+    pre = ((x - b_dec) @ enc_w.t() + enc_b).relu()           # sparsify: ReLU, then topk
+    v, i = pre.topk(k, dim=-1)
+    ref = torch.zeros_like(pre).scatter(-1, i, v) @ W_dec + b_dec
+    m = load_foreign(tmp_path)                               # parent folder with one hookpoint
+    assert m.cfg.site == "layers.3"
+    assert torch.allclose(m(x), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["topk", "relu", "jumprelu", "gated", "batchtopk"])
+def test_export_roundtrips(tmp_path, arch):
+    m = build(DictConfig(arch=arch, d_in=10, d_sae=40, k=4, site="blocks.1.resid_post", model="tiny-llama"), seed=2)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        if arch == "batchtopk":
+            m.threshold.fill_(0.2)
+    m.eval()
+    x = torch.randn(30, 10)
+    ref = m(x)
+    a = load(export_saelens(m, tmp_path / "saelens"))
+    assert torch.allclose(a(x), ref, atol=1e-5)
+    m.save(tmp_path / "native")
+    assert torch.allclose(load(tmp_path / "native")(x), ref, atol=0)
+    if arch == "topk":
+        assert torch.allclose(load(export_sparsify(m, tmp_path / "sp"))(x), ref, atol=1e-5)
+
+
+def test_transcoder_exports(tmp_path):
+    m = build(DictConfig(arch="relu", d_in=10, d_out=6, d_sae=40, skip=True, site="blocks.0.mlp_in",
+                         site_out="blocks.0.mlp_out"), seed=1)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(7, 10)
+    a = load(export_saelens(m, tmp_path / "tc"))
+    assert json.loads((tmp_path / "tc" / "cfg.json").read_text())["architecture"] == "skip_transcoder"
+    assert torch.allclose(a(x), m(x), atol=1e-5)
+    t = build(DictConfig(arch="topk", k=3, d_in=10, d_out=10, d_sae=40), seed=1)
+    with torch.no_grad():
+        t.b_pre.add_(0.3)
+    assert torch.allclose(load(export_sparsify(t, tmp_path / "sp"))(x), t(x), atol=1e-5)
+    with pytest.raises(ValueError, match="no topk transcoder"):
+        export_saelens(t, tmp_path / "bad")
+
+
+def test_unknown_folder_error(tmp_path):
+    with pytest.raises(ValueError, match="no known dictionary"):
+        load(tmp_path)

@@ -1,0 +1,170 @@
+"""Applying directions: norm-preserving addition, prompt-only addition, ablation at every layer, and baking the
+ablation into the weights (orthogonalising every matrix that writes to the residual stream) as a new model folder.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from actlab.core import Intervention
+from actlab.core.interventions import check_tensor, register_op
+from actlab.utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def is_prefill(ctx) -> bool:
+    """True for a forward call that contains each row's first real token (the prompt pass of ``generate()``)."""
+    info = ctx.info
+    return info is None or bool((info.positions_bp == 0).any())
+
+
+@register_op
+@dataclass
+class NormPreservingAdd(Intervention):
+    """h' = h + alpha * vector, rescaled per token to ||h|| (GrAInS): changes direction, never the norm."""
+
+    op: ClassVar[str] = "norm_add"
+    vector: torch.Tensor
+    alpha: float = 1.0
+    prefill_only: bool = False
+
+    def edit(self, act, ctx):
+        if self.alpha == 0 or (self.prefill_only and not is_prefill(ctx)):
+            return act
+        v = check_tensor("NormPreservingAdd.vector", self.vector, act, ctx)
+        new = act.float() + self.alpha * v.float()
+        n_old = act.float().norm(dim=-1, keepdim=True)
+        out = new * (n_old / new.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        return out.to(act.dtype)
+
+
+@register_op
+@dataclass
+class PromptAdd(Intervention):
+    """act + alpha * vector on the prompt pass only (the refusal paper's default: generated tokens unsteered)."""
+
+    op: ClassVar[str] = "prompt_add"
+    vector: torch.Tensor
+    alpha: float = 1.0
+
+    def edit(self, act, ctx):
+        if self.alpha == 0 or not is_prefill(ctx):
+            return act
+        return act + self.alpha * check_tensor("PromptAdd.vector", self.vector, act, ctx)
+
+
+def ablation_sites(n_layers: int) -> list[str]:
+    """Every write to the residual stream: the block-0 input (embeddings), each attention and MLP output."""
+    return ["blocks.0.resid_pre"] + [f"blocks.{i}.{k}" for i in range(n_layers) for k in ("attn_out", "mlp_out")]
+
+
+def ablate_everywhere(model, direction: torch.Tensor) -> list[tuple[str, Intervention]]:
+    """Interventions that project ``direction`` out of every residual write (use with ``model.intervene``)."""
+    from actlab.core import Ablate
+
+    if direction.shape != (model.d_model,):
+        raise ValueError(f"direction has shape {list(direction.shape)}; expected [{model.d_model}]")
+    u = (direction / direction.norm().clamp_min(1e-12)).float()
+    return [(s, Ablate(u.clone())) for s in ablation_sites(model.n_layers)]
+
+
+def _proj_out_rows(w: torch.Tensor, r: torch.Tensor) -> None:
+    """w[..., d] -= (w r) r^T: outputs read along the last dim (embeddings, Conv1D weights)."""
+    w -= (w @ r)[..., None] * r
+
+
+def _proj_out_cols(w: torch.Tensor, r: torch.Tensor) -> None:
+    """w[..., d, k] -= r (r^T w): Linear weights whose output dim is d."""
+    w -= r[:, None] * (r @ w)[..., None, :]
+
+
+def orthogonalize_(module: torch.nn.Module, family: str, direction: torch.Tensor) -> list[str]:
+    """Edit ``module`` in place so no residual write has a component along ``direction``; returns edited names."""
+    r = (direction / direction.norm().clamp_min(1e-12)).to(torch.float64)
+    edited = []
+
+    def rows(name, p):
+        w = p.data.double()
+        _proj_out_rows(w, r)
+        p.data.copy_(w)
+        edited.append(name)
+
+    def cols(name, p):
+        w = p.data.double()
+        _proj_out_cols(w, r)
+        p.data.copy_(w)
+        edited.append(name)
+
+    with torch.no_grad():
+        if family in ("llama", "mixtral"):
+            cfg = module.config
+            if getattr(cfg, "tie_word_embeddings", False):  # keep the unembedding as it was: untie it
+                module.lm_head.weight = torch.nn.Parameter(module.lm_head.weight.detach().clone())
+                cfg.tie_word_embeddings = False
+                if hasattr(module, "_tied_weights_keys"):
+                    module._tied_weights_keys = {} if isinstance(module._tied_weights_keys, dict) else []
+            rows("model.embed_tokens.weight", module.model.embed_tokens.weight)
+            for i, layer in enumerate(module.model.layers):
+                o = layer.self_attn.o_proj
+                cols(f"model.layers.{i}.self_attn.o_proj.weight", o.weight)
+                if o.bias is not None:
+                    rows(f"model.layers.{i}.self_attn.o_proj.bias", o.bias)
+                mlp = layer.mlp
+                if hasattr(mlp, "down_proj"):
+                    cols(f"model.layers.{i}.mlp.down_proj.weight", mlp.down_proj.weight)
+                    if mlp.down_proj.bias is not None:
+                        rows(f"model.layers.{i}.mlp.down_proj.bias", mlp.down_proj.bias)
+                elif hasattr(mlp, "experts") and isinstance(getattr(mlp.experts, "down_proj", None), torch.Tensor):
+                    cols(f"model.layers.{i}.mlp.experts.down_proj", mlp.experts.down_proj)
+                else:
+                    raise NotImplementedError(f"cannot orthogonalise the MLP of layer {i} ({type(mlp).__name__})")
+        elif family == "gpt2":
+            tr = module.transformer
+            if getattr(module.config, "tie_word_embeddings", True):
+                module.lm_head.weight = torch.nn.Parameter(module.lm_head.weight.detach().clone())
+                module.config.tie_word_embeddings = False
+            rows("transformer.wte.weight", tr.wte.weight)
+            rows("transformer.wpe.weight", tr.wpe.weight)
+            for i, blk in enumerate(tr.h):
+                for name, lin in (("attn.c_proj", blk.attn.c_proj), ("mlp.c_proj", blk.mlp.c_proj)):
+                    rows(f"transformer.h.{i}.{name}.weight", lin.weight)  # Conv1D: [in, out]
+                    rows(f"transformer.h.{i}.{name}.bias", lin.bias)
+        else:
+            raise NotImplementedError(f"weight orthogonalisation supports llama/mixtral/gpt2 families, not {family!r}")
+    return edited
+
+
+def orthogonalize_model(model, direction: torch.Tensor, out_dir: str | os.PathLike, *, meta: dict | None = None
+                        ) -> Path:
+    """Write an edited copy of ``model`` to ``out_dir`` (HF folder) with ``direction`` removed from every residual
+    write; loading it with ``actlab.load_model(out_dir)`` equals running ``ablate_everywhere``. The live model is
+    not changed."""
+    if direction.shape != (model.d_model,):
+        raise ValueError(f"direction has shape {list(direction.shape)}; expected [{model.d_model}]")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose a new folder for the edited model")
+    module = copy.deepcopy(model.module)
+    edited = orthogonalize_(module, model.family, direction.detach().cpu().float())
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    module.save_pretrained(tmp)
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(tmp)
+    atomic_write_json(tmp / "actlab_edit.json", {"format_version": 1, "kind": "actlab.orthogonalized",
+                                                 "base_model": model.name, "base_revision": model.revision,
+                                                 "edited": edited, "meta": meta or {}})
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    log.info("wrote orthogonalised model to %s (%d tensors edited)", out, len(edited))
+    return out

@@ -1,0 +1,1 @@
+"""Bundled instruction sets (JSON) for the refusal/harmfulness harness."""

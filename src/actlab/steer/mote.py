@@ -1,0 +1,149 @@
+"""MoTE (arXiv 2502.11096): localise a behaviour to routed experts by how their routing frequency differs between
+a behaviour set and a control set (fTRI), then switch those experts off or force them on during generation.
+
+Switching edits the router logits at ``blocks.{i}.moe.router`` so the model's own routing code re-selects: an
+expert that is off gets a logit far below the row's minimum (finite: +-inf makes softmax routers NaN), a forced
+expert gets the row's best logit (its gate weight equals the largest of the token's other selections before the
+router renormalises). Softmax top-k routers (Mixtral, Qwen-MoE) are supported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Sequence
+
+import torch
+
+from actlab.core import Intervention
+from actlab.core.interventions import register_op
+
+OFF_MARGIN = 1e4
+
+
+def _top_k(model) -> int:
+    cfg = model.config
+    k = getattr(cfg, "num_experts_per_tok", None) or getattr(cfg, "moe_topk", None)
+    if not k:
+        raise ValueError(f"{model.name} has no MoE router (no num_experts_per_tok in its config)")
+    return int(k)
+
+
+def router_sites(model) -> list[str]:
+    sites = [s for s in model.sites if s.endswith(".moe.router")]
+    if not sites:
+        raise ValueError(f"{model.name} ({model.family}) has no 'blocks.*.moe.router' sites; MoTE needs an MoE model")
+    return sites
+
+
+def routing_frequencies(model, prompts: Sequence[str], batch_size: int = 16, positions: str = "all") -> torch.Tensor:
+    """``[n_layers_moe, n_experts]``: fraction of (real) tokens routed to each expert (top-k of softmax logits)."""
+    sites, k = router_sites(model), _top_k(model)
+    counts, n_tok = None, 0
+    for i in range(0, len(prompts), batch_size):
+        enc = model.tokenize(list(prompts[i:i + batch_size]))
+        acts = model.record(enc, sites=sites, positions=positions)
+        valid = enc["attention_mask"].bool() if positions == "all" else None
+        per = []
+        for s in sites:
+            logit = acts[s].float()
+            if valid is not None:
+                logit = logit[valid]
+            sel = torch.topk(torch.softmax(logit, -1), k, dim=-1).indices
+            per.append(torch.nn.functional.one_hot(sel, logit.shape[-1]).sum(-2).sum(0).float())
+            n = logit.shape[0]
+        c = torch.stack(per)
+        counts = c if counts is None else counts + c
+        n_tok += n
+    return counts / max(n_tok, 1)
+
+
+def _score_diff(fb, fc, nb, nc):
+    return fb - fc
+
+
+def _score_ratio(fb, fc, nb, nc):
+    return (fb + 1e-3) / (fc + 1e-3)
+
+
+def _score_z(fb, fc, nb, nc):
+    p = (fb * nb + fc * nc) / (nb + nc)
+    se = (p * (1 - p) * (1 / nb + 1 / nc)).sqrt().clamp_min(1e-9)
+    return (fb - fc) / se
+
+
+SCORES: dict[str, Callable] = {"diff": _score_diff, "ratio": _score_ratio, "z": _score_z}
+
+
+@dataclass
+class FTRI:
+    """fTRI result: frequencies per set, scores, and experts ranked most distinctive for the behaviour set first."""
+
+    freq_b: torch.Tensor
+    freq_c: torch.Tensor
+    scores: torch.Tensor
+    ranked: list[tuple[int, int]] = field(default_factory=list)
+    """(layer, expert) pairs, best first; layer indexes the model's blocks."""
+
+
+def ftri(model, behaviour: Sequence[str], control: Sequence[str], score: str = "diff") -> FTRI:
+    """Rank experts by how much more often the behaviour set routes to them than the control set."""
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; use one of {sorted(SCORES)}")
+    if not behaviour or not control:
+        raise ValueError("need non-empty behaviour and control prompt sets")
+    fb, fc = routing_frequencies(model, behaviour), routing_frequencies(model, control)
+    nb = float(sum(len(model.tokenizer(p)["input_ids"]) for p in behaviour))
+    nc = float(sum(len(model.tokenizer(p)["input_ids"]) for p in control))
+    sc = SCORES[score](fb, fc, torch.tensor(nb), torch.tensor(nc))
+    layers = [int(s.split(".")[1]) for s in router_sites(model)]
+    order = torch.argsort(sc.flatten(), descending=True).tolist()
+    n_e = sc.shape[1]
+    return FTRI(fb, fc, sc, [(layers[i // n_e], i % n_e) for i in order])
+
+
+@register_op
+@dataclass
+class ExpertSwitch(Intervention):
+    """Edit router logits ``[b, p, E]`` so experts ``off`` are never selected and experts ``on`` always are."""
+
+    op: ClassVar[str] = "expert_switch"
+    off: list[int] = field(default_factory=list)
+    on: list[int] = field(default_factory=list)
+    top_k: int = 2
+
+    def edit(self, act, ctx):
+        n = act.shape[-1]
+        bad = [e for e in [*self.off, *self.on] if not 0 <= e < n]
+        if bad:
+            raise IndexError(f"ExpertSwitch experts {bad} out of range for {n} experts at {ctx.site!r}")
+        if set(self.off) & set(self.on):
+            raise ValueError(f"experts {sorted(set(self.off) & set(self.on))} are both off and on")
+        if len(self.off) > n - self.top_k or len(self.on) > self.top_k:
+            raise ValueError(f"cannot switch off {len(self.off)} and force {len(self.on)} of {n} experts with "
+                             f"top-{self.top_k} routing")
+        out = act.clone()
+        if self.off:
+            low = act.amin(-1, keepdim=True) - OFF_MARGIN
+            out[..., self.off] = low.expand(*act.shape[:-1], len(self.off)).to(act.dtype)
+        if self.on:
+            others = [e for e in range(n) if e not in self.on]
+            best = out[..., others].amax(-1, keepdim=True)
+            # tiny increments keep forced experts strictly ahead of every other expert
+            bump = torch.arange(len(self.on), 0, -1, device=act.device, dtype=act.dtype) * 1e-3
+            out[..., self.on] = best + bump
+        return out
+
+
+def switch(model, experts: Sequence[tuple[int, int]], mode: str = "off") -> list[tuple[str, ExpertSwitch]]:
+    """Interventions turning the given (layer, expert) pairs off or on; use with ``model.intervene``."""
+    if mode not in ("off", "on"):
+        raise ValueError(f"mode={mode!r}; use 'off' or 'on'")
+    k = _top_k(model)
+    by_layer: dict[int, list[int]] = {}
+    for layer, e in experts:
+        by_layer.setdefault(int(layer), []).append(int(e))
+    out = []
+    for layer, es in sorted(by_layer.items()):
+        site = f"blocks.{layer}.moe.router"
+        model.check_sites([site])
+        out.append((site, ExpertSwitch(off=es if mode == "off" else [], on=es if mode == "on" else [], top_k=k)))
+    return out

@@ -1,0 +1,221 @@
+"""``actlab sae train|eval|info|top|export`` and ``actlab transcoder train|eval``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _train_args(p: argparse.ArgumentParser, transcoder: bool) -> None:
+    src = p.add_argument_group("data (a store, or a model + text file on the fly)")
+    src.add_argument("--store", help="activation store folder (actlab store harvest)")
+    src.add_argument("--model", help="model for on-the-fly training (bundled name or folder) instead of --store")
+    src.add_argument("--data", help="text file / jsonl / parquet for on-the-fly training")
+    src.add_argument("--context-length", type=int, default=128, help="tokens per context on the fly")
+    if transcoder:
+        p.add_argument("--site", required=True, help="input site, e.g. blocks.3.mlp_in")
+        p.add_argument("--site-out", required=True, help="target site, e.g. blocks.3.mlp_out")
+        p.add_argument("--skip", action="store_true", help="add a linear skip connection")
+    else:
+        p.add_argument("--site", required=True, action="append",
+                       help="site(s) to train on (repeat or comma-separate: one SAE per site, spread over ranks)")
+    p.add_argument("--arch", default="topk", help="topk | batchtopk | jumprelu | relu | gated (default topk)")
+    p.add_argument("--k", type=int, default=32, help="active latents per token (TopK family)")
+    p.add_argument("--expansion", type=int, default=16, help="latents = expansion * d_in")
+    p.add_argument("--latents", type=int, default=0, help="number of latents (overrides --expansion)")
+    p.add_argument("--l1-coef", type=float, default=1.0, help="sparsity coefficient (relu/gated L1, jumprelu L0)")
+    p.add_argument("--tokens", type=int, default=2_000_000, help="training tokens")
+    p.add_argument("--batch-size", type=int, default=4096, help="tokens per step")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: by architecture and size)")
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0: off)")
+    p.add_argument("--normalize", default="expected_norm", help="expected_norm | none")
+    p.add_argument("--dead-tokens", type=int, default=1_000_000, help="tokens without firing before 'dead'")
+    p.add_argument("--eager", action="store_true", help="use the dense eager reference instead of fused kernels")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between resumable checkpoints")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--out", required=True, help="output folder (one subfolder per site when several)")
+
+
+def _sources(a, site: str, site_out: str | None, batch_size: int, rank: int, world: int):
+    from actlab.dictionary.data import model_source, store_source
+    if a.store:
+        from actlab.store import ActivationStore
+        s = ActivationStore(a.store)
+        meta_model = (s.manifest.get("model") or {}).get("name", "")
+        d_in = s.dims.get(site)
+        if site not in s.sites:
+            raise SystemExit(f"error: the store at {a.store} has no site {site!r}; it holds {s.sites}")
+        d_out = s.dims.get(site_out) if site_out else None
+        return store_source(s, site, batch_size, site_out=site_out, seed=a.seed, rank=rank, world=world), \
+            d_in, d_out, meta_model
+    if not (a.model and a.data):
+        raise SystemExit("error: give --store, or --model and --data for on-the-fly training")
+    from actlab import load_model
+    from actlab.data.sources import load_texts
+    m = load_model(a.model)
+    texts = load_texts(a.data)
+    src = model_source(m, site, texts, batch_size, site_out=site_out, context_length=a.context_length, seed=a.seed)
+    return src, m.d_model, (m.d_model if site_out else None), m.name
+
+
+def cmd_train(a, transcoder: bool = False) -> None:
+    import torch
+
+    from actlab import distributed as D
+    from actlab.dictionary import DictConfig
+    from actlab.dictionary.trainer import TrainConfig, Trainer
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if D.env_world_size() > 1 and not D.is_initialized():
+        D.init_from_env()
+    rank, world = D.rank(), D.world_size()
+    sites = [s for arg in a.site for s in arg.split(",") if s] if not transcoder else [a.site]
+    many = len(sites) > 1
+    # several sites: one SAE per site, sites spread over ranks; one site: data-parallel over ranks
+    mine = sites[rank::world] if many else sites
+    for site in mine:
+        r, w = (0, 1) if many else (rank, world)
+        src, d_in, d_out, model_name = _sources(a, site, a.site_out if transcoder else None, a.batch_size, r, w)
+        dc = DictConfig(arch=a.arch, d_in=d_in, d_out=d_out, d_sae=a.latents, expansion=a.expansion, k=a.k,
+                        l1_coef=a.l1_coef, skip=getattr(a, "skip", False), fused=not a.eager, site=site,
+                        site_out=a.site_out if transcoder else "", model=model_name)
+        out = f"{a.out}/{site}" if many else a.out
+        tc = TrainConfig(total_tokens=a.tokens, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
+                         grad_clip=a.grad_clip, normalize=a.normalize, dead_tokens=a.dead_tokens, seed=a.seed,
+                         out=out, checkpoint_every=a.checkpoint_every, resume=not a.no_resume)
+        tr = Trainer(dc, tc, src)
+        tr.world = 1 if many else tr.world
+        model = tr.fit()
+        if rank == 0 or many:
+            fin = model.cfg.train.get("final", {})
+            print(f"{site}: trained {model.cfg.train['tokens']} tokens -> {out}  "
+                  f"(last batch: fvu {fin.get('fvu', float('nan')):.4f}, l0 {fin.get('l0', float('nan')):.1f}, "
+                  f"dead {fin.get('dead_frac', float('nan')):.3f})")
+    if world > 1:
+        D.barrier()
+
+
+def cmd_eval(a) -> None:
+    from actlab.dictionary import load
+    from actlab.dictionary.data import store_source
+    from actlab.dictionary.evaluate import density_histogram, evaluate, splice_ce
+    m = load(a.path)
+    res = {}
+    if a.store:
+        from actlab.store import ActivationStore
+        s = ActivationStore(a.store)
+        site_out = m.cfg.site_out or None if m.cfg.is_transcoder else None
+        src = store_source(s, m.cfg.site, a.batch_size, site_out=site_out, seed=a.seed + 12345)
+        ev = evaluate(m, src(0), max_tokens=a.tokens)
+        res.update(ev.to_dict())
+        if a.png:
+            density_histogram(ev.density, a.png, title=f"{m.cfg.arch} {m.cfg.site}: feature density")
+    if a.model and a.texts:
+        from actlab import load_model
+        from actlab.data.sources import load_texts
+        lm = load_model(a.model)
+        texts = load_texts(a.texts)[: a.max_texts]
+        sp = splice_ce(lm, m, texts)
+        res.update({f"splice_{k}": v for k, v in sp.__dict__.items()})
+    if not res:
+        raise SystemExit("error: give --store (reconstruction metrics) and/or --model + --texts (spliced CE)")
+    print(json.dumps(res, indent=2))
+
+
+def cmd_info(a) -> None:
+    from actlab.dictionary import load
+    from dataclasses import asdict
+    m = load(a.path)
+    info = asdict(m.cfg)
+    info["parameters"] = sum(p.numel() for p in m.parameters())
+    print(json.dumps(info, indent=2))
+
+
+def cmd_top(a) -> None:
+    from actlab.dictionary import load
+    from actlab.dictionary.top import render, top_examples
+    from actlab.store import ActivationStore
+    m = load(a.path)
+    s = ActivationStore(a.store)
+    feats = [int(f) for f in a.features.split(",")] if a.features else None
+    res = top_examples(m, s, features=feats, n_features=a.n_features, top=a.top, max_rows=a.tokens,
+                       before=a.window)
+    tok = _tokenizer(s)
+    color = sys.stdout.isatty() and not a.no_color
+    for f, exs in res.items():
+        print(f"feature {f}:")
+        for ex in exs:
+            print(f"  {ex.value:8.3f}  {render(ex, tok, color)}")
+
+
+def _tokenizer(store):
+    meta = store.manifest.get("tokenizer") or {}
+    try:
+        from transformers import AutoTokenizer
+        return AutoTokenizer.from_pretrained(meta["name_or_path"])
+    except Exception:  # noqa: BLE001 - fall back to the bundled model's tokenizer
+        from actlab import load_model
+        return load_model((store.manifest.get("model") or {}).get("name", "")).tokenizer
+
+
+def cmd_export(a) -> None:
+    from actlab.dictionary import load
+    from actlab.dictionary.formats import export_saelens, export_sparsify
+    m = load(a.path)
+    out = (export_saelens if a.to == "saelens" else export_sparsify)(m, a.out)
+    print(f"wrote {a.to} folder {out}")
+
+
+def _eval_args(p) -> None:
+    p.add_argument("path", help="dictionary folder (actlab, SAELens or sparsify)")
+    p.add_argument("--store", help="store with the site(s), for FVU / L0 / dead / dense")
+    p.add_argument("--tokens", type=int, default=200_000, help="rows to evaluate")
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--png", help="write the feature-density histogram here")
+    p.add_argument("--model", help="model for spliced cross-entropy")
+    p.add_argument("--texts", help="text file for spliced cross-entropy")
+    p.add_argument("--max-texts", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sae", help="train / evaluate / inspect sparse autoencoders")
+    s = p.add_subparsers(dest="verb", metavar="VERB")
+    t = s.add_parser("train", help="train an SAE from a store (or a model on the fly)")
+    _train_args(t, transcoder=False)
+    t.set_defaults(func=lambda a: cmd_train(a, False))
+    e = s.add_parser("eval", help="FVU, L0, dead/dense fractions, density PNG, spliced CE")
+    _eval_args(e)
+    e.set_defaults(func=cmd_eval)
+    i = s.add_parser("info", help="print a dictionary's config and training metrics")
+    i.add_argument("path")
+    i.set_defaults(func=cmd_info)
+    tp = s.add_parser("top", help="top-activating contexts per feature from a store")
+    tp.add_argument("path")
+    tp.add_argument("--store", required=True)
+    tp.add_argument("--features", default="", help="comma-separated feature ids (default: most frequent)")
+    tp.add_argument("--n-features", type=int, default=10)
+    tp.add_argument("--top", type=int, default=5, help="examples per feature")
+    tp.add_argument("--window", type=int, default=12, help="tokens of context before the highlighted one")
+    tp.add_argument("--tokens", type=int, default=100_000, help="store rows to scan")
+    tp.add_argument("--no-color", action="store_true", help="mark the token with [[ ]] instead of colour")
+    tp.set_defaults(func=cmd_top)
+    x = s.add_parser("export", help="write a dictionary in SAELens or sparsify format")
+    x.add_argument("path")
+    x.add_argument("--to", choices=["saelens", "sparsify"], required=True)
+    x.add_argument("--out", required=True)
+    x.set_defaults(func=cmd_export)
+    p.set_defaults(func=lambda a: p.print_help())
+
+    q = sub.add_parser("transcoder", help="train / evaluate transcoders (sparse MLP replacements)")
+    s2 = q.add_subparsers(dest="verb", metavar="VERB")
+    t2 = s2.add_parser("train", help="train a transcoder mlp_in -> mlp_out")
+    _train_args(t2, transcoder=True)
+    t2.set_defaults(func=lambda a: cmd_train(a, True))
+    e2 = s2.add_parser("eval", help="FVU / L0 on a store; CE with the MLP replaced")
+    _eval_args(e2)
+    e2.set_defaults(func=cmd_eval)
+    q.set_defaults(func=lambda a: q.print_help())

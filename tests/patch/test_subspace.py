@@ -98,3 +98,13 @@ def test_bad_basis_and_readout_errors(tiny):
     with m.intervene({"blocks.0.resid_post": SubspacePatch(source=src, basis=torch.ones(32))}):
         with pytest.raises(ValueError, match="basis has last dim 32"):
             m(torch.tensor([[1, 5, 6]]))
+
+
+def test_subspace_patch_serializes(tmp_path):
+    from actlab import load_interventions, save_interventions
+
+    iv = SubspacePatch(source=torch.randn(1, 3, 8), basis=torch.randn(2, 8), positions=[1])
+    p = save_interventions(tmp_path / "sp.json", {"blocks.0.resid_post": iv})
+    (site, back), = load_interventions(p)
+    assert site == "blocks.0.resid_post" and isinstance(back, SubspacePatch) and back.positions == [1]
+    assert torch.equal(back.basis, iv.basis) and torch.equal(back.source, iv.source)

@@ -1,0 +1,84 @@
+"""Sweep (layers x strengths, concept vs fluency, plot, best pick) and the `actlab steer` CLI on tiny-llama."""
+import json
+
+import pytest
+import torch
+
+from actlab.cli import main
+from actlab.steer import Direction
+from actlab.steer.evaluate import KeywordScorer, kl_on_neutral, perplexity
+from actlab.steer.sweep import load_sweep, sweep
+
+
+def z_direction(m, site):
+    z = m.tokenizer("Z", add_special_tokens=False)["input_ids"][0]
+    u = torch.nn.functional.normalize(m.module.lm_head.weight[z].detach().clone(), dim=0)
+    return Direction(vector=u, site=site, model=m.name, norms={"vector": 1.0, "resid_median": 1.0},
+                     meta={"n_layers": m.n_layers})
+
+
+def test_sweep_scores_plots_and_picks(tiny, tmp_path):
+    m = tiny("tiny-llama")
+    dirs = [z_direction(m, "blocks.0.resid_post"), z_direction(m, "blocks.1.resid_post")]
+    prompts = ["hello", "the cat", "abc"]
+    res = sweep(m, dirs, prompts, KeywordScorer(["Z"], regex=True), strengths=[0.02, 4.0], scale="unit",
+                max_new_tokens=6, max_ppl_ratio=1e6)
+    assert len(res.rows) == 4 and res.baseline.concept == 0.0
+    strong = [r for r in res.rows if r.strength == 4.0 and r.site == "blocks.1.resid_post"][0]
+    weak = [r for r in res.rows if r.strength == 0.02 and r.site == "blocks.1.resid_post"][0]
+    assert strong.concept > weak.concept and strong.concept >= 3  # the concept (token Z) appears when steered
+    assert strong.kl > weak.kl > 0
+    assert res.best is not None and res.best.concept == max(r.concept for r in res.rows)
+    folder = res.save(tmp_path / "sw")
+    assert (folder / "tradeoff.png").stat().st_size > 1000
+    assert load_sweep(folder)["best"]["site"] == res.best.site
+    # a tight fluency bound excludes the settings that break the text
+    tight = sweep(m, dirs[1:], prompts, KeywordScorer(["Z"], regex=True), strengths=[4.0], scale="unit",
+                  max_new_tokens=6, max_ppl_ratio=1e-3)
+    assert tight.best is None
+
+
+def test_perplexity_and_kl(tiny):
+    m = tiny("tiny-llama")
+    p = perplexity(m, ["ab", "hello"], ["cd", "x"])
+    assert p.n_tokens == 3 and 1 < p.ppl < 1e4 and len(p.per_text) == 2
+    assert kl_on_neutral(m, [], ["hello"]) == 0.0
+    with pytest.raises(ValueError, match="2 prompts but 1 completions"):
+        perplexity(m, ["a", "b"], ["c"])
+    with pytest.raises(ValueError, match="at least one keyword"):
+        KeywordScorer([])
+
+
+def test_cli_extract_apply_generate_sweep(tmp_path, capsys):
+    pos, neg, prompts = tmp_path / "pos.txt", tmp_path / "neg.txt", tmp_path / "prompts.txt"
+    pos.write_text("ZZZ zz\nZ Z Z\nzzZZ\n")
+    neg.write_text("abc def\nhello\nqrs tuv\n")
+    prompts.write_text("hello\nthe cat\n")
+    main(["steer", "extract", "tiny-llama", "--positive", str(pos), "--negative", str(neg), "--layers", "1",
+          "--position", "mean", "--out", str(tmp_path / "d")])
+    assert "blocks.1.resid_post" in capsys.readouterr().out
+    assert json.loads((tmp_path / "d" / "direction.json").read_text())["site"] == "blocks.1.resid_post"
+    main(["steer", "apply", str(tmp_path / "d"), "--alpha", "3", "--out", str(tmp_path / "s.json")])
+    assert "actlab generate" in capsys.readouterr().out
+    main(["generate", "tiny-llama", "--prompt", "hello", "--intervention", str(tmp_path / "s.json"),
+          "--max-new-tokens", "5"])
+    replay = capsys.readouterr().out
+    main(["steer", "generate", "tiny-llama", "--prompt", "hello", "--direction", str(tmp_path / "d"), "--alpha", "3",
+          "--max-new-tokens", "5"])
+    assert capsys.readouterr().out == replay
+    main(["steer", "generate", "tiny-llama", "--prompt", "hello", "--sla-layers", "0", "--max-new-tokens", "3"])
+    assert "### hello" in capsys.readouterr().out
+    main(["steer", "sweep", "tiny-llama", "--positive", str(pos), "--negative", str(neg), "--layers", "1",
+          "--prompts", str(prompts), "--keywords", "Z", "--strengths", "1,8", "--max-new-tokens", "4",
+          "--max-ppl-ratio", "1e6", "--out", str(tmp_path / "sw")])
+    assert (tmp_path / "sw" / "sweep.json").exists() and "unsteered" in capsys.readouterr().out
+    main(["steer", "apply", str(tmp_path / "d"), "--model", "tiny-llama", "--orthogonalize", str(tmp_path / "o")])
+    assert (tmp_path / "o" / "config.json").exists()
+    with pytest.raises(SystemExit, match="give --pairs"):
+        main(["steer", "extract", "tiny-llama", "--positive", str(pos), "--out", str(tmp_path / "e")])
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["steer", "extract", "tiny-llama", "--positive", str(tmp_path / "nope.txt"), "--negative", str(neg),
+              "--out", str(tmp_path / "e")])
+    with pytest.raises(SystemExit):
+        main(["steer", "extract", "--help"])
+    assert "--position" in capsys.readouterr().out

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -225,8 +225,12 @@ def harvest(model, cfg: HarvestConfig) -> ActivationStore:
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(root / MANIFEST, _manifest(base, [], False))
     D.barrier()
-    for t in root.glob(f".shard-r{rank:03d}-*.tmp"):
-        t.unlink()  # half-written shards of a killed run
+    # temporary files of a killed run: this rank's half-written shards and progress, rank 0's manifest
+    stale = [f".shard-r{rank:03d}-*.tmp", f".{PROGRESS.format(rank=rank)}.*.tmp"]
+    stale += [f".{MANIFEST}.*.tmp"] if rank == 0 else []
+    for pattern in stale:
+        for t in root.glob(pattern):
+            t.unlink(missing_ok=True)
     _run_rank(model, cfg, docs, root, rank, world, base, ident_hash)
     D.barrier()
     if rank == 0:

@@ -1,9 +1,9 @@
 """Full verification of a store: every listed shard present, sized, with a matching header and crc32 per tensor."""
 from __future__ import annotations
 
-from actlab.store.format import ST_DTYPES, StoreCorruptError, crc_of_array, read_header
-
 import numpy as np
+
+from actlab.store.format import StoreCorruptError, crc_of_array, read_header
 
 
 def verify_store(store) -> list[str]:
@@ -39,5 +39,4 @@ def verify_store(store) -> list[str]:
     for s in store.sites:
         if s not in store.dims and store.shards:
             problems.append(f"manifest has no dim for site {s!r}")
-    _ = ST_DTYPES
     return problems

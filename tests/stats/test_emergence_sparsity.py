@@ -60,7 +60,7 @@ def test_topk_exact_count_ties_and_gradient():
         TopK(k=0)
 
 
-def test_topk_on_model_mlp(tiny):
+def test_topk_on_model_mlp(tiny, one_thread):
     m = tiny("tiny-llama")
     site = "blocks.1.mlp_act"
     with m.intervene({site: TopK(k=7, by="abs")}):

@@ -70,7 +70,7 @@ def _plant(act, ctx):
     return out
 
 
-def test_zero_vs_mean_patching_on_toy(tiny):
+def test_zero_vs_mean_patching_on_toy(tiny, one_thread):
     m = tiny("tiny-llama")
     site = "blocks.0.resid_post"
     texts = ["the cat sat on the mat", "a quick brown fox jumps", "hello world, how are you", "massive bias test one",

@@ -46,7 +46,7 @@ def test_smoothquant_leaves_xw_unchanged():
         smoothquant_scales(torch.ones(10), w)
 
 
-def test_calibration_scales_depend_on_distribution(tiny):
+def test_calibration_scales_depend_on_distribution(tiny, one_thread):
     m = tiny("tiny-llama")
     g = torch.Generator().manual_seed(0)
     letters = torch.arange(ord("a"), ord("z") + 1) + 3       # byte tokens of lower-case letters
@@ -61,7 +61,7 @@ def test_calibration_scales_depend_on_distribution(tiny):
     assert d_shift > 3 * d_same
 
 
-def test_quantized_model_restores_weights(tiny):
+def test_quantized_model_restores_weights(tiny, one_thread):
     m = tiny("tiny-llama")
     ids = torch.randint(3, 200, (4, 32), generator=torch.Generator().manual_seed(1))
     before = {k: v.clone() for k, v in m.module.state_dict().items()}

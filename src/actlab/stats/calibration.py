@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from actlab.stats.quant import fake_quant, smoothquant_scales
+from actlab.stats.quant import fake_quant, smoothquant_scales, stats_threads
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,13 @@ def calibrate(model, ids: torch.Tensor, batch_size: int = 8, layers: list[str] |
 
     def make(path):
         def h(act, ctx):
-            a = act.detach().abs().float().reshape(-1, act.shape[-1])
-            m = a.amax(0)
-            absmax[path] = m if path not in absmax else torch.maximum(absmax[path], m)
-            flat = a.reshape(-1)
-            k = max(1, min(flat.numel(), int(round(percentile / 100 * flat.numel()))))
-            pct[path].append(float(flat.kthvalue(k).values))
+            with stats_threads(1, act.device):
+                a = act.detach().abs().float().reshape(-1, act.shape[-1])
+                m = a.amax(0)
+                absmax[path] = m if path not in absmax else torch.maximum(absmax[path], m)
+                flat = a.reshape(-1)
+                k = max(1, min(flat.numel(), int(round(percentile / 100 * flat.numel()))))
+                pct[path].append(float(flat.kthvalue(k).values))
             return None
         return h
 
@@ -112,7 +113,7 @@ def quantized(model, calib: Calibration | None, w_bits: int = 8, a_bits: int | N
     hooks = []
     qmax = 2 ** ((a_bits or 8) - 1) - 1
     try:
-        with torch.no_grad():
+        with torch.no_grad(), stats_threads(1, model.device):
             for p in layers:
                 mod = mods[p]
                 w = weight_out_in(mod)
@@ -137,15 +138,16 @@ def quantized(model, calib: Calibration | None, w_bits: int = 8, a_bits: int | N
         with model.engine.hooks(hooks):
             yield
     finally:
-        with torch.no_grad():
+        with torch.no_grad(), stats_threads(1, model.device):
             for p, w in saved.items():
                 mods[p].weight.copy_(w)
 
 
 def _act_quant(bits: int, granularity: str, scale: torch.Tensor | None, s: torch.Tensor | None):
     def h(act, ctx):
-        x = act / s.to(act) if s is not None else act
-        return fake_quant(x, bits, "token" if scale is None else granularity, scale=scale)
+        with stats_threads(1, act.device):
+            x = act / s.to(act) if s is not None else act
+            return fake_quant(x, bits, "token" if scale is None else granularity, scale=scale)
     return h
 
 

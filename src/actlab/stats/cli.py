@@ -55,10 +55,10 @@ def main(a) -> None:
 
     ap = _dataclass_parser(StatsConfig, f"actlab stats {a.target}", skip=("model",))
     ns = ap.parse_args(a.args)
-    cfg = StatsConfig(model=a.target, **vars(ns))
     from actlab.stats.report import run_stats
 
     try:
+        cfg = StatsConfig(model=a.target, **vars(ns))
         rep = run_stats(cfg)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from actlab.stats.massive import LayerMassive
-from actlab.stats.quant import ChannelStats
+from actlab.stats.quant import ChannelStats, stats_threads
 from actlab.stats.sparsity import SparsityStats
 
 log = logging.getLogger(__name__)
@@ -86,18 +86,13 @@ class StatsCollector:
 
     def update(self, site: str, act: torch.Tensor, ids: torch.Tensor | None = None) -> None:
         t0 = time.perf_counter()
-        n_thr = torch.get_num_threads()
-        if self.threads is not None and act.device.type == "cpu":
-            torch.set_num_threads(self.threads)
-        try:
+        with stats_threads(self.threads, act.device):
             if site in self.massive:
                 self.massive[site].update(act, ids)
             if site in self.sparsity:
                 self.sparsity[site].update(act)
             if site in self.channels:
                 self.channels[site].update(act)
-        finally:
-            torch.set_num_threads(n_thr)
         self.seconds += time.perf_counter() - t0
 
 

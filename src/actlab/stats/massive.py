@@ -207,7 +207,10 @@ class MassivePatch(Intervention):
     def edit(self, act, ctx):
         if act.dim() != 3:
             raise ValueError(f"MassivePatch needs a [batch, pos, d] site; {ctx.site!r} has shape {list(act.shape)}")
-        mask = massive_mask(act, self.abs_threshold, self.rel_threshold)
+        from actlab.stats.quant import stats_threads
+
+        with stats_threads(1, act.device):
+            mask = massive_mask(act, self.abs_threshold, self.rel_threshold)
         if ctx.info is not None and not bool(ctx.info.valid_bp.all()):
             mask &= ctx.info.valid_bp.to(mask.device)[:, :, None]
         if self.mode == "zero":

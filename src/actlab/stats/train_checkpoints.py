@@ -103,7 +103,7 @@ def train_checkpoints(cfg: TrainConfig, progress: bool = True) -> list[Path]:
         opt.step()
         sched.step()
         if step % 50 == 0:
-            log.info("step %d loss %.3f", step, float(loss))
+            log.info("step %d loss %.3f", step, loss.item())
     return paths
 
 

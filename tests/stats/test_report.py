@@ -1,0 +1,92 @@
+"""`actlab stats` end to end: report files exist and their numbers equal a direct computation from the recorded
+activations of the same inputs (tiny model; SmolLM2 with its real massive activation in channel 507)."""
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from actlab.cli import main
+from actlab.stats.report import PLOTS
+
+TEXT = ("The quick brown fox jumps over the lazy dog. Activation statistics tell us where a model stores large "
+        "values, how sparse its MLP units are and how hard it is to quantize. ") * 40
+
+
+def _files_exist(out, calibration=True):
+    for name in ["report.md", "stats.json", "inputs.safetensors", PLOTS["massive"], PLOTS["sparsity"],
+                 PLOTS["ranges"]] + ([PLOTS["calibration"]] if calibration else []):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_report_tiny_matches_direct(tiny, tmp_path, capsys, one_thread):
+    data = tmp_path / "d.txt"
+    data.write_text(TEXT)
+    out = tmp_path / "rep"
+    main(["stats", "tiny-llama", "--data", str(data), "--tokens", "512", "--context-length", "64", "--out", str(out),
+          "--ablation-tokens", "64", "--eval-tokens", "64", "--calib-contexts", "2", "--calib-length", "32"])
+    assert "wrote" in capsys.readouterr().out
+    _files_exist(out)
+    st = json.loads((out / "stats.json").read_text())
+    assert st["meta"]["n_tokens"] == 512 and st["meta"]["format_version"] == 1
+    ids = load_file(str(out / "inputs.safetensors"))["input_ids"]
+    assert ids.shape == (8, 64)
+    m = tiny("tiny-llama")
+    sites = ["blocks.1.resid_post", "blocks.0.mlp_act", "module:model.layers.1.self_attn.q_proj:in"]
+    rec = m.record(ids, sites)
+    h = rec["blocks.1.resid_post"].abs()
+    lay = st["massive"]["layers"][1]
+    assert lay["top1_median"] == pytest.approx(float(h.flatten(1).max(1).values.median()), rel=1e-5)
+    assert lay["top1_max"] == pytest.approx(float(h.max()), rel=1e-5)
+    assert lay["top"][0]["magnitude"] == pytest.approx(float(h.max()), rel=1e-5)
+    a = rec["blocks.0.mlp_act"]
+    eps = st["sparsity"]["eps"]
+    assert eps == 0.01                                        # SiLU MLP: documented threshold
+    assert st["sparsity"]["layers"][0]["active_frac_mean"] == pytest.approx(float((a.abs() > eps).float().mean()),
+                                                                            rel=1e-5)
+    q = rec["module:model.layers.1.self_attn.q_proj:in"].reshape(-1, 64).double()
+    g = st["outliers"]["groups"]["model.layers.1.self_attn.{q_proj,k_proj,v_proj}"]
+    assert g["absmax"] == pytest.approx(float(q.abs().max()), rel=1e-5)
+    kurt = ((q - q.mean(0)) ** 4).mean(0) / q.var(0, unbiased=False) ** 2
+    assert g["kurtosis_max"] == pytest.approx(float(kurt.max()), rel=1e-3)
+    cal = st["calibration"]
+    assert len(cal["rows"]) == 9 and math.isfinite(cal["fp_ppl"])
+    assert set(cal["calib_contexts"]) == {"in-distribution", "random punctuation", "python code"}
+    md = (out / "report.md").read_text()
+    assert "## MLP activation sparsity" in md and "## Calibration-set sensitivity" in md
+
+
+def test_report_bad_input(tmp_path):
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["stats", "tiny-llama", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="at least one context"):
+        main(["stats", "tiny-llama", "--tokens", "10", "--context-length", "64", "--out", str(tmp_path / "o")])
+
+
+@pytest.mark.real
+def test_report_smollm2_end_to_end(smollm2, tmp_path):
+    from actlab.stats.report import StatsConfig, run_stats
+
+    out = tmp_path / "rep"
+    # small on purpose (the calibration study is covered on the tiny model): 512 statistics tokens, 128 held-out
+    # tokens for the ablation, one context for the attention-sink check
+    cfg = StatsConfig(model="smollm2-135m-instruct", out=str(out), tokens=512, context_length=128, batch_size=4,
+                      ablation_tokens=128, sink_contexts=1, eval_tokens=0)
+    run_stats(cfg, model=smollm2, progress=False)
+    _files_exist(out, calibration=False)
+    st = json.loads((out / "stats.json").read_text())
+    mv = st["massive"]
+    assert 8 <= mv["first_layer"] <= 14 and 507 in mv["recurring_channels"]   # measured: 11 (ch. 507, |h| ~ 24000)
+    ids = load_file(str(out / "inputs.safetensors"))["input_ids"]
+    h = smollm2.record(ids, ["blocks.15.resid_post"])["blocks.15.resid_post"]
+    top = mv["layers"][15]["top"][0]
+    assert (top["pos"], top["channel"]) == (0, 507) and top["magnitude"] > 5000
+    assert top["value"] == pytest.approx(float(h[top["seq"], 0, 507]), rel=1e-4)
+    med = h.abs().flatten(1).kthvalue((h[0].numel() + 1) // 2, dim=1).values
+    assert mv["layers"][15]["median_abs"] == pytest.approx(float(med.median()), rel=1e-4)
+    ab = mv["ablation"]
+    assert ab["ppl_zero"] > 2 * ab["ppl_base"] and abs(ab["ppl_mean"] - ab["ppl_base"]) < 0.1 * ab["ppl_base"]
+    sink = mv["attention_sink"]
+    assert sink["mean_mass_after_first_layer"] > 2 * sink["uniform_baseline"]
+    assert st["sparsity"]["layers"][3]["n_tokens"] == 512

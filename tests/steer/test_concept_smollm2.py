@@ -29,3 +29,14 @@ def test_concept_direction_steers_smollm2(smollm2):
     p_steer = perplexity(m, PROMPTS, steered, chat=True).ppl
     assert score(steered) >= score(plain) + 0.5, (plain, steered)
     assert p_steer <= PPL_BOUND * p_plain, (p_plain, p_steer, steered)
+
+
+@pytest.mark.real
+def test_minilm_concept_scorer():
+    from actlab.steer.evaluate import EmbeddingScorer
+
+    sc = EmbeddingScorer("the ocean, the sea and waves on the beach")
+    on, off = sc.per_text(["Waves crash on the sandy beach as the tide comes in.",
+                           "The quarterly tax form is due on Monday."])
+    assert on > off + 0.2 and -1 <= off <= on <= 1
+    assert abs(sc(["Waves crash on the sandy beach as the tide comes in."]) - on) < 1e-5

@@ -94,6 +94,7 @@ def test_ablation_removes_planted_behaviour_and_weights_match(tmp_path):
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_orthogonalize_tied_embeddings_smollm2(smollm2, tmp_path):
     """SmolLM2 ties its unembedding to the embeddings; the edit unties them so the folder equals hook ablation."""
     m = smollm2

@@ -203,7 +203,7 @@ def main():
     gemm = [gemm_gflops(a.batch, a.d_in, a.latents)]
     per_round: dict[str, list[float]] = {m: [] for m in names}
     for r in range(a.rounds):
-        for m in names:
+        for m in (names if r % 2 == 0 else names[::-1]):   # alternate the order: drift in load cancels out
             try:
                 t = METHODS[m](ctx, a.steps)[1:]
                 per_round[m].append(statistics.median(t))

@@ -78,3 +78,9 @@ def test_unknown_site(store):
         next(store.batches("nope"))
     with pytest.raises(IndexError, match="out of range"):
         store.read(SITE, [4000])
+
+
+def test_block_shuffle_covers_every_row_once(store):
+    full = store.read(SITE, slice(None))
+    got = torch.cat(list(store.batches(SITE, batch_size=300, buffer_rows=1000, block_rows=16, dtype=torch.bfloat16)))
+    assert _key_rows(got) == _key_rows(full) and not torch.equal(got, full)

@@ -102,8 +102,8 @@ def _perm(n: int, block_rows: int, g: torch.Generator) -> np.ndarray:
     if block_rows <= 1:
         return torch.randperm(n, generator=g).numpy()
     nb = -(-n // block_rows)
-    idx = (torch.randperm(nb, generator=g)[:, None] * block_rows + torch.arange(block_rows)).reshape(-1)
-    return idx[idx < n].numpy()
+    idx = (torch.randperm(nb, generator=g).numpy()[:, None] * block_rows + np.arange(block_rows)).reshape(-1)
+    return idx[idx < n] if n % block_rows else idx
 
 
 def _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_last, rank, world, block_rows=1):

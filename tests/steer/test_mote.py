@@ -7,7 +7,12 @@ import torch
 
 from actlab.core.hooks import Ctx
 from actlab.steer.mote import ExpertSwitch, ftri, routing_frequencies, switch
-from conftest import FILLER, ids_of
+
+FILLER = "cdefghijklmnopqrstuvwxyz"  # as in conftest.py (importlib mode: conftest is not importable)
+
+
+def ids_of(m, text: str) -> list[int]:
+    return m.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def _sets(rng, n=12):

@@ -85,14 +85,22 @@ class StatsCollector:
     pass keeps its own setting."""
 
     def update(self, site: str, act: torch.Tensor, ids: torch.Tensor | None = None) -> None:
+        """Route one ``[b, p, d]`` tensor to its accumulator(s)."""
+        self.update_many([(site, act, ids)])
+
+    def update_many(self, items: list[tuple[str, torch.Tensor, torch.Tensor | None]]) -> None:
+        """Route several tensors under one thread-count switch (switching costs a thread wake-up each time)."""
+        if not items:
+            return
         t0 = time.perf_counter()
-        with stats_threads(self.threads, act.device):
-            if site in self.massive:
-                self.massive[site].update(act, ids)
-            if site in self.sparsity:
-                self.sparsity[site].update(act)
-            if site in self.channels:
-                self.channels[site].update(act)
+        with stats_threads(self.threads, items[0][1].device):
+            for site, act, ids in items:
+                if site in self.massive:
+                    self.massive[site].update(act, ids)
+                if site in self.sparsity:
+                    self.sparsity[site].update(act)
+                if site in self.channels:
+                    self.channels[site].update(act)
         self.seconds += time.perf_counter() - t0
 
 
@@ -132,9 +140,10 @@ def make_collector(model, massive: bool = True, sparsity: bool = True, outliers:
 
 
 def collect(model, ids: torch.Tensor, col: StatsCollector, plan: dict[str, str], batch_size: int = 4,
-            progress: bool = True) -> StatsCollector:
+            progress: bool = True, flush_every: int = 6) -> StatsCollector:
     """Run the model over contexts ``ids`` ``[n, L]`` (no padding), feeding every planned site to ``col`` from
-    inside the forward pass (nothing is stored; the pass stops after the last needed site)."""
+    inside the forward pass; the pass stops after the last needed site. Activations are handed over in groups of
+    ``flush_every`` (about one layer's sites), so at most that many are held at once."""
     from tqdm.auto import tqdm
 
     from actlab.core.hooks import StopForward
@@ -145,9 +154,14 @@ def collect(model, ids: torch.Tensor, col: StatsCollector, plan: dict[str, str],
     calls: list[str] = []          # hook order seen in the first batch; afterwards stop after the last one
     state = {"last": None}
 
+    pending: list = []
+
     def make(site, key):
         def h(act, ctx):
-            col.update(key, act, current["ids"])
+            pending.append((key, act.detach(), current["ids"]))
+            if len(pending) >= flush_every or site == state["last"]:
+                col.update_many(pending)
+                pending.clear()
             if state["last"] is None:
                 calls.append(site)
             elif site == state["last"]:
@@ -162,6 +176,8 @@ def collect(model, ids: torch.Tensor, col: StatsCollector, plan: dict[str, str],
                 model(x, use_cache=False)
             except StopForward:
                 pass
+            col.update_many(pending)
+            pending.clear()
             if state["last"] is None and calls:
                 state["last"] = calls[-1]
             col.n_tokens += x.numel()
@@ -173,6 +189,9 @@ def collect_from_store(store, col: StatsCollector, site_map: dict[str, str], bat
     """Feed ``col`` from an ``actlab.store.ActivationStore`` holding whole contexts (rows in context order):
     ``site_map`` maps store site names to collector keys; rows are regrouped into ``[b, L, d]`` sequences."""
     L = store.context_length
+    if len(store) % L:
+        raise ValueError(f"store {store.path} holds {len(store)} rows, not whole contexts of {L} tokens (harvest with "
+                         "positions='all' and no token exclusions to compute per-sequence statistics)")
     n_ctx = len(store) // L
     for s in range(0, n_ctx, batch_contexts):
         rows = list(range(s * L, min(n_ctx, s + batch_contexts) * L))

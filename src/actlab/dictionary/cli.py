@@ -86,8 +86,7 @@ def cmd_train(a, transcoder: bool = False) -> None:
         tc = TrainConfig(total_tokens=a.tokens, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
                          grad_clip=a.grad_clip, normalize=a.normalize, dead_tokens=a.dead_tokens, seed=a.seed,
                          out=out, checkpoint_every=a.checkpoint_every, resume=not a.no_resume)
-        tr = Trainer(dc, tc, src)
-        tr.world = 1 if many else tr.world
+        tr = Trainer(dc, tc, src, data_parallel=not many)
         model = tr.fit()
         if rank == 0 or many:
             fin = model.cfg.train.get("final", {})

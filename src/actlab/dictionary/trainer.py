@@ -27,9 +27,9 @@ class TrainConfig:
     """How to train (the dictionary's shape lives in DictConfig)."""
 
     total_tokens: int = 10_000_000
-    """Training rows (tokens) to consume; epochs repeat over the source when it runs out."""
+    """Training rows (tokens) to consume over all ranks; epochs repeat over the source when it runs out."""
     batch_size: int = 4096
-    """Rows per optimizer step (per rank under torchrun)."""
+    """Rows per optimizer step and rank (a torchrun step sees batch_size * world rows)."""
     lr: float | None = None
     """Adam learning rate; None: 2e-4 * sqrt(16384 / d_sae) for TopK-family, 4e-4 otherwise."""
     betas: tuple[float, float] = (0.9, 0.999)
@@ -99,10 +99,13 @@ class Trainer:
 
     CKPT_POINTER = "checkpoint.json"
 
-    def __init__(self, dict_cfg: DictConfig, cfg: TrainConfig, source: Source):
+    def __init__(self, dict_cfg: DictConfig, cfg: TrainConfig, source: Source, data_parallel: bool = True):
+        """``data_parallel``: under torchrun, average gradients over ranks (each rank reads its own shard); False
+        trains this rank's dictionary alone (one dictionary per site, sites spread over ranks)."""
         from actlab import distributed as D
         self.dcfg, self.cfg, self.source = dict_cfg, cfg, source
-        self.rank, self.world = D.rank(), D.world_size() if D.is_initialized() else 1
+        dp = data_parallel and D.is_initialized()
+        self.rank, self.world = (D.rank(), D.world_size()) if dp else (0, 1)
         self.is_main = self.rank == 0
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -115,7 +118,7 @@ class Trainer:
             self.model.grads_in_place = True
             for p in self.model.parameters():
                 p.grad = torch.zeros_like(p)
-        self.total_steps = cfg.total_tokens // cfg.batch_size
+        self.total_steps = max(cfg.total_tokens // (cfg.batch_size * self.world), 1)   # tokens over all ranks
         self.state = TrainState()
         self.since_fired = torch.zeros(dict_cfg.d_sae, dtype=torch.long)
         self.out = Path(cfg.out) if cfg.out else None
@@ -221,17 +224,29 @@ class Trainer:
                 self.save_checkpoint()
         if bar is not None:
             bar.close()
+        if self.world > 1:   # buffers such as the BatchTopK threshold are tracked per rank: average them
+            for b in m.buffers():
+                if b.is_floating_point():
+                    D.all_reduce_sum(b).div_(self.world)
         m.eval()
         return self.finish()
 
     @torch.no_grad()
     def _init_from(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Scales and data-dependent biases from the first batch (averaged over ranks: every rank starts equal)."""
+        from actlab import distributed as D
         st, d = self.state, self.dcfg
+        norms = torch.stack([x.norm(dim=1).mean(), y.norm(dim=1).mean()]).double()
+        if self.world > 1:
+            D.all_reduce_sum(norms).div_(self.world)
         if self.cfg.normalize == "expected_norm":
-            st.scale_in = math.sqrt(d.d_in) / float(x.norm(dim=1).mean().clamp_min(1e-12))
-            st.scale_out = (math.sqrt(d.out_dim) / float(y.norm(dim=1).mean().clamp_min(1e-12))
-                            if d.is_transcoder else st.scale_in)
+            st.scale_in = math.sqrt(d.d_in) / max(float(norms[0]), 1e-12)
+            st.scale_out = math.sqrt(d.out_dim) / max(float(norms[1]), 1e-12) if d.is_transcoder else st.scale_in
         self.model.init_from_data(x * st.scale_in, y * st.scale_out)
+        if self.world > 1:
+            for t in list(self.model.parameters()) + list(self.model.buffers()):
+                if t.is_floating_point():
+                    D.all_reduce_sum(t.data).div_(self.world)
         st.initialised = True
 
     def _log(self, rec: dict) -> None:

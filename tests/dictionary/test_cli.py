@@ -55,6 +55,14 @@ def test_transcoder_train(store):
     assert cfg["d_out"] == 64 and cfg["site_out"] == "blocks.0.mlp_out"
 
 
+def test_several_sites_one_sae_each(store):
+    out = store / "multi"
+    main(["sae", "train", "--store", str(store / "store"), "--site", "blocks.1.resid_post,blocks.0.mlp_out",
+          "--k", "4", "--expansion", "2", "--tokens", "2048", "--batch-size", "512", "--out", str(out)])
+    for site in ("blocks.1.resid_post", "blocks.0.mlp_out"):
+        assert json.loads((out / site / "cfg.json").read_text())["site"] == site
+
+
 def test_missing_site_error(store):
     with pytest.raises(SystemExit, match="has no site 'blocks.5.resid_post'"):
         main(["sae", "train", "--store", str(store / "store"), "--site", "blocks.5.resid_post",

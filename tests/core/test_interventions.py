@@ -171,3 +171,39 @@ def test_record_dtype_and_grad(tiny):
     assert a.dtype == torch.bfloat16
     g = m.record(TEXTS, sites=["blocks.0.resid_post"], grad=True)["blocks.0.resid_post"]
     assert not g.requires_grad  # params frozen, inputs are ids: nothing to differentiate
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_resid_mid_edit_reaches_the_residual_stream(tiny, name):
+    """Pre-LN blocks keep their own residual copy: an edit at resid_mid must reach resid_post, not only the MLP."""
+    m = tiny(name)
+    v = torch.randn(64)
+    sites = ["blocks.0.resid_mid", "blocks.0.mlp_out", "blocks.0.resid_post"]
+    base = m.record(TEXTS, sites=sites)
+    torch.testing.assert_close(base["blocks.0.resid_post"], base["blocks.0.resid_mid"] + base["blocks.0.mlp_out"])
+    with m.intervene({"blocks.0.resid_mid": Add(v, alpha=2.0)}):
+        r = m.record(TEXTS, sites=sites)
+    torch.testing.assert_close(r["blocks.0.resid_mid"], base["blocks.0.resid_mid"] + 2 * v, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r["blocks.0.resid_post"], r["blocks.0.resid_mid"] + r["blocks.0.mlp_out"],
+                               atol=1e-5, rtol=1e-5)
+    # an edit of resid_pre registered later still enters the sum resid_mid = resid_pre + attn_out
+    with m.intervene({"blocks.0.resid_mid": Scale(factor=1.0)}), m.intervene({"blocks.0.resid_pre": Add(v)}):
+        r = m.record(TEXTS, sites=["blocks.0.resid_pre", "blocks.0.attn_out", "blocks.0.resid_mid"])
+    torch.testing.assert_close(r["blocks.0.resid_mid"], r["blocks.0.resid_pre"] + r["blocks.0.attn_out"])
+
+
+def test_gradients_reach_per_head_views(tiny):
+    m = tiny("tiny-llama")
+    enc = m.tokenize(TEXTS)
+    kept = {}
+
+    def keep(act, ctx):
+        act.retain_grad()
+        kept[ctx.site] = act
+
+    emb = m.module.get_input_embeddings()(enc["input_ids"]).detach().requires_grad_(True)
+    with torch.enable_grad(), m.engine.hooks([("blocks.1.attn.z", keep), ("blocks.1.resid_mid", keep)]):
+        out = m.module(inputs_embeds=emb, attention_mask=enc["attention_mask"]).logits
+        out[:, -1].sum().backward()
+    assert kept["blocks.1.attn.z"].grad is not None and kept["blocks.1.attn.z"].grad.abs().sum() > 0
+    assert kept["blocks.1.resid_mid"].grad is not None and kept["blocks.1.resid_mid"].grad.abs().sum() > 0

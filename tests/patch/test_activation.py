@@ -18,9 +18,8 @@ def test_full_clean_patch_reproduces_clean_metric(tiny, name):
     m = tiny(name)
     met = _metric(m)
     # every complete residual-stream state: patching it whole from the clean run makes the rest of the run clean
-    # (not resid_mid: on Llama it is the input of post_attention_layernorm, and editing it does not reach the
-    # residual branch, which HF captures before the norm; see docs/patch.md)
-    sites = ["embed"] + [s for s in m.sites if s.split(".")[-1] in ("resid_pre", "resid_post")]
+    # (resid_mid is edited at the attention output, so a whole-state patch is exact up to one rounding there)
+    sites = ["embed"] + [s for s in m.sites if s.split(".")[-1] in ("resid_pre", "resid_mid", "resid_post")]
     r = activation_patch(m, CLEAN, CORRUPT, met, sites, positions="all")
     assert abs(r.clean - r.corrupt) > 1e-4
     torch.testing.assert_close(r.values, torch.full_like(r.values, r.clean), atol=1e-5, rtol=1e-5)

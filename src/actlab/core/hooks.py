@@ -37,6 +37,17 @@ class Ctx:
 Handler = Callable[[torch.Tensor, Ctx], "torch.Tensor | None"]
 
 
+class _Handles:
+    """Several hook handles removed together."""
+
+    def __init__(self, *handles):
+        self.handles = handles
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
 class HookEngine:
     """Installs handlers on sites of one model; tracks the positions of the current forward call."""
 
@@ -104,7 +115,9 @@ class HookEngine:
                 view = engine._view(spec, raw)
                 new = handler(view, Ctx(site, engine.info, m))
                 if new is None or new is view:
-                    return None
+                    if view is raw or not (torch.is_grad_enabled() and view.requires_grad):
+                        return None
+                    new = view  # keep the view in the graph so gradients reach it
                 new = engine._unview(spec, new, raw)
                 if where == 0:
                     return (new, *args[1:]), kwargs
@@ -114,24 +127,41 @@ class HookEngine:
 
             return mod.register_forward_pre_hook(pre, with_kwargs=True)
 
+        base = {}  # plus_input_of: the other module's input, stashed by a pre-hook of this forward call
+        if spec.plus_input_of is not None:
+            owner = self._modules[spec.plus_input_of]
+
+            def stash(m, args, kwargs):
+                base["x"] = args[0] if args else kwargs["hidden_states"]
+
+            stash_handle = owner.register_forward_pre_hook(stash, with_kwargs=True)
+
         def post(m, args, output):
             raw = output[0] if isinstance(output, tuple) else output
             if not isinstance(raw, torch.Tensor):
                 raw = getattr(output, "last_hidden_state", None)
                 if raw is None:
                     raise TypeError(f"site {site!r}: module output {type(output).__name__} holds no tensor")
-            view = engine._view(spec, raw)
+            full = base["x"] + raw if base else raw  # the same sum the block computes next (bitwise)
+            view = engine._view(spec, full)
             new = handler(view, Ctx(site, engine.info, m))
             if new is None or new is view:
-                return None
-            new = engine._unview(spec, new, raw)
+                if view is raw or not (torch.is_grad_enabled() and view.requires_grad):
+                    return None
+                new = view  # keep the view in the graph so gradients reach it
+            new = engine._unview(spec, new, full)
+            if base:
+                new = new - base["x"]  # the block adds the residual back
             if isinstance(output, tuple):
                 if spec.rebuild is not None:
                     return spec.rebuild(m, new, output)
                 return (new, *output[1:])
             return new
 
-        return mod.register_forward_hook(post)
+        handle = mod.register_forward_hook(post)
+        if spec.plus_input_of is None:
+            return handle
+        return _Handles(handle, stash_handle)
 
     @contextlib.contextmanager
     def hooks(self, pairs: list[tuple[str, Handler]]) -> Iterator[None]:

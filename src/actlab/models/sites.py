@@ -6,6 +6,7 @@ module's input or its output. Adding a family is adding one table to ``FAMILIES`
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ class SiteSpec:
     ``heads``: split the last dim into ``[heads, d_head]`` (per-head sites). ``flat_tokens``: the module sees
     ``[batch*pos, d]`` (MoE routers); the engine views it as ``[batch, pos, d]``. ``rebuild``: for outputs that
     are derived from the site's tensor inside the module (router logits -> top-k), recompute them after an edit.
+    ``plus_input_of``: the site is this module's output plus the input of another module (pre-LN ``resid_mid`` =
+    ``resid_pre + attn_out``, the residual read at the block's first norm, hooked at the attention output so an edit
+    reaches the residual stream itself, not only the MLP's norm).
     """
 
     name: str
@@ -33,6 +37,7 @@ class SiteSpec:
     heads: int | None = None
     flat_tokens: bool = False
     rebuild: Callable | None = field(default=None, compare=False)
+    plus_input_of: str | None = None
 
 
 def _mixtral_rebuild(module: torch.nn.Module, logits: torch.Tensor, output: tuple) -> tuple:
@@ -62,7 +67,7 @@ def _llama_block(i: int, cfg, moe: bool = False) -> dict[str, SiteSpec]:
     s = {
         "resid_pre": SiteSpec("resid_pre", p, "in"),
         "attn_out": SiteSpec("attn_out", f"{p}.self_attn"),
-        "resid_mid": SiteSpec("resid_mid", f"{p}.post_attention_layernorm", "in"),
+        "resid_mid": SiteSpec("resid_mid", f"{p}.self_attn", plus_input_of=f"{p}.input_layernorm"),
         "mlp_in": SiteSpec("mlp_in", f"{p}.mlp", "in"),
         "mlp_out": SiteSpec("mlp_out", f"{p}.mlp"),
         "resid_post": SiteSpec("resid_post", p),
@@ -85,7 +90,7 @@ def _gpt2_block(i: int, cfg) -> dict[str, SiteSpec]:
     return {
         "resid_pre": SiteSpec("resid_pre", p, "in"),
         "attn_out": SiteSpec("attn_out", f"{p}.attn"),
-        "resid_mid": SiteSpec("resid_mid", f"{p}.ln_2", "in"),
+        "resid_mid": SiteSpec("resid_mid", f"{p}.attn", plus_input_of=f"{p}.ln_1"),
         "mlp_in": SiteSpec("mlp_in", f"{p}.mlp", "in"),
         "mlp_act": SiteSpec("mlp_act", f"{p}.mlp.c_proj", "in"),
         "mlp_out": SiteSpec("mlp_out", f"{p}.mlp"),
@@ -162,8 +167,7 @@ class SiteMap:
             for i in range(self.n_layers):
                 blk = self.family.block(i, cfg) if prefix is None else _bert_block(i, cfg, prefix)
                 for kind, spec in sorted(blk.items(), key=lambda kv: SITE_KINDS.index(kv[0])):
-                    self._specs[f"blocks.{i}.{kind}"] = SiteSpec(f"blocks.{i}.{kind}", spec.module, spec.io,
-                                                                 spec.heads, spec.flat_tokens, spec.rebuild)
+                    self._specs[f"blocks.{i}.{kind}"] = dataclasses.replace(spec, name=f"blocks.{i}.{kind}")
             for k in ("final_norm", "logits"):
                 if k in glob:
                     self._specs[k] = glob[k]

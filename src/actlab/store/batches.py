@@ -4,7 +4,8 @@ Shards are visited in a seeded random order, forming one virtual row stream; wit
 equal contiguous part of it (the remainder rows are dropped so every rank yields the same number of batches). The
 stream is cut into windows of ``buffer_rows`` rows; each window's rows are permuted and every batch is gathered
 straight from the memory-mapped shards (one copy: mapped page cache -> batch; the indices of a batch are sorted so
-reads go forward through each shard, then the batch order is re-randomized). A background thread prepares the
+reads go forward through each shard). Which rows share a batch is random; within a batch rows come in storage
+order, which a mean-over-batch loss cannot see (``shuffle_within=True`` re-randomizes it at the cost of a copy). A background thread prepares the
 next batches while the caller uses the current one. Process memory stays bounded by a few batches plus the
 window's index permutation (8 bytes per row); the shards themselves are page cache, shared and reclaimable.
 Each shard tensor is crc32-checked once per ActivationStore object, on first touch.
@@ -106,7 +107,8 @@ def _perm(n: int, block_rows: int, g: torch.Generator) -> np.ndarray:
     return idx[idx < n] if n % block_rows else idx
 
 
-def _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_last, rank, world, block_rows=1):
+def _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_last, rank, world, block_rows=1,
+             shuffle_within=False):
     window = max(batch_size, buffer_rows)
     wins = _windows(_segments(store, shuffle, seed, rank, world), window)
     t0 = store.shards[0]["tensors"][site]
@@ -129,7 +131,7 @@ def _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_la
                 carry = np.empty(0, dtype=void)
         while w.n - pos >= batch_size:
             if shuffle:
-                within = torch.randperm(batch_size, generator=g).numpy()
+                within = torch.randperm(batch_size, generator=g).numpy() if shuffle_within else None
                 out = w.gather(idx[pos: pos + batch_size], np.empty(batch_size, void), within)
             else:
                 out = w.slice(pos, pos + batch_size)
@@ -191,7 +193,8 @@ class _Prefetch:
 
 
 def iterate(store, site: str, batch_size: int, shuffle: bool, seed: int, buffer_rows: int, dtype: torch.dtype,
-            drop_last: bool, rank: int, world: int, prefetch: int = 2, block_rows: int = 1) -> Iterator[torch.Tensor]:
+            drop_last: bool, rank: int, world: int, prefetch: int = 2, block_rows: int = 1,
+            shuffle_within: bool = False) -> Iterator[torch.Tensor]:
     if site in META_KEYS:
         raise KeyError(f"{site!r} is row metadata, not a site")
     store._check_key(site)
@@ -201,5 +204,6 @@ def iterate(store, site: str, batch_size: int, shuffle: bool, seed: int, buffer_
         raise ValueError(f"rank {rank} is outside world size {world}")
     if not store.shards:
         return iter(())
-    gen = _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_last, rank, world, block_rows)
+    gen = _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_last, rank, world, block_rows,
+                   shuffle_within)
     return _Prefetch(gen, prefetch) if prefetch > 0 else gen

@@ -197,14 +197,16 @@ class ActivationStore:
     # -- training iterator ---------------------------------------------------------------------------------
     def batches(self, site: str, batch_size: int = 4096, shuffle: bool = True, seed: int = 0,
                 buffer_rows: int = 262144, dtype: torch.dtype | str = torch.float32, drop_last: bool = False,
-                rank: int = 0, world: int = 1, prefetch: int = 2, block_rows: int = 1) -> Iterator[torch.Tensor]:
+                rank: int = 0, world: int = 1, prefetch: int = 2, block_rows: int = 1,
+                shuffle_within: bool = False) -> Iterator[torch.Tensor]:
         """One epoch of ``[B, d]`` batches of a site, rows uniformly shuffled within windows of ``buffer_rows``.
 
         ``rank``/``world`` give each data-parallel rank an equal disjoint part; ``prefetch`` batches are prepared
-        in a background thread; ``block_rows`` > 1 shuffles runs of that many consecutive rows (coarser, cheaper).
+        in a background thread; ``block_rows`` > 1 shuffles runs of that many consecutive rows (coarser, cheaper);
+        batch membership is random, order inside a batch is storage order unless ``shuffle_within``.
         See actlab.store.batches for the algorithm.
         """
         from actlab.store.batches import iterate
 
         return iterate(self, site, batch_size, shuffle, seed, buffer_rows, parse_dtype(dtype), drop_last, rank,
-                       world, prefetch, block_rows)
+                       world, prefetch, block_rows, shuffle_within)

@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--sweep-layers", default="all", help="'all' (30 layers) or comma-separated layers (reduced)")
     ap.add_argument("--sweep-tokens", type=int, default=64, help="new tokens per prompt in the sweep")
-    ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--skip-sweep", action="store_true", help="run part 1 only")
+    ap.add_argument("--only-sweep", action="store_true", help="run part 2 only")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -65,6 +66,8 @@ def main() -> None:
             return m.generate(prompts, a.new_tokens, min_new_tokens=a.new_tokens, return_ids=True)
 
     layer_mod = hf.model.layers[a.layer]
+    if a.only_sweep:
+        return run_sweep(a, m, g)
 
     def raw_hook():
         h = layer_mod.register_forward_hook(lambda _m, _i, out: (out[0] + vec,) + tuple(out[1:])
@@ -111,13 +114,15 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in methods}
     outs = {}
     for k, fn in methods.items():  # warm-up + token check
-        outs[k] = fn()
+        t_w, outs[k] = timed(fn)
+        print(f"# warm-up {k}: {t_w:.1f} s", file=sys.stderr, flush=True)
     ref = outs["raw forward hook"]
     same = {k: bool(torch.equal(v, ref)) for k, v in outs.items()}
     for r in range(a.repeats):
         order = list(methods) if r % 2 == 0 else list(reversed(methods))
         for k in order:
             times[k].append(timed(methods[k])[0])
+        print(f"# round {r + 1}/{a.repeats} done", file=sys.stderr, flush=True)
     base = statistics.median(times["plain HF generate"])
     print(f"## part 1: greedy generate, batch {a.batch}, {a.new_tokens} new tokens, vector at {site} "
           f"(norm 2x median residual), {a.repeats} interleaved repeats, {a.threads} threads")
@@ -129,9 +134,12 @@ def main() -> None:
               f"{'-' if k == 'plain HF generate' else same[k]}")
     print(f"ratio = actlab steered / plain = {statistics.median(times['actlab intervene(Add)']) / base:.3f} "
           f"(paired median {statistics.median([t / b for t, b in zip(times['actlab intervene(Add)'], times['plain HF generate'])]):.3f})")
-    if a.skip_sweep:
-        return
+    if not a.skip_sweep:
+        run_sweep(a, m, g)
 
+
+def run_sweep(a, m, g) -> None:
+    from actlab.steer import Direction
     from actlab.steer.evaluate import KeywordScorer
     from actlab.steer.sweep import sweep
 

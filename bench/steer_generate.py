@@ -153,10 +153,18 @@ def run_sweep(a, m, g) -> None:
         dirs.append(Direction(vector=torch.nn.functional.normalize(torch.randn(m.d_model, generator=g), dim=0),
                               site=s, model=m.name))
     n_tok = len(sw_prompts) * a.sweep_tokens
-    t_plain, _ = timed(lambda: m.generate(sw_prompts, max_new_tokens=a.sweep_tokens, min_new_tokens=a.sweep_tokens))
+    def plain():
+        return m.generate(sw_prompts, max_new_tokens=a.sweep_tokens, min_new_tokens=a.sweep_tokens)
+
+    m.generate(sw_prompts, max_new_tokens=4)  # warm-up
+    t_before, _ = timed(plain)
     t_sweep, res = timed(lambda: sweep(m, dirs, sw_prompts, KeywordScorer(["sea", "ocean"]),
                                        strengths=[1, 2, 4, 8, 16], scale="unit", max_new_tokens=a.sweep_tokens,
                                        batch_size=8))
+    t_after, _ = timed(plain)
+    t_plain = (t_before + t_after) / 2  # plain timed before and after the sweep: the load drifts
+    print(f"# plain before/after the sweep: {t_before:.1f} / {t_after:.1f} s; per setting: "
+          f"{[round(r.seconds, 1) for r in res.rows]} s", flush=True)
     n_set = len(dirs) * 5 + 1  # + the unsteered baseline the sweep runs
     per_tok_sweep = t_sweep / (n_set * n_tok)
     per_tok_plain = t_plain / n_tok

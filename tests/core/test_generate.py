@@ -59,3 +59,28 @@ def test_recording_during_generate_gives_every_step(tiny):
                    sites=[site])[site]
     valid = mask[:, :-1].bool()
     torch.testing.assert_close(full[valid], ref[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_step_restarts_at_each_prefill(tiny):
+    m = tiny("tiny-llama")
+    seen = []
+
+    def log(act, ctx):
+        seen.append((ctx.step, ctx.info.past))
+
+    with m.intervene({"blocks.0.resid_post": log}):
+        m.generate(["abc"], max_new_tokens=3, min_new_tokens=3)
+        m(m.tokenize(["abcd"]))
+        m.generate(["xy"], max_new_tokens=2, min_new_tokens=2)
+    assert [s for s, _ in seen] == [0, 1, 2, 0, 0, 1]
+    assert [p for _, p in seen] == [0, 4, 5, 0, 0, 3]
+
+
+def test_save_interventions_with_shared_tensors(tiny, tmp_path):
+    from actlab import Ablate, load_interventions, save_interventions
+
+    v = torch.randn(64)
+    path = save_interventions(tmp_path / "x.json", [("blocks.0.resid_post", Add(v)), ("blocks.1.resid_post", Ablate(v)),
+                                                    ("blocks.1.mlp_out", Add(v[:64]))])
+    loaded = load_interventions(path)
+    assert torch.equal(loaded[0][1].vector, v) and torch.equal(loaded[1][1].direction, v)

@@ -63,7 +63,7 @@ class HookEngine:
     # -- root tracking -------------------------------------------------------------------------------
     def _root_pre(self, mod, args, kwargs):
         self.info = pass_info(args, kwargs, self._calls)
-        self._calls += 1
+        self._calls = (self.info.step if self.info is not None else self._calls) + 1
 
     @contextlib.contextmanager
     def tracking(self) -> Iterator[None]:

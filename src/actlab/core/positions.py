@@ -18,14 +18,15 @@ class PassInfo:
     """What the root model was called with: per-row token positions of this call and which are real tokens.
 
     ``positions_bp``: [batch, pos] absolute positions (first real token = 0); ``valid_bp``: [batch, pos] True for
-    real tokens; ``length_b``: real tokens seen so far including this call; ``step``: forward calls so far in
-    the current context (0 = prefill).
+    real tokens; ``length_b``: real tokens seen so far including this call; ``past``: cached tokens before this
+    call; ``step``: 0 for a call without cache (a prefill or a plain forward), then +1 per KV-cached call.
     """
 
     positions_bp: torch.Tensor
     valid_bp: torch.Tensor
     length_b: torch.Tensor
     step: int = 0
+    past: int = 0
 
     @property
     def batch(self) -> int:
@@ -78,7 +79,7 @@ def pass_info(args: tuple, kwargs: dict, step: int) -> PassInfo | None:
         positions = absolute[None, :].expand(b, p)
         valid = torch.ones(b, p, dtype=torch.bool, device=device)
         length = torch.full((b,), past + p, device=device)
-    return PassInfo(positions, valid, length, step)
+    return PassInfo(positions, valid, length, step if past else 0, past)
 
 
 def select_mask(sel: Positions, info: PassInfo | None, what: str = "positions") -> torch.Tensor | None:

@@ -44,10 +44,10 @@ def save_interventions(path: str | os.PathLike, mapping, *, model: str | None = 
         names = {}
         for k, t in ts.items():
             names[k] = f"{n}.{k}"
-            tensors[f"{n}.{k}"] = t.detach().cpu().contiguous()
+            tensors[f"{n}.{k}"] = t.detach().cpu().clone()  # own storage: safetensors refuses shared tensors
         pos = iv.positions
         if isinstance(pos, torch.Tensor):
-            tensors[f"{n}.positions"] = pos.cpu().contiguous()
+            tensors[f"{n}.positions"] = pos.cpu().clone()
             pos = {"tensor": f"{n}.positions"}
         else:
             pos = positions_to_json(pos)

@@ -108,12 +108,13 @@ def main() -> None:
 
         import nnsight
 
-        nn_model = nnsight.NNsight(copy.deepcopy(hf))
+        lm = nnsight.TransformersModel(copy.deepcopy(hf).eval(), tokenizer=m.tokenizer, task="text-generation")
+        n_layers = m.n_layers
 
         def nnsight_trace():
-            with torch.no_grad(), nn_model.trace(**enc, use_cache=False):
-                saved = [nn_model.model.layers[i].output.save() for i in range(len(layers))]
-            return saved
+            with torch.no_grad(), lm.trace(dict(enc), use_cache=False):
+                saved = nnsight.save([lm.model.layers[i].output for i in range(n_layers)])
+            return list(saved)
 
         methods["nnsight trace .output x30"] = nnsight_trace
     except Exception as e:  # peer not installed here

@@ -9,6 +9,17 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: tiny matmuls and training loops run faster (no OpenMP spin-waits)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """Cached tiny models by name (seeded, deterministic)."""

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 import actlab
-from actlab import Fn
 from actlab.attribute import (class_target, contrastive_target, gradient_attribution, integrated_gradients,
                               logit_target, quadrature)
 

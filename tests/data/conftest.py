@@ -2,10 +2,5 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _single_thread(one_thread):
+    """Every test in this folder runs on one thread (fixture in tests/conftest.py)."""

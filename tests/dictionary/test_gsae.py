@@ -2,7 +2,6 @@
 import torch
 
 from actlab.dictionary import DictConfig, build
-from actlab.dictionary.data import tensor_source
 from actlab.dictionary.trainer import TrainConfig, Trainer
 
 

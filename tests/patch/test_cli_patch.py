@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from actlab.cli import main
 from actlab.patch import PatchResult

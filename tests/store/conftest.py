@@ -20,11 +20,5 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls on a shared, loaded machine: 1 intra-op thread avoids oversubscription stalls."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _single_thread(one_thread):
+    """Every test in this folder runs on one thread (fixture in tests/conftest.py)."""

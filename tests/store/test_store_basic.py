@@ -1,5 +1,4 @@
 """Round trip of a harvest against model.record, reader API, CLI info."""
-import json
 
 import pytest
 import torch

@@ -316,3 +316,20 @@ class PatchResult:
 
 
 MetricLike = Metric | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Effect:
+    """Scores of the base run, the source run and the patched base run; ``normalized`` =
+    ``(patched - base) / (source - base)``, 1 = behaviour fully moved to the source's."""
+
+    base: float
+    source: float
+    patched: float
+
+    @property
+    def normalized(self) -> float:
+        den = self.source - self.base
+        if abs(den) < 1e-12:
+            raise ValueError("base and source scores are equal; the normalised effect is undefined")
+        return (self.patched - self.base) / den

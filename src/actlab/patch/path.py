@@ -7,13 +7,12 @@ docs/patch.md).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
 from actlab.core import Fn, Intervention, Replace
-from actlab.patch.common import PatchResult
+from actlab.patch.common import Effect, PatchResult
 
 Component = "str | tuple[str, int]"
 
@@ -70,20 +69,7 @@ def _splice(base: torch.Tensor, other: torch.Tensor, head: int | None, head_dim:
     return out
 
 
-@dataclass
-class PathEffect:
-    """Scores of the base run, the source run and the base run with only the sender -> receivers path patched."""
-
-    base: float
-    source: float
-    patched: float
-
-    @property
-    def normalized(self) -> float:
-        den = self.source - self.base
-        if abs(den) < 1e-12:
-            raise ValueError("base and source scores are equal; the normalised effect is undefined")
-        return (self.patched - self.base) / den
+PathEffect = Effect  # base / source / patched scores of a path patch
 
 
 def path_patch(m, base, source, sender, receivers: Sequence, score: Callable, *, freeze: list[str] | None = None,

@@ -13,6 +13,7 @@ from typing import Callable, ClassVar
 import torch
 
 from actlab.core import Intervention, register_op
+from actlab.patch.common import Effect
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +58,7 @@ class SubspacePatch(Intervention):
         return act + (diff @ q.T) @ q
 
 
-@dataclass
-class SubspaceEffect:
-    """Scores (mean over rows) of the base run, the source run and the patched base run; ``normalized`` =
-    ``(patched - base) / (source - base)``, 1 = behaviour fully moved to the source's."""
-
-    base: float
-    source: float
-    patched: float
-
-    @property
-    def normalized(self) -> float:
-        den = self.source - self.base
-        if abs(den) < 1e-12:
-            raise ValueError("base and source scores are equal; the normalised effect is undefined")
-        return (self.patched - self.base) / den
+SubspaceEffect = Effect  # base / source / patched scores of a subspace patch
 
 
 def _score(m, inputs, score: Callable) -> float:

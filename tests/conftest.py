@@ -12,12 +12,10 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture
 def one_thread():
     """One intra-op thread for the test: tiny matmuls and training loops run faster (no OpenMP spin-waits)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    from actlab.utils import num_threads
+
+    with num_threads(1):
         yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
-"""Small shared helpers: atomic file writes, cache folder, dtype names."""
+"""Small shared helpers: atomic file writes, cache folder, dtype names, thread count."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -54,3 +55,15 @@ def cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "actlab"
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None):
+    """Run the block on ``n`` torch intra-op threads (None: leave the setting), restoring it afterwards."""
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -1,9 +1,10 @@
 """Planted-ground-truth fixtures for the steering tests: tiny models trained for seconds on synthetic tasks."""
-import contextlib
 import random
 
 import pytest
 import torch
+
+from actlab.utils import num_threads
 
 FILLER = "cdefghijklmnopqrstuvwxyz"
 
@@ -12,15 +13,9 @@ def ids_of(m, text: str) -> list[int]:
     return m.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-@contextlib.contextmanager
 def one_thread():
     """Tiny-model training is faster on one thread on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+    return num_threads(1)
 
 
 def train_pro_con(seed: int = 0, steps: int = 80):

@@ -10,9 +10,10 @@ from actlab.steer import NormPreservingAdd, PromptAdd, ablate_everywhere, orthog
 
 
 def _ctx(positions):
+    """The PassInfo the core builds for a call covering these (unpadded) positions: cached tokens before them."""
     pos = torch.tensor([positions])
     return Ctx("blocks.0.resid_post", PassInfo(pos, torch.ones_like(pos, dtype=torch.bool),
-                                               torch.tensor([positions[-1] + 1])), None)
+                                               torch.tensor([positions[-1] + 1]), past=positions[0]), None)
 
 
 def test_norm_preserving_add_exact(tiny):

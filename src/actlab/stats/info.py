@@ -42,28 +42,28 @@ def ebab_bins(t: torch.Tensor, n_bins: int = 30) -> torch.Tensor:
     return torch.bucketize(x.contiguous(), inner, right=True)
 
 
-def ebab_mi(t: torch.Tensor, y: torch.Tensor | None = None, n_bins: int = 30) -> tuple[float, float | None]:
-    """(I(X;T), I(T;Y)) in bits by adaptive binning; ``t`` ``[n, units]`` over n equiprobable inputs."""
-    t = _check(t)
-    sym = ebab_bins(t, n_bins)
+def _mi_of_symbols(sym: torch.Tensor, y) -> tuple[float, float | None]:
+    """(H(T) = I(X;T) for a deterministic layer over equiprobable inputs, I(T;Y) or None) from binned rows."""
     h = _entropy_of_rows(sym)
     if y is None:
         return h, None
     y = torch.as_tensor(y).reshape(-1)
     h_cond = sum((y == c).double().mean().item() * _entropy_of_rows(sym[y == c]) for c in torch.unique(y))
     return h, h - h_cond
+
+
+def ebab_mi(t: torch.Tensor, y: torch.Tensor | None = None, n_bins: int = 30) -> tuple[float, float | None]:
+    """(I(X;T), I(T;Y)) in bits by adaptive binning; ``t`` ``[n, units]`` over n equiprobable inputs."""
+    t = _check(t)
+    sym = ebab_bins(t, n_bins)
+    return _mi_of_symbols(sym, y)
 
 
 def fixed_bin_mi(t: torch.Tensor, y: torch.Tensor | None = None, bin_width: float = 0.5) -> tuple[float, float | None]:
     """Baseline with fixed *absolute* bin width (not scale invariant): for comparison with EBAB."""
     t = _check(t)
     sym = torch.floor(t.double() / bin_width).long()
-    h = _entropy_of_rows(sym)
-    if y is None:
-        return h, None
-    y = torch.as_tensor(y).reshape(-1)
-    h_cond = sum((y == c).double().mean().item() * _entropy_of_rows(sym[y == c]) for c in torch.unique(y))
-    return h, h - h_cond
+    return _mi_of_symbols(sym, y)
 
 
 def _kde_term(t: torch.Tensor, sigma: float) -> float:

@@ -8,6 +8,8 @@ from typing import Iterator
 
 import torch
 
+from actlab.utils import num_threads
+
 GRANULARITIES = ("tensor", "channel", "token")
 
 
@@ -18,13 +20,8 @@ def stats_threads(n: int | None = 1, device: torch.device | str = "cpu") -> Iter
     These are memory-bound passes; OpenMP fan-out costs more than it gains (measured 20-100x slower elementwise
     ops with 2 threads on a loaded 2-core machine). ``n=None`` or a non-CPU device leaves the setting alone.
     """
-    old = torch.get_num_threads()
-    if n is not None and torch.device(device).type == "cpu":
-        torch.set_num_threads(n)
-    try:
+    with num_threads(n if torch.device(device).type == "cpu" else None):
         yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def quant_scale(x: torch.Tensor, bits: int = 8, granularity: str = "tensor", clip: str = "minmax",

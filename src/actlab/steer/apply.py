@@ -21,9 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def is_prefill(ctx) -> bool:
-    """True for a forward call that contains each row's first real token (the prompt pass of ``generate()``)."""
-    info = ctx.info
-    return info is None or bool((info.positions_bp == 0).any())
+    """True for a forward call without KV cache (the prompt pass of ``generate()``, or a plain forward)."""
+    return ctx.info is None or ctx.info.past == 0
 
 
 @register_op

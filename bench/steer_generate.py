@@ -3,7 +3,8 @@
 Part 1: steered / plain generation (one direction added at one layer's output, 64 new tokens forced), interleaved
 repeats, median; actlab vs a raw torch forward hook, and steering-vectors / repeng when importable (run with
 /work/peers-venv/bin/python after `pip install -e /work/main --no-deps`). Every steered method must emit the raw
-hook's tokens. Part 2: `actlab.steer.sweep` over layers x 5 strengths x 8 prompts (64 new tokens, scoring included:
+hook's tokens. Part 2: `actlab.steer.sweep` over layers x 5 strengths x 8 prompts (64 new tokens; the 5 strengths
+of a layer run side by side, 40 rows per generate call; scoring included:
 keyword concept score, perplexity under the unsteered model, KL on the prompts); reports wall time, time per
 generated token vs plain generation, and the extrapolated full 30-layer sweep when run reduced (--sweep-layers).
 
@@ -34,6 +35,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--sweep-layers", default="all", help="'all' (30 layers) or comma-separated layers (reduced)")
     ap.add_argument("--sweep-tokens", type=int, default=64, help="new tokens per prompt in the sweep")
+    ap.add_argument("--sweep-batch", type=int, default=40, help="rows (prompt x strength) per generate call")
     ap.add_argument("--skip-sweep", action="store_true", help="run part 1 only")
     ap.add_argument("--only-sweep", action="store_true", help="run part 2 only")
     ap.add_argument("--threads", type=int, default=2)
@@ -160,7 +162,7 @@ def run_sweep(a, m, g) -> None:
     t_before, _ = timed(plain)
     t_sweep, res = timed(lambda: sweep(m, dirs, sw_prompts, KeywordScorer(["sea", "ocean"]),
                                        strengths=[1, 2, 4, 8, 16], scale="unit", max_new_tokens=a.sweep_tokens,
-                                       batch_size=8))
+                                       batch_size=a.sweep_batch))
     t_after, _ = timed(plain)
     t_plain = (t_before + t_after) / 2  # plain timed before and after the sweep: the load drifts
     print(f"# plain before/after the sweep: {t_before:.1f} / {t_after:.1f} s; per setting: "
@@ -170,8 +172,9 @@ def run_sweep(a, m, g) -> None:
     per_tok_plain = t_plain / n_tok
     gen_only = sum(r.seconds for r in res.rows) / (len(res.rows) * n_tok)
     print(f"\n## part 2: sweep {len(layers)} layer(s) x 5 strengths x {len(sw_prompts)} prompts, "
-          f"{a.sweep_tokens} new tokens, batch 8 (+ scoring: keywords, perplexity, KL)")
-    print(f"plain generate of the 8 prompts: {t_plain:.2f} s = {1000 * per_tok_plain:.2f} ms / generated token")
+          f"{a.sweep_tokens} new tokens, {a.sweep_batch} rows per generate call, strengths side by side "
+          f"(+ scoring: keywords, perplexity, KL)")
+    print(f"plain generate of the 8 prompts (one batch of 8): {t_plain:.2f} s = {1000 * per_tok_plain:.2f} ms / generated token")
     print(f"sweep wall time: {t_sweep:.1f} s for {n_set} generations = {1000 * per_tok_sweep:.2f} ms / generated "
           f"token (x plain {per_tok_sweep / per_tok_plain:.2f}); steered generation alone "
           f"{1000 * gen_only:.2f} ms / token (x plain {gen_only / per_tok_plain:.2f})")

@@ -82,3 +82,46 @@ def test_cli_extract_apply_generate_sweep(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["steer", "extract", "--help"])
     assert "--position" in capsys.readouterr().out
+
+
+def test_batched_strengths_equal_one_setting_per_call(tiny):
+    """Strengths side by side in one batch (per-row alpha) give the rows that one call per setting gives."""
+    m = tiny("tiny-llama")
+    dirs = [z_direction(m, "blocks.1.resid_post")]
+    prompts = ["hello", "the cat", "abc"]
+    kw = dict(strengths=[0.0, 1.0, 4.0], scale="unit", max_new_tokens=6, max_ppl_ratio=1e6)
+    batched = sweep(m, dirs, prompts, KeywordScorer(["Z"], regex=True), batch_size=9, **kw)
+    single = sweep(m, dirs, prompts, KeywordScorer(["Z"], regex=True), batch_size=3, **kw)
+    for a, b in zip(batched.rows, single.rows):
+        assert (a.site, a.strength, a.sample, a.n_tokens) == (b.site, b.strength, b.sample, b.n_tokens)
+        assert a.concept == b.concept and a.ppl == pytest.approx(b.ppl, rel=1e-4)
+        assert a.kl == pytest.approx(b.kl, rel=1e-3, abs=1e-7)
+    # and each row equals the plain per-setting path: generate + perplexity + kl_on_neutral under intervene
+    r = single.rows[2]
+    with m.intervene(dirs[0].to_interventions(4.0, scale="unit")):
+        texts = m.generate(prompts, max_new_tokens=6)
+    assert r.sample == texts[0][:200]
+    assert r.ppl == pytest.approx(perplexity(m, prompts, texts).ppl, rel=1e-4)
+    assert r.kl == pytest.approx(kl_on_neutral(m, dirs[0].to_interventions(4.0, scale="unit"), prompts), rel=1e-3)
+    assert single.rows[0].kl == 0.0 and single.rows[0].concept == single.baseline.concept
+
+
+def test_per_row_alpha(tiny):
+    """Add/NormPreservingAdd/PromptAdd with a [B] alpha equal running each row with its own scalar alpha."""
+    from actlab.core import Add
+    from actlab.steer.apply import NormPreservingAdd, PromptAdd
+
+    m = tiny("tiny-llama")
+    enc = m.tokenize(["hello there", "ab", "the cat sat"])
+    v = torch.randn(m.d_model, generator=torch.Generator().manual_seed(0))
+    alphas = torch.tensor([0.0, 1.5, -2.0])
+    for cls in (Add, NormPreservingAdd, PromptAdd):
+        with m.intervene({"blocks.0.resid_post": cls(v, alpha=alphas)}):
+            got = m(enc).logits
+        for i, a in enumerate(alphas.tolist()):
+            with m.intervene({"blocks.0.resid_post": cls(v, alpha=a)}):
+                want = m(enc).logits[i]
+            torch.testing.assert_close(got[i], want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"Add.alpha has shape \(2,\); expected a float or \[3\]"):
+        with m.intervene({"blocks.0.resid_post": Add(v, alpha=torch.ones(2))}):
+            m(enc)

@@ -46,6 +46,22 @@ def check_tensor(owner: str, t: torch.Tensor, act: torch.Tensor, ctx: Ctx, *, fu
     return t
 
 
+def row_alpha(owner: str, alpha, act: torch.Tensor, ctx: Ctx):
+    """A strength as a float, or a ``[B]`` tensor of per-batch-row strengths shaped to broadcast over ``act``
+    (so one batched call can run several strengths side by side, as steering sweeps do)."""
+    if not isinstance(alpha, torch.Tensor):
+        return alpha
+    if alpha.dim() != 1 or alpha.shape[0] != act.shape[0]:
+        raise ValueError(f"{owner} has shape {tuple(alpha.shape)}; expected a float or [{act.shape[0]}] (one "
+                         f"strength per batch row of site {ctx.site!r}, activation shape {list(act.shape)})")
+    return alpha.to(device=act.device, dtype=act.dtype).view(-1, *([1] * (act.dim() - 1)))
+
+
+def is_zero(alpha) -> bool:
+    """True for a scalar strength of 0 (a per-row tensor is never skipped)."""
+    return not isinstance(alpha, torch.Tensor) and alpha == 0
+
+
 def _broadcasts(a: tuple, b: tuple) -> bool:
     if len(a) > len(b):
         return False
@@ -87,17 +103,17 @@ class Intervention:
 @register_op
 @dataclass
 class Add(Intervention):
-    """act + alpha * vector (activation addition / steering)."""
+    """act + alpha * vector (activation addition / steering); ``alpha`` may be a ``[B]`` tensor (per batch row)."""
 
     op: ClassVar[str] = "add"
     vector: torch.Tensor
-    alpha: float = 1.0
+    alpha: float | torch.Tensor = 1.0
 
     def edit(self, act, ctx):
-        if self.alpha == 0:
+        if is_zero(self.alpha):
             return act
         v = check_tensor("Add.vector", self.vector, act, ctx)
-        return act + self.alpha * v
+        return act + row_alpha("Add.alpha", self.alpha, act, ctx) * v
 
 
 @register_op

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 
 from actlab.core import Intervention
-from actlab.core.interventions import check_tensor, register_op
+from actlab.core.interventions import check_tensor, is_zero, register_op, row_alpha
 from actlab.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -28,18 +28,19 @@ def is_prefill(ctx) -> bool:
 @register_op
 @dataclass
 class NormPreservingAdd(Intervention):
-    """h' = h + alpha * vector, rescaled per token to ||h|| (GrAInS): changes direction, never the norm."""
+    """h' = h + alpha * vector, rescaled per token to ||h|| (GrAInS): changes direction, never the norm.
+    ``alpha`` may be a ``[B]`` tensor (per batch row)."""
 
     op: ClassVar[str] = "norm_add"
     vector: torch.Tensor
-    alpha: float = 1.0
+    alpha: float | torch.Tensor = 1.0
     prefill_only: bool = False
 
     def edit(self, act, ctx):
-        if self.alpha == 0 or (self.prefill_only and not is_prefill(ctx)):
+        if is_zero(self.alpha) or (self.prefill_only and not is_prefill(ctx)):
             return act
         v = check_tensor("NormPreservingAdd.vector", self.vector, act, ctx)
-        new = act.float() + self.alpha * v.float()
+        new = act.float() + row_alpha("NormPreservingAdd.alpha", self.alpha, act.float(), ctx) * v.float()
         n_old = act.float().norm(dim=-1, keepdim=True)
         out = new * (n_old / new.norm(dim=-1, keepdim=True).clamp_min(1e-12))
         return out.to(act.dtype)
@@ -48,16 +49,18 @@ class NormPreservingAdd(Intervention):
 @register_op
 @dataclass
 class PromptAdd(Intervention):
-    """act + alpha * vector on the prompt pass only (the refusal paper's default: generated tokens unsteered)."""
+    """act + alpha * vector on the prompt pass only (the refusal paper's default: generated tokens unsteered);
+    ``alpha`` may be a ``[B]`` tensor (per batch row)."""
 
     op: ClassVar[str] = "prompt_add"
     vector: torch.Tensor
-    alpha: float = 1.0
+    alpha: float | torch.Tensor = 1.0
 
     def edit(self, act, ctx):
-        if self.alpha == 0 or not is_prefill(ctx):
+        if is_zero(self.alpha) or not is_prefill(ctx):
             return act
-        return act + self.alpha * check_tensor("PromptAdd.vector", self.vector, act, ctx)
+        return act + row_alpha("PromptAdd.alpha", self.alpha, act, ctx) * check_tensor("PromptAdd.vector",
+                                                                                          self.vector, act, ctx)
 
 
 def ablation_sites(n_layers: int) -> list[str]:

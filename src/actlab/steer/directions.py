@@ -88,20 +88,22 @@ class Direction:
             return alpha * r * self.unit
         raise ValueError(f"unknown scale {scale!r}; use raw, unit or resid")
 
-    def to_interventions(self, alpha: float = 1.0, *, mode: str = "add", scale: str = "raw", positions="all",
-                         ) -> list[tuple[str, object]]:
+    def to_interventions(self, alpha: float | torch.Tensor = 1.0, *, mode: str = "add", scale: str = "raw",
+                         positions="all") -> list[tuple[str, object]]:
         """Core interventions applying this direction: mode add | norm_add (norm-preserving, GrAInS) |
-        prompt_add (prompt tokens only) | ablate (project out here) | ablate_all (project out at every layer)."""
+        prompt_add (prompt tokens only) | ablate (project out here) | ablate_all (project out at every layer).
+        ``alpha`` may be a ``[B]`` tensor: one strength per batch row (the add modes)."""
         from actlab.core import Ablate, Add
         from actlab.steer.apply import NormPreservingAdd, PromptAdd, ablation_sites
 
         vec = self.scaled(1.0, scale)
+        alpha = alpha.float() if isinstance(alpha, torch.Tensor) else float(alpha)
         if mode == "add":
-            return [(self.site, Add(vec.clone(), alpha=float(alpha), positions=positions))]
+            return [(self.site, Add(vec.clone(), alpha=alpha, positions=positions))]
         if mode == "norm_add":
-            return [(self.site, NormPreservingAdd(vec.clone(), alpha=float(alpha), positions=positions))]
+            return [(self.site, NormPreservingAdd(vec.clone(), alpha=alpha, positions=positions))]
         if mode == "prompt_add":
-            return [(self.site, PromptAdd(vec.clone(), alpha=float(alpha), positions=positions))]
+            return [(self.site, PromptAdd(vec.clone(), alpha=alpha, positions=positions))]
         if mode == "ablate":
             return [(self.site, Ablate(self.unit.clone(), positions=positions))]
         if mode == "ablate_all":

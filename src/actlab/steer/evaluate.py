@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -90,6 +90,10 @@ class Perplexity:
     """exp(mean negative log-likelihood over all completion tokens)."""
     per_text: list[float]
     n_tokens: int
+    nll: list[float] = field(default_factory=list)
+    """Summed negative log-likelihood per text (0 for an empty completion)."""
+    n_per_text: list[int] = field(default_factory=list)
+    """Completion tokens per text."""
 
 
 @torch.no_grad()
@@ -99,7 +103,7 @@ def perplexity(model, prompts: Sequence[str], completions: Sequence[str], *, cha
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     tok = model.tokenizer
-    tot_nll, tot_n, per = 0.0, 0, []
+    tot_nll, tot_n, per, nlls, ns = 0.0, 0, [], [], []
     for i in range(0, len(prompts), batch_size):
         ps, cs = list(prompts[i:i + batch_size]), list(completions[i:i + batch_size])
         if chat:
@@ -115,15 +119,18 @@ def perplexity(model, prompts: Sequence[str], completions: Sequence[str], *, cha
         logits = model.module(input_ids=ids, attention_mask=am).logits.float()
         lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
         for r, (a, b) in enumerate(zip(p_ids, c_ids)):
+            ns.append(len(b))
             if not b:
                 per.append(float("nan"))
+                nlls.append(0.0)
                 continue
             start = L - len(b) - 1  # logits index predicting the first completion token
             nll = -lp[r, start:].sum().item()
             per.append(math.exp(nll / len(b)))
+            nlls.append(nll)
             tot_nll += nll
             tot_n += len(b)
-    return Perplexity(math.exp(tot_nll / tot_n) if tot_n else float("nan"), per, tot_n)
+    return Perplexity(math.exp(tot_nll / tot_n) if tot_n else float("nan"), per, tot_n, nlls, ns)
 
 
 @torch.no_grad()

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
 from tqdm.auto import tqdm
 
 from actlab.steer.directions import Direction
-from actlab.steer.evaluate import kl_on_neutral, perplexity
+from actlab.steer.evaluate import perplexity
 from actlab.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -36,12 +38,16 @@ class SweepConfig:
     """Use the chat template for the prompts."""
     max_ppl_ratio: float = 2.0
     """The best setting must keep perplexity <= this times the unsteered generations' perplexity."""
-    batch_size: int = 8
-    """Prompts per generate call."""
+    batch_size: int = 40
+    """Rows (prompt x strength) per generate call; the strengths of a site run side by side in one batch."""
 
     def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.strengths:
             raise ValueError("need at least one strength")
+        if self.mode not in ("add", "norm_add", "prompt_add"):
+            raise ValueError(f"sweep mode must be add, norm_add or prompt_add, got {self.mode!r}")
         if self.max_ppl_ratio <= 0:
             raise ValueError("max_ppl_ratio must be > 0")
 
@@ -110,41 +116,86 @@ class SweepResult:
         return Path(path)
 
 
-def _generate(model, prompts, cfg: SweepConfig) -> list[str]:
+def _generate(model, prompts, cfg: SweepConfig, direction: Direction | None = None,
+              strengths: Sequence[float] = (0.0,)) -> list[str]:
+    """Generations for every (strength, prompt), strength-major. The strengths of one direction run side by side:
+    each batch of ``cfg.batch_size`` rows carries one strength per row (a per-row ``alpha``)."""
+    rows = [(s, p) for s in strengths for p in prompts]
     out: list[str] = []
-    for i in range(0, len(prompts), cfg.batch_size):
-        out += model.generate(list(prompts[i:i + cfg.batch_size]), max_new_tokens=cfg.max_new_tokens, chat=cfg.chat)
+    for i in range(0, len(rows), cfg.batch_size):
+        chunk = rows[i:i + cfg.batch_size]
+        ps = [p for _, p in chunk]
+        if direction is None:
+            out += model.generate(ps, max_new_tokens=cfg.max_new_tokens, chat=cfg.chat)
+            continue
+        alphas = torch.tensor([s for s, _ in chunk], dtype=torch.float32)
+        with model.intervene(direction.to_interventions(alphas, mode=cfg.mode, scale=cfg.scale)):
+            out += model.generate(ps, max_new_tokens=cfg.max_new_tokens, chat=cfg.chat)
     return out
+
+
+@torch.no_grad()
+def _kl_per_strength(model, d: Direction, enc: dict, base_lp: torch.Tensor, strengths: Sequence[float],
+                     cfg: SweepConfig) -> list[float]:
+    """Mean over the neutral prompts' real tokens of KL(plain || steered) for each strength, strengths batched
+    side by side like the generations (the plain log-probabilities are computed once per sweep)."""
+    n = enc["input_ids"].shape[0]
+    rows = [(j, i) for j in range(len(strengths)) for i in range(n)]
+    mask = enc["attention_mask"].bool()
+    num = torch.zeros(len(strengths), dtype=torch.float64)
+    den = torch.zeros(len(strengths), dtype=torch.float64)
+    for c in range(0, len(rows), cfg.batch_size):
+        js = torch.tensor([j for j, _ in rows[c:c + cfg.batch_size]])
+        ii = torch.tensor([i for _, i in rows[c:c + cfg.batch_size]])
+        alphas = torch.tensor([float(strengths[j]) for j in js.tolist()])
+        with model.intervene(d.to_interventions(alphas, mode=cfg.mode, scale=cfg.scale)):
+            st = torch.log_softmax(model({k: v[ii] for k, v in enc.items()}).logits.float(), -1)
+        b, m = base_lp[ii], mask[ii]
+        kl = (b.exp() * (b - st)).sum(-1) * m
+        num.index_add_(0, js, kl.sum(1).double())
+        den.index_add_(0, js, m.sum(1).double())
+    return (num / den.clamp_min(1)).tolist()
 
 
 def sweep(model, directions: dict[str, Direction] | Sequence[Direction], prompts: Sequence[str],
           scorer: Callable[[Sequence[str]], float], *, neutral: Sequence[str] | None = None,
           cfg: SweepConfig | None = None, **kw) -> SweepResult:
-    """Generate on ``prompts`` for every (direction site, strength); score concept and fluency."""
+    """Generate on ``prompts`` for every (direction site, strength); score concept and fluency.
+
+    The strengths of one direction share batches (one strength per row), so a sweep costs about as much as
+    ``len(directions)`` large-batch generations; ``SweepRow.seconds`` is the direction's time split evenly over
+    its strengths."""
     cfg = cfg or SweepConfig(**kw)
     dirs = list(directions.values()) if isinstance(directions, dict) else list(directions)
     if not dirs or not prompts:
         raise ValueError("need at least one direction and one prompt")
-    neutral = list(neutral or prompts)
+    prompts, neutral = list(prompts), list(neutral or prompts)
+    P, K = len(prompts), len(cfg.strengths)
 
-    def row(site, strength, texts, secs, ivs):
-        p = perplexity(model, prompts, texts, chat=cfg.chat)
-        kl = kl_on_neutral(model, ivs, neutral) if ivs else 0.0
-        return SweepRow(site, strength, float(scorer(texts)), p.ppl, kl, secs, p.n_tokens, texts[0][:200])
+    def ppl_of(nll, n):
+        return math.exp(sum(nll) / sum(n)) if sum(n) else float("nan")
 
     t = time.perf_counter()
     base_texts = _generate(model, prompts, cfg)
-    baseline = row("none", 0.0, base_texts, time.perf_counter() - t, None)
+    p = perplexity(model, prompts, base_texts, chat=cfg.chat, batch_size=cfg.batch_size)
+    baseline = SweepRow("none", 0.0, float(scorer(base_texts)), p.ppl, 0.0, time.perf_counter() - t, p.n_tokens,
+                        base_texts[0][:200])
+    enc = {k: v for k, v in model.tokenize(neutral).items()}
+    with torch.no_grad():
+        base_lp = torch.log_softmax(model(enc).logits.float(), -1)
     rows = []
-    bar = tqdm(total=len(dirs) * len(cfg.strengths), desc="steer sweep")
+    bar = tqdm(total=len(dirs) * K, desc="steer sweep")
     for d in dirs:
-        for s in cfg.strengths:
-            ivs = d.to_interventions(s, mode=cfg.mode, scale=cfg.scale)
-            t = time.perf_counter()
-            with model.intervene(ivs):
-                texts = _generate(model, prompts, cfg)
-            rows.append(row(d.site, float(s), texts, time.perf_counter() - t, ivs))
-            bar.update(1)
+        t = time.perf_counter()
+        texts = _generate(model, prompts, cfg, d, cfg.strengths)
+        secs = (time.perf_counter() - t) / K
+        p = perplexity(model, prompts * K, texts, chat=cfg.chat, batch_size=cfg.batch_size)
+        kls = _kl_per_strength(model, d, enc, base_lp, cfg.strengths, cfg)
+        for j, s in enumerate(cfg.strengths):
+            sl = slice(j * P, (j + 1) * P)
+            rows.append(SweepRow(d.site, float(s), float(scorer(texts[sl])), ppl_of(p.nll[sl], p.n_per_text[sl]),
+                                 kls[j], secs, sum(p.n_per_text[sl]), texts[sl][0][:200]))
+        bar.update(K)
     bar.close()
     ok = [r for r in rows if r.ppl <= cfg.max_ppl_ratio * baseline.ppl and r.concept > baseline.concept]
     best = max(ok, key=lambda r: (r.concept, -r.ppl)) if ok else None

@@ -84,3 +84,16 @@ def test_block_shuffle_covers_every_row_once(store):
     full = store.read(SITE, slice(None))
     got = torch.cat(list(store.batches(SITE, batch_size=300, buffer_rows=1000, block_rows=16, dtype=torch.bfloat16)))
     assert _key_rows(got) == _key_rows(full) and not torch.equal(got, full)
+
+
+def test_default_window_and_shuffle_within(store):
+    """The default window (256 MiB) holds this whole store: one permutation; shuffle_within only reorders inside
+    each batch; fp32 batches are the bf16 ones widened exactly."""
+    full = store.read(SITE, slice(None))
+    a = torch.cat(list(store.batches(SITE, batch_size=256, seed=1, dtype="bf16")))
+    b = torch.cat(list(store.batches(SITE, batch_size=256, seed=1, dtype="bf16", shuffle_within=True)))
+    c = torch.cat(list(store.batches(SITE, batch_size=256, seed=1)))
+    assert _key_rows(a) == _key_rows(full) == _key_rows(b) and not torch.equal(a, b)
+    for x, y in zip(a.split(256), b.split(256)):
+        assert _key_rows(x) == _key_rows(y)
+    assert c.dtype == torch.float32 and torch.equal(c, a.float())

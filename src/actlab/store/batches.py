@@ -2,24 +2,30 @@
 
 Shards are visited in a seeded random order, forming one virtual row stream; with ``world`` > 1 each rank takes an
 equal contiguous part of it (the remainder rows are dropped so every rank yields the same number of batches). The
-stream is cut into windows of ``buffer_rows`` rows; each window's rows are permuted and every batch is gathered
-straight from the memory-mapped shards (one copy: mapped page cache -> batch; the indices of a batch are sorted so
-reads go forward through each shard). Which rows share a batch is random; within a batch rows come in storage
-order, which a mean-over-batch loss cannot see (``shuffle_within=True`` re-randomizes it at the cost of a copy). A background thread prepares the
-next batches while the caller uses the current one. Process memory stays bounded by a few batches plus the
-window's index permutation (8 bytes per row); the shards themselves are page cache, shared and reclaimable.
-Each shard tensor is crc32-checked once per ActivationStore object, on first touch.
+stream is cut into windows of ``buffer_rows`` rows. A loader thread reads each window front to back with large
+sequential reads into a RAM buffer (so a store far larger than RAM streams at disk speed: no random page faults),
+one window ahead of the one being served; the window's rows are permuted and every batch is gathered from the
+buffer (``torch.index_select``, multi-threaded, GIL released). Which rows share a batch is uniformly random within a
+window; inside a batch rows come in storage order, which a mean-over-batch loss cannot see (``shuffle_within=True``
+re-randomizes it at the cost of a copy). Memory: two window buffers plus a few prefetched batches.
+A shard tensor read whole is crc32-checked on the bytes just read (no second pass); a partial one (``world`` > 1)
+is checked separately, once per ActivationStore object.
 """
 from __future__ import annotations
 
 import queue
 import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from actlab.store.format import META_KEYS, ST_DTYPES
+from actlab.store.format import META_KEYS, ST_DTYPES, StoreCorruptError
+
+WINDOW_BYTES = 256 << 20
+"""Default window (shuffle buffer) size in bytes when ``buffer_rows`` is not given; two are alive at a time."""
 
 
 def _segments(store, shuffle: bool, seed: int, rank: int, world: int) -> list[tuple[int, int, int]]:
@@ -56,46 +62,44 @@ def _windows(segs: list[tuple[int, int, int]], size: int) -> list[list[tuple[int
     return out
 
 
-def _to_torch(rows: np.ndarray, stored: torch.dtype, np_dtype, d: int, dtype: torch.dtype) -> torch.Tensor:
-    """Rows (void records) as ``[n, d]`` in ``dtype``; bf16 -> fp32 by a 16-bit shift (exact, faster than a cast)."""
-    n = rows.shape[0]
-    if stored == torch.bfloat16 and dtype == torch.float32:
-        u = rows.view(np.uint16).reshape(n, d)
-        return torch.from_numpy(np.left_shift(u.astype(np.uint32), 16).view(np.float32))
-    t = torch.from_numpy(rows.view(np_dtype).reshape(n, d))
-    if stored == torch.bfloat16:
-        t = t.view(torch.bfloat16)
+def _word(row_bytes: int) -> torch.dtype:
+    """The widest integer type dividing a row, so a gather moves rows in as few elements as possible."""
+    return next(t for t, k in ((torch.int64, 8), (torch.int32, 4), (torch.int16, 2), (torch.uint8, 1))
+                if row_bytes % k == 0)
+
+
+def _to_out(rows: torch.Tensor, stored: torch.dtype, d: int, dtype: torch.dtype) -> torch.Tensor:
+    """Gathered rows (integer words) as ``[n, d]`` in ``dtype``."""
+    t = rows.view(stored).reshape(rows.shape[0], d)
     return t if dtype == stored else t.to(dtype)
 
 
-class _Window:
-    """Rows of a few shard segments seen as one indexable range; gathers batches straight from the maps."""
-
-    def __init__(self, store, site: str, win: list[tuple[int, int, int]], void: np.dtype):
-        self.maps = [store._map(i, site).view(void).reshape(-1)[a:b] for i, a, b in win]
-        self.starts = np.cumsum([0] + [b - a for _, a, b in win])
-        self.n = int(self.starts[-1])
-
-    def gather(self, sel: np.ndarray, out: np.ndarray, shuffle_within: np.ndarray | None) -> np.ndarray:
-        if len(self.maps) == 1 and not len(sel) == 0:
-            srt = np.sort(sel)
-            np.take(self.maps[0], srt, out=out, mode="clip")
-        else:
-            srt = np.sort(sel)
-            cuts = np.searchsorted(srt, self.starts)
-            for s, m in enumerate(self.maps):
-                lo, hi = cuts[s], cuts[s + 1]
-                if hi > lo:
-                    np.take(m, srt[lo:hi] - self.starts[s], out=out[lo:hi], mode="clip")
-        return out if shuffle_within is None else np.take(out, shuffle_within, mode="clip")
-
-    def slice(self, lo: int, hi: int) -> np.ndarray:
-        parts = []
-        for s, m in enumerate(self.maps):
-            a, b = max(lo, self.starts[s]), min(hi, self.starts[s + 1])
-            if b > a:
-                parts.append(m[a - self.starts[s]: b - self.starts[s]])
-        return np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
+def _load_window(store, site: str, win: list[tuple[int, int, int]], row_bytes: int) -> torch.Tensor:
+    """Read a window's segments sequentially into one ``[n, row_bytes / word]`` buffer; crc-check whole tensors."""
+    n = sum(b - a for _, a, b in win)
+    buf = torch.empty(n * row_bytes, dtype=torch.uint8)
+    mv = memoryview(buf.numpy())
+    pos = 0
+    for i, a, b in win:
+        t = store.shards[i]["tensors"][site]
+        whole = a == 0 and b == t["shape"][0]
+        check = store.verify_reads and (i, site) not in store._verified
+        if check and not whole:
+            store._ensure_verified(i, site)
+        f = store._shard_file(i)
+        want = (b - a) * row_bytes
+        with open(f, "rb", buffering=0) as fh:
+            fh.seek(t["offsets"][0] + a * row_bytes)
+            got = 0
+            while got < want:
+                k = fh.readinto(mv[pos + got: pos + want])
+                if not k:
+                    raise StoreCorruptError(f"shard {store.shards[i]['file']}: unexpected end of file")
+                got += k
+        if check and whole:
+            store._mark_verified(i, site, zlib.crc32(mv[pos: pos + want]))
+        pos += want
+    return buf.view(_word(row_bytes)).view(n, -1)
 
 
 def _perm(n: int, block_rows: int, g: torch.Generator) -> np.ndarray:
@@ -109,39 +113,50 @@ def _perm(n: int, block_rows: int, g: torch.Generator) -> np.ndarray:
 
 def _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_last, rank, world, block_rows=1,
              shuffle_within=False):
-    window = max(batch_size, buffer_rows)
-    wins = _windows(_segments(store, shuffle, seed, rank, world), window)
     t0 = store.shards[0]["tensors"][site]
     np_dtype, stored = ST_DTYPES[t0["dtype"]]
     d = store.dims.get(site) or int(np.prod(t0["shape"][1:]))
-    void = np.dtype((np.void, np.dtype(np_dtype).itemsize * d))
+    row_bytes = np.dtype(np_dtype).itemsize * d
+    window = max(batch_size, buffer_rows or WINDOW_BYTES // row_bytes)
+    wins = _windows(_segments(store, shuffle, seed, rank, world), window)
     g = torch.Generator().manual_seed(seed * 1_000_003 + rank + 1)
-    carry = np.empty(0, dtype=void)  # < batch_size rows left over from the previous window
-    for win in wins:
-        w = _Window(store, site, win, void)
-        idx = _perm(w.n, block_rows, g) if shuffle else None
-        pos = 0
-        if len(carry):  # complete the partial batch with the first rows of this window
-            k = min(batch_size - len(carry), w.n)
-            part = w.gather(idx[:k], np.empty(k, void), None) if shuffle else w.slice(0, k)
-            carry = np.concatenate([carry, part])
-            pos = k
-            if len(carry) == batch_size:
-                yield _to_torch(carry, stored, np_dtype, d, dtype)
-                carry = np.empty(0, dtype=void)
-        while w.n - pos >= batch_size:
-            if shuffle:
-                within = torch.randperm(batch_size, generator=g).numpy() if shuffle_within else None
-                out = w.gather(idx[pos: pos + batch_size], np.empty(batch_size, void), within)
-            else:
-                out = w.slice(pos, pos + batch_size)
-            yield _to_torch(out, stored, np_dtype, d, dtype)
-            pos += batch_size
-        if w.n > pos:
-            rest = w.gather(idx[pos:], np.empty(w.n - pos, void), None) if shuffle else w.slice(pos, w.n)
-            carry = np.concatenate([carry, rest])
-    if len(carry) and not drop_last:
-        yield _to_torch(carry, stored, np_dtype, d, dtype)
+    carry: list[torch.Tensor] = []  # < batch_size rows left over from the previous window
+    n_carry = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="actlab-store-load") as loader:
+        nxt = loader.submit(_load_window, store, site, wins[0], row_bytes) if wins else None
+        for k in range(len(wins)):
+            buf = nxt.result()
+            nxt = loader.submit(_load_window, store, site, wins[k + 1], row_bytes) if k + 1 < len(wins) else None
+            n = buf.shape[0]
+            idx = torch.from_numpy(_perm(n, block_rows, g)) if shuffle else None
+
+            def take(lo: int, hi: int, within: bool = False) -> torch.Tensor:
+                if idx is None:
+                    return buf[lo:hi]
+                sel = idx[lo:hi].sort().values
+                if within:
+                    sel = sel[torch.randperm(hi - lo, generator=g)]
+                return buf.index_select(0, sel)
+
+            pos = 0
+            if n_carry:  # complete the partial batch with the first rows of this window
+                k2 = min(batch_size - n_carry, n)
+                carry.append(take(0, k2).clone())
+                n_carry += k2
+                pos = k2
+                if n_carry == batch_size:
+                    yield _to_out(torch.cat(carry), stored, d, dtype)
+                    carry, n_carry = [], 0
+            while n - pos >= batch_size:
+                out = _to_out(take(pos, pos + batch_size, shuffle_within), stored, d, dtype)
+                yield out if shuffle or dtype != stored else out.clone()  # a view would pin the window buffer
+                pos += batch_size
+            if n > pos:
+                carry.append(take(pos, n).clone())
+                n_carry += n - pos
+            del buf
+    if n_carry and not drop_last:
+        yield _to_out(torch.cat(carry), stored, d, dtype)
 
 
 class _Prefetch:
@@ -192,13 +207,13 @@ class _Prefetch:
         self.stop.set()
 
 
-def iterate(store, site: str, batch_size: int, shuffle: bool, seed: int, buffer_rows: int, dtype: torch.dtype,
+def iterate(store, site: str, batch_size: int, shuffle: bool, seed: int, buffer_rows: int | None, dtype: torch.dtype,
             drop_last: bool, rank: int, world: int, prefetch: int = 2, block_rows: int = 1,
             shuffle_within: bool = False) -> Iterator[torch.Tensor]:
     if site in META_KEYS:
         raise KeyError(f"{site!r} is row metadata, not a site")
     store._check_key(site)
-    if batch_size < 1 or buffer_rows < 1 or block_rows < 1:
+    if batch_size < 1 or (buffer_rows is not None and buffer_rows < 1) or block_rows < 1:
         raise ValueError(f"batch_size and buffer_rows must be >= 1; got {batch_size}, {buffer_rows}")
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside world size {world}")

@@ -196,10 +196,11 @@ class ActivationStore:
 
     # -- training iterator ---------------------------------------------------------------------------------
     def batches(self, site: str, batch_size: int = 4096, shuffle: bool = True, seed: int = 0,
-                buffer_rows: int = 262144, dtype: torch.dtype | str = torch.float32, drop_last: bool = False,
+                buffer_rows: int | None = None, dtype: torch.dtype | str = torch.float32, drop_last: bool = False,
                 rank: int = 0, world: int = 1, prefetch: int = 2, block_rows: int = 1,
                 shuffle_within: bool = False) -> Iterator[torch.Tensor]:
-        """One epoch of ``[B, d]`` batches of a site, rows uniformly shuffled within windows of ``buffer_rows``.
+        """One epoch of ``[B, d]`` batches of a site, rows uniformly shuffled within windows of ``buffer_rows``
+        (default: 256 MiB of rows); windows are read sequentially into RAM one ahead, so memory is two windows.
 
         ``rank``/``world`` give each data-parallel rank an equal disjoint part; ``prefetch`` batches are prepared
         in a background thread; ``block_rows`` > 1 shuffles runs of that many consecutive rows (coarser, cheaper);

@@ -200,7 +200,7 @@ class ActivationStore:
                 rank: int = 0, world: int = 1, prefetch: int = 2, block_rows: int = 1,
                 shuffle_within: bool = False) -> Iterator[torch.Tensor]:
         """One epoch of ``[B, d]`` batches of a site, rows uniformly shuffled within windows of ``buffer_rows``
-        (default: 256 MiB of rows); windows are read sequentially into RAM one ahead, so memory is two windows.
+        (default: 256 MiB of rows); windows are read in file order one ahead, so no read waits on a random page fault.
 
         ``rank``/``world`` give each data-parallel rank an equal disjoint part; ``prefetch`` batches are prepared
         in a background thread; ``block_rows`` > 1 shuffles runs of that many consecutive rows (coarser, cheaper);

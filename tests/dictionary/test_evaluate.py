@@ -37,6 +37,27 @@ def test_evaluate_matches_hand_computation():
     fires = (acts != 0).float().mean(0)
     assert abs(res.dead_frac - float((fires == 0).float().mean())) < 1e-9
     assert abs(res.dense_frac - float((fires > 0.1).float().mean())) < 1e-9
+    var_c = (x - x.mean(0)).pow(2).sum(0)
+    assert abs(res.fvu_channel - float(((y_hat - x).pow(2).sum(0) / var_c).mean())) < 1e-5
+
+
+def test_channel_fvu_sees_what_a_massive_channel_hides():
+    """One channel 1000x larger than the rest: a reconstruction that keeps only that channel has a tiny plain FVU
+    but a channel-normalised FVU near (d-1)/d."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 8, generator=g)
+    x[:, 0] *= 1000
+    m = build(DictConfig(arch="relu", d_in=8, d_sae=2), seed=0)
+    with torch.no_grad():  # latents +-e0: reconstructs channel 0 exactly, nothing else
+        m.W_enc.zero_()
+        m.W_dec.zero_()
+        m.W_enc[0, 0], m.W_enc[1, 0] = 1.0, -1.0
+        m.W_dec[0, 0], m.W_dec[1, 0] = 1.0, -1.0
+        m.b_enc.zero_()
+        m.b_dec.zero_()
+    res = evaluate(m, tensor_source(x, 100, shuffle=False)(0))
+    assert res.fvu < 1e-5
+    assert abs(res.fvu_channel - 7 / 8) < 0.02
 
 
 def test_density_histogram_png(tmp_path):

@@ -23,6 +23,9 @@ class EvalResult:
     """Fraction of variance unexplained: sum ||y - y_hat||^2 / sum ||y - mean(y)||^2 (0 perfect, 1 = mean predictor)."""
     mse: float
     """Mean squared error per element."""
+    fvu_channel: float
+    """FVU with every channel standardised first: mean over channels of sse_c / var_c. Plain FVU is dominated by
+    the few huge ("massive activation") channels of LLM residual streams; this one weighs every channel equally."""
     l0: float
     """Mean number of active latents per token."""
     dead_frac: float
@@ -50,14 +53,16 @@ def evaluate(model: Dictionary, batches: Iterable, max_tokens: int | None = None
     fires = torch.zeros(n, dtype=torch.long)
     sse = l0 = 0.0
     tokens = 0
-    s_y = s_yy = None
+    s_y = s_yy = sse_c = None
     for b in batches:
         x, y = (b, b) if isinstance(b, torch.Tensor) else (b[0], b[1])
         x = check_batch(x.float(), model.cfg.d_in, "input activations")
         y = check_batch(y.float(), model.cfg.out_dim, "target activations")
         acts = model.encode(x)
         y_hat = model.decode(acts, x).float()
-        sse += float((y_hat - y).double().pow(2).sum())
+        err = (y_hat - y).double().pow(2).sum(0)
+        sse += float(err.sum())
+        sse_c = err if sse_c is None else sse_c + err
         active = acts != 0
         l0 += float(active.sum())
         fires += active.sum(0).cpu()
@@ -69,9 +74,13 @@ def evaluate(model: Dictionary, batches: Iterable, max_tokens: int | None = None
             break
     if tokens == 0:
         raise ValueError("no evaluation rows")
-    total_var = float((s_yy - s_y.pow(2) / tokens).sum())
+    var_c = s_yy - s_y.pow(2) / tokens
+    total_var = float(var_c.sum())
+    live = var_c > 1e-12 * max(float(var_c.max()), 1e-300)  # constant channels carry no variance to explain
+    fvu_c = float((sse_c[live] / var_c[live]).mean()) if bool(live.any()) else math.nan
     density = (fires.double() / tokens)
-    return EvalResult(fvu=sse / max(total_var, 1e-30), mse=sse / (tokens * model.cfg.out_dim), l0=l0 / tokens,
+    return EvalResult(fvu=sse / max(total_var, 1e-30), mse=sse / (tokens * model.cfg.out_dim), fvu_channel=fvu_c,
+                      l0=l0 / tokens,
                       dead_frac=float((fires == 0).double().mean()),
                       dense_frac=float((density > dense_threshold).double().mean()), tokens=tokens,
                       density=density.tolist())

@@ -48,6 +48,16 @@ class _Handles:
             h.remove()
 
 
+class _Release:
+    """A handle whose ``remove`` releases a reference-counted switch."""
+
+    def __init__(self, switch):
+        self.switch = switch
+
+    def remove(self) -> None:
+        self.switch.release()
+
+
 class HookEngine:
     """Installs handlers on sites of one model; tracks the positions of the current forward call."""
 
@@ -59,6 +69,7 @@ class HookEngine:
         self._root_users = 0
         self._root_handle = None
         self._modules = dict(module.named_modules())
+        self._pattern = None  # PatternSwitch, made on first use of an attention-pattern site
 
     # -- root tracking -------------------------------------------------------------------------------
     def _root_pre(self, mod, args, kwargs):
@@ -88,10 +99,14 @@ class HookEngine:
             t = t.view(self.info.batch, self.info.seq, t.shape[-1])
         if spec.heads:
             t = t.view(*t.shape[:-1], spec.heads, t.shape[-1] // spec.heads)
+        if spec.pattern:
+            t = t.transpose(1, 2)  # [b, h, q, k] -> [b, q, h, k]: positions first
         return t
 
     @staticmethod
     def _unview(spec: SiteSpec, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        if spec.pattern and new.dim() == 4:
+            new = new.transpose(1, 2)
         if new.shape != old.shape:
             new = new.reshape(old.shape)
         return new
@@ -159,6 +174,12 @@ class HookEngine:
             return new
 
         handle = mod.register_forward_hook(post)
+        if spec.pattern:
+            if self._pattern is None:
+                from actlab.models.attention import PatternSwitch
+                self._pattern = PatternSwitch(self.module)
+            self._pattern.acquire()
+            return _Handles(handle, _Release(self._pattern))
         if spec.plus_input_of is None:
             return handle
         return _Handles(handle, stash_handle)

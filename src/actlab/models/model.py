@@ -27,7 +27,12 @@ class Recording:
         steps = self.steps[site]
         if not steps:
             raise KeyError(f"site {site!r} was not reached by the forward pass")
-        return steps[0] if len(steps) == 1 else torch.cat(steps, dim=1)
+        if len(steps) == 1:
+            return steps[0]
+        if len({(t.dim(), t.shape[0], *t.shape[2:]) for t in steps}) > 1:
+            raise ValueError(f"site {site!r} has another shape in each forward call ({[list(t.shape) for t in steps]};"
+                             f" attention patterns grow with the KV cache): use rec.steps[{site!r}]")
+        return torch.cat(steps, dim=1)
 
     def __contains__(self, site: str) -> bool:
         return bool(self.steps.get(site))

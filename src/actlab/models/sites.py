@@ -14,8 +14,10 @@ from typing import Callable
 
 import torch
 
+from actlab.models.attention import POINT, attach_points
+
 # per-block kinds in forward order
-SITE_KINDS = ("resid_pre", "attn.z", "attn_out", "resid_mid", "mlp_in", "moe.router", "mlp_act", "mlp_out",
+SITE_KINDS = ("resid_pre", "attn.pattern", "attn.z", "attn_out", "resid_mid", "mlp_in", "moe.router", "mlp_act", "mlp_out",
               "resid_post")
 
 
@@ -28,7 +30,9 @@ class SiteSpec:
     are derived from the site's tensor inside the module (router logits -> top-k), recompute them after an edit.
     ``plus_input_of``: the site is this module's output plus the input of another module (pre-LN ``resid_mid`` =
     ``resid_pre + attn_out``, the residual read at the block's first norm, hooked at the attention output so an edit
-    reaches the residual stream itself, not only the MLP's norm).
+    reaches the residual stream itself, not only the MLP's norm). ``pattern``: the attention probabilities
+    ``[batch, head, query, key]``, seen as ``[batch, query, head, key]`` (positions first, like every site); hooking
+    it switches the model to actlab's eager attention while the hook lives (see ``actlab.models.attention``).
     """
 
     name: str
@@ -38,6 +42,7 @@ class SiteSpec:
     flat_tokens: bool = False
     rebuild: Callable | None = field(default=None, compare=False)
     plus_input_of: str | None = None
+    pattern: bool = False
 
 
 def _mixtral_rebuild(module: torch.nn.Module, logits: torch.Tensor, output: tuple) -> tuple:
@@ -72,6 +77,7 @@ def _llama_block(i: int, cfg, moe: bool = False) -> dict[str, SiteSpec]:
         "mlp_out": SiteSpec("mlp_out", f"{p}.mlp"),
         "resid_post": SiteSpec("resid_post", p),
         "attn.z": SiteSpec("attn.z", f"{p}.self_attn.o_proj", "in", heads=_n_heads(cfg)),
+        "attn.pattern": SiteSpec("attn.pattern", f"{p}.self_attn.{POINT}", pattern=True),
     }
     if moe:
         s["moe.router"] = SiteSpec("moe.router", f"{p}.mlp.gate", flat_tokens=True, rebuild=_mixtral_rebuild)
@@ -96,6 +102,7 @@ def _gpt2_block(i: int, cfg) -> dict[str, SiteSpec]:
         "mlp_out": SiteSpec("mlp_out", f"{p}.mlp"),
         "resid_post": SiteSpec("resid_post", p),
         "attn.z": SiteSpec("attn.z", f"{p}.attn.c_proj", "in", heads=_n_heads(cfg)),
+        "attn.pattern": SiteSpec("attn.pattern", f"{p}.attn.{POINT}", pattern=True),
     }
 
 
@@ -116,6 +123,7 @@ def _bert_block(i: int, cfg, prefix: str = "") -> dict[str, SiteSpec]:
         "mlp_out": SiteSpec("mlp_out", f"{p}.output.dense"),
         "resid_post": SiteSpec("resid_post", p),
         "attn.z": SiteSpec("attn.z", f"{p}.attention.output.dense", "in", heads=_n_heads(cfg)),
+        "attn.pattern": SiteSpec("attn.pattern", f"{p}.attention.self.{POINT}", pattern=True),
     }
 
 
@@ -171,6 +179,7 @@ class SiteMap:
             for k in ("final_norm", "logits"):
                 if k in glob:
                     self._specs[k] = glob[k]
+            attach_points(module, [v.module.rsplit(".", 1)[0] for v in self._specs.values() if v.pattern])
             # drop sites whose module does not exist (e.g. a base model without lm_head)
             names = dict(module.named_modules())
             self._specs = {k: v for k, v in self._specs.items() if v.module in names}

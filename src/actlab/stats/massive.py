@@ -264,24 +264,17 @@ def attention_sink(model, ids: torch.Tensor, sink_bp: torch.Tensor) -> list[floa
     """Per layer, the mean attention mass (over heads and query positions after the first) that lands on the
     tokens marked in ``sink_bp`` ``[b, p]`` (e.g. the tokens holding massive activations).
 
-    Runs one eager-attention forward with ``output_attentions=True`` (the attention implementation is restored).
+    Reads the ``blocks.{i}.attn.pattern`` sites in one forward pass.
     """
-    mod = model.module
-    old = getattr(mod.config, "_attn_implementation", None)
-    if old != "eager":
-        mod.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            out = mod(input_ids=ids.to(model.device), output_attentions=True, use_cache=False)
-    finally:
-        if old is not None and old != "eager":
-            mod.set_attn_implementation(old)
-    if not out.attentions:
-        raise ValueError(f"{model.name} returned no attention weights; attention_sink needs a model that supports "
-                         "output_attentions")
-    sink = sink_bp.to(out.attentions[0].device).float()
+    sites = [f"blocks.{i}.attn.pattern" for i in range(model.n_layers)]
+    missing = [x for x in sites if x not in model.sites]
+    if missing:
+        raise ValueError(f"{model.name} has no attention-pattern sites (e.g. {missing[0]!r}); attention_sink needs "
+                         f"one of the families {sorted({'llama', 'mixtral', 'gpt2', 'bert'})}")
+    pats = model.record(ids.to(model.device), sites)  # [b, q, heads, k]
+    sink = sink_bp.to(model.device).float()
     masses = []
-    for att in out.attentions:                       # [b, heads, q, k]
-        mass = (att.float() * sink[:, None, None, :]).sum(-1)   # [b, heads, q]
-        masses.append(float(mass[:, :, 1:].mean()))
+    for s in sites:
+        mass = (pats[s].float() * sink[:, None, None, :]).sum(-1)   # [b, q, heads]
+        masses.append(float(mass[:, 1:].mean()))
     return masses

@@ -169,6 +169,16 @@ class _Window:
         return out
 
 
+def _take(w: _Window, idx: torch.Tensor | None, lo: int, hi: int, within: bool, g: torch.Generator
+          ) -> torch.Tensor:
+    """Rows ``idx[lo:hi]`` of the window (storage order inside the batch unless ``within``); ``lo:hi`` when not
+    shuffling."""
+    if idx is None:
+        return w.slice(lo, hi)
+    out = w.gather(idx[lo:hi].sort().values)
+    return out[torch.randperm(hi - lo, generator=g)] if within else out
+
+
 def _perm(n: int, block_rows: int, g: torch.Generator) -> np.ndarray:
     """A random order of range(n) that keeps runs of ``block_rows`` consecutive rows together."""
     if block_rows <= 1:
@@ -199,27 +209,20 @@ def _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_la
             nxt = load(k + 1) if k + 1 < len(wins) else None
             n = w.n
             idx = torch.from_numpy(_perm(n, block_rows, g)) if shuffle else None
-
-            def take(lo: int, hi: int, within: bool = False) -> torch.Tensor:
-                if idx is None:
-                    return w.slice(lo, hi)
-                out = w.gather(idx[lo:hi].sort().values)
-                return out[torch.randperm(hi - lo, generator=g)] if within else out
-
             pos = 0
             if n_carry:  # complete the partial batch with the first rows of this window
                 k2 = min(batch_size - n_carry, n)
-                carry.append(take(0, k2))
+                carry.append(_take(w, idx, 0, k2, False, g))
                 n_carry += k2
                 pos = k2
                 if n_carry == batch_size:
                     yield _to_out(torch.cat(carry), stored, d, dtype)
                     carry, n_carry = [], 0
             while n - pos >= batch_size:
-                yield _to_out(take(pos, pos + batch_size, shuffle_within), stored, d, dtype)
+                yield _to_out(_take(w, idx, pos, pos + batch_size, shuffle_within, g), stored, d, dtype)
                 pos += batch_size
             if n > pos:
-                carry.append(take(pos, n))
+                carry.append(_take(w, idx, pos, n, False, g))
                 n_carry += n - pos
             del w  # unmaps the window
     if n_carry and not drop_last:

@@ -125,3 +125,17 @@ def test_per_row_alpha(tiny):
     with pytest.raises(ValueError, match=r"Add.alpha has shape \(2,\); expected a float or \[3\]"):
         with m.intervene({"blocks.0.resid_post": Add(v, alpha=torch.ones(2))}):
             m(enc)
+
+
+def test_kl_without_cached_base_is_the_same(tiny, monkeypatch):
+    """Neutral prompts too many to cache their plain log-probabilities: the KL is computed per batch, unchanged."""
+    import actlab.steer.sweep as S
+
+    m = tiny("tiny-llama")
+    dirs = [z_direction(m, "blocks.1.resid_post")]
+    kw = dict(strengths=[1.0, 4.0], scale="unit", max_new_tokens=4, max_ppl_ratio=1e6, batch_size=3)
+    cached = sweep(m, dirs, ["hello", "abc"], KeywordScorer(["Z"], regex=True), **kw)
+    monkeypatch.setattr(S, "BASE_LP_BYTES", 0)
+    fresh = sweep(m, dirs, ["hello", "abc"], KeywordScorer(["Z"], regex=True), **kw)
+    assert [r.kl for r in fresh.rows] == pytest.approx([r.kl for r in cached.rows], rel=1e-5)
+    assert all(r.kl > 0 for r in fresh.rows)

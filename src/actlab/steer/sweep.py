@@ -21,6 +21,9 @@ from actlab.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 
+BASE_LP_BYTES = 256 << 20
+"""Keep the unsteered log-probabilities of the neutral prompts for the whole sweep when they fit in this many bytes."""
+
 
 @dataclass
 class SweepConfig:
@@ -135,10 +138,11 @@ def _generate(model, prompts, cfg: SweepConfig, direction: Direction | None = No
 
 
 @torch.no_grad()
-def _kl_per_strength(model, d: Direction, enc: dict, base_lp: torch.Tensor, strengths: Sequence[float],
+def _kl_per_strength(model, d: Direction, enc: dict, base_lp: torch.Tensor | None, strengths: Sequence[float],
                      cfg: SweepConfig) -> list[float]:
     """Mean over the neutral prompts' real tokens of KL(plain || steered) for each strength, strengths batched
-    side by side like the generations (the plain log-probabilities are computed once per sweep)."""
+    side by side like the generations (the plain log-probabilities are computed once per sweep when they fit in
+    ``BASE_LP_BYTES``, else per batch)."""
     n = enc["input_ids"].shape[0]
     rows = [(j, i) for j in range(len(strengths)) for i in range(n)]
     mask = enc["attention_mask"].bool()
@@ -148,9 +152,11 @@ def _kl_per_strength(model, d: Direction, enc: dict, base_lp: torch.Tensor, stre
         js = torch.tensor([j for j, _ in rows[c:c + cfg.batch_size]])
         ii = torch.tensor([i for _, i in rows[c:c + cfg.batch_size]])
         alphas = torch.tensor([float(strengths[j]) for j in js.tolist()])
+        sub = {k: v[ii] for k, v in enc.items()}
         with model.intervene(d.to_interventions(alphas, mode=cfg.mode, scale=cfg.scale)):
-            st = torch.log_softmax(model({k: v[ii] for k, v in enc.items()}).logits.float(), -1)
-        b, m = base_lp[ii], mask[ii]
+            st = torch.log_softmax(model(sub).logits.float(), -1)
+        b = base_lp[ii] if base_lp is not None else torch.log_softmax(model(sub).logits.float(), -1)
+        m = mask[ii]
         kl = (b.exp() * (b - st)).sum(-1) * m
         num.index_add_(0, js, kl.sum(1).double())
         den.index_add_(0, js, m.sum(1).double())
@@ -181,8 +187,11 @@ def sweep(model, directions: dict[str, Direction] | Sequence[Direction], prompts
     baseline = SweepRow("none", 0.0, float(scorer(base_texts)), p.ppl, 0.0, time.perf_counter() - t, p.n_tokens,
                         base_texts[0][:200])
     enc = {k: v for k, v in model.tokenize(neutral).items()}
-    with torch.no_grad():
-        base_lp = torch.log_softmax(model(enc).logits.float(), -1)
+    base_lp = None
+    vocab = getattr(model.config, "vocab_size", None) or 0
+    if enc["input_ids"].numel() * vocab * 4 <= BASE_LP_BYTES:
+        with torch.no_grad():
+            base_lp = torch.log_softmax(model(enc).logits.float(), -1)
     rows = []
     bar = tqdm(total=len(dirs) * K, desc="steer sweep")
     for d in dirs:

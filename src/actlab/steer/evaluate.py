@@ -116,8 +116,7 @@ def perplexity(model, prompts: Sequence[str], completions: Sequence[str], *, cha
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         ids = torch.tensor([[pad] * (L - len(s)) + s for s in seqs], device=model.device)
         am = torch.tensor([[0] * (L - len(s)) + [1] * len(s) for s in seqs], device=model.device)
-        logits = model.module(input_ids=ids, attention_mask=am).logits.float()
-        lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+        logits = model.module(input_ids=ids, attention_mask=am).logits
         for r, (a, b) in enumerate(zip(p_ids, c_ids)):
             ns.append(len(b))
             if not b:
@@ -125,7 +124,8 @@ def perplexity(model, prompts: Sequence[str], completions: Sequence[str], *, cha
                 nlls.append(0.0)
                 continue
             start = L - len(b) - 1  # logits index predicting the first completion token
-            nll = -lp[r, start:].sum().item()
+            lp = torch.log_softmax(logits[r, start:-1].float(), -1)  # only the completion's rows: bounded memory
+            nll = -float(lp.gather(-1, ids[r, start + 1:, None]).sum())
             per.append(math.exp(nll / len(b)))
             nlls.append(nll)
             tot_nll += nll

@@ -99,3 +99,28 @@ def test_pattern_in_generate_and_sdpa_restored(smollm2):
     with pytest.raises(ValueError, match="use rec.steps"):
         rec["blocks.3.attn.pattern"]
     assert m.config._attn_implementation == "sdpa"
+
+
+def test_qkv_sites_rebuild_pattern_and_z(tiny, smollm2):
+    """BERT (no rotary): softmax(q k^T / sqrt(d_head) + mask) is the pattern; every family: z = pattern @ v, with
+    v's key-value heads shared by their query-head groups (GQA in SmolLM2)."""
+    m = tiny("tiny-bert")
+    enc = m.tokenize(TEXTS)
+    a = m.record(enc, ["blocks.1.attn.q", "blocks.1.attn.k", "blocks.1.attn.v", "blocks.1.attn.pattern",
+                       "blocks.1.attn.z"])
+    q, k, v = a["blocks.1.attn.q"], a["blocks.1.attn.k"], a["blocks.1.attn.v"]  # [b, p, h, dh]
+    scores = torch.einsum("bqhd,bkhd->bqhk", q, k) / q.shape[-1] ** 0.5
+    scores = scores.masked_fill(~enc["attention_mask"].bool()[:, None, None, :], float("-inf"))
+    torch.testing.assert_close(scores.softmax(-1), a["blocks.1.attn.pattern"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.einsum("bqhk,bkhd->bqhd", a["blocks.1.attn.pattern"], v), a["blocks.1.attn.z"],
+                               rtol=1e-5, atol=1e-6)
+    for model, layer in ((tiny("tiny-llama"), 1), (smollm2, 4)):
+        enc = model.tokenize(TEXTS)
+        real = enc["attention_mask"].bool()
+        a = model.record(enc, [f"blocks.{layer}.attn.{x}" for x in ("q", "k", "v", "pattern", "z")])
+        q, k, v = (a[f"blocks.{layer}.attn.{x}"] for x in ("q", "k", "v"))
+        assert q.shape[2] == model.config.num_attention_heads and k.shape[2] == v.shape[2] == \
+            model.config.num_key_value_heads
+        v = v.repeat_interleave(q.shape[2] // v.shape[2], dim=2)
+        z = torch.einsum("bqhk,bkhd->bqhd", a[f"blocks.{layer}.attn.pattern"], v)
+        torch.testing.assert_close(z[real], a[f"blocks.{layer}.attn.z"][real], rtol=1e-4, atol=1e-5)

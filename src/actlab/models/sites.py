@@ -17,7 +17,7 @@ import torch
 from actlab.models.attention import POINT, attach_points
 
 # per-block kinds in forward order
-SITE_KINDS = ("resid_pre", "attn.pattern", "attn.z", "attn_out", "resid_mid", "mlp_in", "moe.router", "mlp_act", "mlp_out",
+SITE_KINDS = ("resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.z", "attn_out", "resid_mid", "mlp_in", "moe.router", "mlp_act", "mlp_out",
               "resid_post")
 
 
@@ -67,6 +67,10 @@ def _n_heads(cfg) -> int:
     return getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head")
 
 
+def _n_kv_heads(cfg) -> int:
+    return getattr(cfg, "num_key_value_heads", None) or _n_heads(cfg)
+
+
 def _llama_block(i: int, cfg, moe: bool = False) -> dict[str, SiteSpec]:
     p = f"model.layers.{i}"
     s = {
@@ -78,6 +82,9 @@ def _llama_block(i: int, cfg, moe: bool = False) -> dict[str, SiteSpec]:
         "resid_post": SiteSpec("resid_post", p),
         "attn.z": SiteSpec("attn.z", f"{p}.self_attn.o_proj", "in", heads=_n_heads(cfg)),
         "attn.pattern": SiteSpec("attn.pattern", f"{p}.self_attn.{POINT}", pattern=True),
+        "attn.q": SiteSpec("attn.q", f"{p}.self_attn.q_proj", heads=_n_heads(cfg)),  # before rotary
+        "attn.k": SiteSpec("attn.k", f"{p}.self_attn.k_proj", heads=_n_kv_heads(cfg)),
+        "attn.v": SiteSpec("attn.v", f"{p}.self_attn.v_proj", heads=_n_kv_heads(cfg)),
     }
     if moe:
         s["moe.router"] = SiteSpec("moe.router", f"{p}.mlp.gate", flat_tokens=True, rebuild=_mixtral_rebuild)
@@ -124,6 +131,9 @@ def _bert_block(i: int, cfg, prefix: str = "") -> dict[str, SiteSpec]:
         "resid_post": SiteSpec("resid_post", p),
         "attn.z": SiteSpec("attn.z", f"{p}.attention.output.dense", "in", heads=_n_heads(cfg)),
         "attn.pattern": SiteSpec("attn.pattern", f"{p}.attention.self.{POINT}", pattern=True),
+        "attn.q": SiteSpec("attn.q", f"{p}.attention.self.query", heads=_n_heads(cfg)),
+        "attn.k": SiteSpec("attn.k", f"{p}.attention.self.key", heads=_n_heads(cfg)),
+        "attn.v": SiteSpec("attn.v", f"{p}.attention.self.value", heads=_n_heads(cfg)),
     }
 
 

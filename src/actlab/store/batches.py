@@ -20,14 +20,13 @@ import os
 import queue
 import threading
 import warnings
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from actlab.store.format import META_KEYS, ST_DTYPES
+from actlab.store.format import META_KEYS, ST_DTYPES, crc32
 
 WINDOW_BYTES = 64 << 20
 """Default window (shuffle buffer) size in bytes when ``buffer_rows`` is not given; two are mapped at a time."""
@@ -137,7 +136,7 @@ class _Window:
                 _populate(m)
                 if store.verify_reads and (i, site) not in store._verified:
                     if a == 0 and b == t["shape"][0]:  # whole tensor mapped: check the bytes we will read
-                        checks.append((i, crc.submit(zlib.crc32, m)))
+                        checks.append((i, crc.submit(crc32, m)))
                     else:
                         store._ensure_verified(i, site)
                 with warnings.catch_warnings():  # read-only map: the gathers only read it

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -48,14 +47,20 @@ def read_header(path: Path) -> tuple[dict, int]:
     return header, 8 + n
 
 
+try:  # zlib-ng: the same crc32 (polynomial and values), ~2.5x faster here (vectorised); GIL released like zlib
+    from zlib_ng.zlib_ng import crc32
+except ImportError:  # pragma: no cover - optional speed-up
+    from zlib import crc32
+
+
 def crc_of(t: torch.Tensor) -> int:
     """crc32 of a contiguous CPU tensor's bytes (equal to the crc of its bytes in a safetensors file)."""
     t = t.contiguous()
-    return zlib.crc32(t.view(torch.uint8).numpy().data) if t.numel() else 0
+    return crc32(t.view(torch.uint8).numpy().data) if t.numel() else 0
 
 
 def crc_of_array(a: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(a).data) if a.size else 0
+    return crc32(np.ascontiguousarray(a).data) if a.size else 0
 
 
 def load_manifest(root: Path) -> dict:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import zlib
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from actlab.store.format import (DOC, META_KEYS, POS, ST_DTYPES, TOKENS, StoreCorruptError, StoreError,
+from actlab.store.format import (DOC, crc32, META_KEYS, POS, ST_DTYPES, TOKENS, StoreCorruptError, StoreError,
                                  load_manifest)
 from actlab.utils import parse_dtype
 
@@ -110,7 +109,7 @@ class ActivationStore:
                 n = fh.readinto(memoryview(buf)[: min(left, len(buf))])
                 if not n:
                     raise StoreCorruptError(f"shard {self.shards[i]['file']}: unexpected end of file")
-                crc = zlib.crc32(memoryview(buf)[:n], crc)
+                crc = crc32(memoryview(buf)[:n], crc)
                 left -= n
         self._mark_verified(i, key, crc)
 

@@ -95,6 +95,7 @@ def _willneed(path, offset: int, length: int) -> None:
             os.close(fd)
 
 
+_SERIAL_ELEMS = 16384  # below ATen's parallel grain (32768 elements): index_select runs on the calling thread
 _MADV_POPULATE_READ = 22  # Linux >= 5.14
 _libc = None
 
@@ -147,6 +148,7 @@ class _Window:
         self.starts = np.cumsum([0] + [b - a for _, a, b in win])
         self.n = int(self.starts[-1])
         self.words = self.maps[0].shape[1]
+        self.chunk = max(1, _SERIAL_ELEMS // self.words)
 
     def gather(self, sel: torch.Tensor) -> torch.Tensor:
         """Rows ``sel`` (sorted ascending) as a new ``[len(sel), words]`` tensor."""
@@ -154,8 +156,10 @@ class _Window:
         cuts = np.searchsorted(sel.numpy(), self.starts)
         for s, m in enumerate(self.maps):
             lo, hi = int(cuts[s]), int(cuts[s + 1])
-            if hi > lo:
-                torch.index_select(m, 0, sel[lo:hi] - int(self.starts[s]), out=out[lo:hi])
+            local = sel[lo:hi] - int(self.starts[s])
+            for a in range(0, hi - lo, self.chunk):  # serial-sized calls: no OpenMP workers spinning beside
+                b = min(a + self.chunk, hi - lo)     # the loader thread (they cost more than they give here)
+                torch.index_select(m, 0, local[a:b], out=out[lo + a: lo + b])
         return out
 
     def slice(self, lo: int, hi: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ stream is cut into windows of ``buffer_rows`` rows. A loader thread opens each w
 served: it asks the kernel to read that window and the next in the background (``POSIX_FADV_WILLNEED``), maps the
 window's segments and populates the maps in file order (``MADV_POPULATE_READ``), so a store far larger than RAM
 streams at disk speed with no random page faults. The window's rows are permuted and every batch is gathered
-straight from the page cache (``torch.index_select``, multi-threaded, GIL released). Which rows share a batch is
+straight from the page cache (``torch.index_select`` in serial-sized calls, GIL released). Which rows share a batch is
 uniformly random within a window; inside a batch rows come in storage order, which a mean-over-batch loss cannot
 see (``shuffle_within=True`` re-randomizes it at the cost of a copy). Process memory: a few batches; the two mapped
 windows are page cache (shared, clean, unmapped when done). A shard tensor mapped whole is crc32-checked on the

@@ -112,8 +112,9 @@ class Add(Intervention):
     def edit(self, act, ctx):
         if is_zero(self.alpha):
             return act
-        v = check_tensor("Add.vector", self.vector, act, ctx)
-        return act + row_alpha("Add.alpha", self.alpha, act, ctx) * v
+        name = type(self).__name__  # subclasses (e.g. steer's PromptAdd) name themselves in errors
+        v = check_tensor(f"{name}.vector", self.vector, act, ctx)
+        return act + row_alpha(f"{name}.alpha", self.alpha, act, ctx) * v
 
 
 @register_op

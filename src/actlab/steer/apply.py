@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from actlab.core import Intervention
+from actlab.core import Add, Intervention
 from actlab.core.interventions import check_tensor, is_zero, register_op, row_alpha
 from actlab.utils import atomic_write_json
 
@@ -40,27 +40,23 @@ class NormPreservingAdd(Intervention):
         if is_zero(self.alpha) or (self.prefill_only and not is_prefill(ctx)):
             return act
         v = check_tensor("NormPreservingAdd.vector", self.vector, act, ctx)
-        new = act.float() + row_alpha("NormPreservingAdd.alpha", self.alpha, act.float(), ctx) * v.float()
-        n_old = act.float().norm(dim=-1, keepdim=True)
+        a = act.float()
+        new = a + row_alpha("NormPreservingAdd.alpha", self.alpha, a, ctx) * v.float()
+        n_old = a.norm(dim=-1, keepdim=True)
         out = new * (n_old / new.norm(dim=-1, keepdim=True).clamp_min(1e-12))
         return out.to(act.dtype)
 
 
 @register_op
 @dataclass
-class PromptAdd(Intervention):
+class PromptAdd(Add):
     """act + alpha * vector on the prompt pass only (the refusal paper's default: generated tokens unsteered);
     ``alpha`` may be a ``[B]`` tensor (per batch row)."""
 
     op: ClassVar[str] = "prompt_add"
-    vector: torch.Tensor
-    alpha: float | torch.Tensor = 1.0
 
     def edit(self, act, ctx):
-        if is_zero(self.alpha) or not is_prefill(ctx):
-            return act
-        return act + row_alpha("PromptAdd.alpha", self.alpha, act, ctx) * check_tensor("PromptAdd.vector",
-                                                                                          self.vector, act, ctx)
+        return super().edit(act, ctx) if is_prefill(ctx) else act
 
 
 def ablation_sites(n_layers: int) -> list[str]:

@@ -123,16 +123,16 @@ class _Window:
 
     def __init__(self, store, site: str, win: list[tuple[int, int, int]], row_bytes: int,
                  ahead: list[tuple[int, int, int]] = ()):
+        paths = {i: store._shard_file(i) for i, _, _ in [*win, *ahead]}  # checked once: present, full size
         for i, a, b in [*win, *ahead]:  # the kernel reads this window and the next in the background
-            _willneed(store._shard_file(i), store.shards[i]["tensors"][site]["offsets"][0] + a * row_bytes,
-                      (b - a) * row_bytes)
+            _willneed(paths[i], store.shards[i]["tensors"][site]["offsets"][0] + a * row_bytes, (b - a) * row_bytes)
         word = _word(row_bytes)
         self.maps: list[torch.Tensor] = []
         checks = []  # crc32 of whole mapped tensors, computed on a second thread while the next segment is read
         with ThreadPoolExecutor(1, thread_name_prefix="actlab-store-crc") as crc:
             for i, a, b in win:
                 t = store.shards[i]["tensors"][site]
-                m = np.memmap(store._shard_file(i), dtype=np.uint8, mode="r",
+                m = np.memmap(paths[i], dtype=np.uint8, mode="r",
                               offset=t["offsets"][0] + a * row_bytes, shape=((b - a) * row_bytes,))
                 _populate(m)
                 if store.verify_reads and (i, site) not in store._verified:

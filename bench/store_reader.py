@@ -5,8 +5,10 @@ writer), then times, interleaved: (a) raw sequential read of every shard's site 
 (b) one shuffled epoch of ``store.batches(site, 4096)`` in the stored dtype on a fresh ActivationStore (crc32
 checks included), (c) the same on an already-open store, (d) in fp32 (the default), (e) with block_rows=16 --
 all with the files in the page cache (memory-speed baseline); then (f) raw sequential read, (g) the shuffled
-epoch of (b) and (h) of (c) with the files evicted from the page cache before each run (posix_fadvise DONTNEED: the files come
-from disk, as a store larger than RAM does).
+epoch of (b) and (h) of (c) with the files evicted from the page cache before each run (posix_fadvise DONTNEED:
+the files come from disk, as a store larger than RAM does). Last, (i) the page-cache ceiling of any uniformly
+shuffling reader on this machine: 4096-row gathers from 64 MiB of rows already in process memory (no I/O, no
+checksum, no mapping), against the same raw read.
 Prints rows/s and ratio = shuffled / raw of the same cache state. Target: ratio >= 0.80.
 
     python bench/store_reader.py [--rows 400000 --d 576 --shard-rows 16384 --repeats 5]
@@ -88,6 +90,17 @@ def shuffled(root: Path, dtype, store: ActivationStore | None = None, block_rows
                                               block_rows=block_rows))
 
 
+def ram_gather(rows: torch.Tensor, batches: int, g: torch.Generator) -> int:
+    """4096-row uniform random gathers from rows already in RAM (one serial index_select per batch)."""
+    n = 0
+    for _ in range(batches):
+        idx = torch.randint(0, rows.shape[1], (4096,), generator=g)
+        out = torch.from_numpy(np.empty((1, 4096, rows.shape[2]), np.int64))
+        torch.index_select(rows, 1, idx, out=out)
+        n += 4096
+    return n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=400_000)
@@ -138,6 +151,16 @@ def main() -> None:
     rw = len(st) / med["COLD shuffled bf16, warm store"] / cold
     print(f"ratio shuffled bf16 batches / raw sequential read: from disk {rw:.3f} (checksums verified earlier), "
           f"{rc:.3f} (incl. crc checks); from page cache {r:.3f} (incl. crc checks)  target >= 0.80")
+    words = a.d * 2 // 8
+    ram = torch.from_numpy(np.random.default_rng(1).integers(0, 2**62, (1, (64 << 20) // (words * 8), words)))
+    g = torch.Generator().manual_seed(0)
+    ceil = []
+    for _ in range(a.repeats):
+        t_raw = timed_s(lambda: raw_read(root, st.manifest))
+        t_gat = timed_s(lambda: ram_gather(ram, len(st) // 4096, g))
+        ceil.append((len(st) // 4096 * 4096 / t_gat) / (len(st) / t_raw))
+    print(f"page-cache ceiling: in-RAM uniform 4096-row gathers (no I/O) / raw read from page cache: "
+          f"{statistics.median(ceil):.3f} (repeats {[round(c, 3) for c in ceil]})")
     blob = np.random.default_rng(0).bytes(256 << 20)
     import zlib
 

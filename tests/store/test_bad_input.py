@@ -119,6 +119,9 @@ def test_corrupted_shard_detected_on_verify_and_read(tiny, corpus, tmp_path, cap
         fresh.read("blocks.0.resid_post", [950])
     with pytest.raises(StoreCorruptError, match=victim["file"]):
         list(fresh.batches("blocks.0.resid_post", batch_size=256))
+    for rows in (700, 200):  # windows of whole shards (crc of the bytes read) and of split shards (checked apart)
+        with pytest.raises(StoreCorruptError, match=victim["file"]):
+            list(ActivationStore(out).batches("blocks.0.resid_post", batch_size=100, buffer_rows=rows))
     # truncation is caught too, naming the file
     p = out / st.shards[1]["file"]
     p.write_bytes(p.read_bytes()[:-10])

@@ -2,34 +2,36 @@
 
 Shards are visited in a seeded random order, forming one virtual row stream; with ``world`` > 1 each rank takes an
 equal contiguous part of it (the remainder rows are dropped so every rank yields the same number of batches). The
-stream is cut into windows of ``buffer_rows`` rows. A loader thread opens each window one ahead of the one being
-served: it asks the kernel to read that window and the next in the background (``POSIX_FADV_WILLNEED``), maps the
-window's segments and populates the maps in file order (``MADV_POPULATE_READ``), so a store far larger than RAM
-streams at disk speed with no random page faults. The window's rows are permuted and every batch is gathered
-straight from the page cache (``torch.index_select`` in serial-sized calls, GIL released). Which rows share a batch is
-uniformly random within a window; inside a batch rows come in storage order, which a mean-over-batch loss cannot
-see (``shuffle_within=True`` re-randomizes it at the cost of a copy). Process memory: a few batches; the two mapped
-windows are page cache (shared, clean, unmapped when done). A shard tensor mapped whole is crc32-checked on the
-mapped bytes (no second read); a partial one (``world`` > 1) is checked separately, once per ActivationStore object.
+stream is cut into windows of whole shard segments, up to ``buffer_rows`` rows each (a shard larger than a window is
+split). A loader thread reads each window, one ahead of the one being served, into one of two reused buffers with
+plain sequential reads, having asked the kernel to read the next two windows in the background
+(``POSIX_FADV_WILLNEED``; they land in the page cache, not in process memory),
+and computes the crc32 of every whole tensor piece by piece as its bytes arrive (no second read). The
+window's rows are permuted and every batch is one serial gather (``index_select``, GIL released) from the buffer:
+which rows share a batch, and their order, are uniformly random within the window.
+
+Why buffers and not memory maps: mapping the page cache costs a page fault (or a populate) per 4 KiB page, about as
+much as copying the bytes, while gathers from a huge-page buffer skip most TLB misses. Process memory: the two window
+buffers and a few batches; the shards themselves are only ever read in file order.
 """
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
 import queue
 import threading
-import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from actlab.store.format import META_KEYS, ST_DTYPES, crc32
+from actlab.store.format import META_KEYS, ST_DTYPES, StoreCorruptError, crc32
 
 WINDOW_BYTES = 64 << 20
-"""Default window (shuffle buffer) size in bytes when ``buffer_rows`` is not given; two are mapped at a time."""
+"""Default window (shuffle buffer) size in bytes when ``buffer_rows`` is not given; two buffers are held."""
+
+_AHEAD = 2  # windows the kernel is asked to read ahead of the one being read (page cache, not process memory)
+_PIECE = 1 << 20  # bytes per read call: small enough that the crc32 that follows reads it from cache
 
 
 def _segments(store, shuffle: bool, seed: int, rank: int, world: int) -> list[tuple[int, int, int]]:
@@ -51,14 +53,19 @@ def _segments(store, shuffle: bool, seed: int, rank: int, world: int) -> list[tu
 
 
 def _windows(segs: list[tuple[int, int, int]], size: int) -> list[list[tuple[int, int, int]]]:
+    """Segments grouped into windows of at most ``size`` rows: whole segments while they fit (so a tensor's crc can
+    be checked on the bytes read), a segment longer than ``size`` split into window-sized pieces."""
     out, cur, fill = [], [], 0
     for i, a, b in segs:
         while a < b:
-            k = min(b - a, size - fill)
+            if fill and fill + b - a > size:
+                out.append(cur)
+                cur, fill = [], 0
+            k = min(b - a, size)  # the whole segment when it fits beside others
             cur.append((i, a, a + k))
             fill += k
             a += k
-            if fill == size:
+            if fill >= size:
                 out.append(cur)
                 cur, fill = [], 0
     if cur:
@@ -95,91 +102,56 @@ def _willneed(path, offset: int, length: int) -> None:
             os.close(fd)
 
 
-_SERIAL_ELEMS = 16384  # below ATen's parallel grain (32768 elements): index_select runs on the calling thread
-_MADV_POPULATE_READ = 22  # Linux >= 5.14
-_libc = None
-
-
-def _populate(arr: np.ndarray) -> None:
-    """Map every page of a file-backed array now, reading it in order (``MADV_POPULATE_READ``; through ctypes, so
-    the GIL is released): later random gathers never wait on a page fault. A no-op where unsupported."""
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(None, use_errno=True)
-            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        except (OSError, AttributeError):  # pragma: no cover - no libc madvise (non-Linux)
-            _libc = False
-    if not _libc or arr.nbytes == 0:
-        return
-    a = arr.ctypes.data
-    start = a - a % mmap.PAGESIZE
-    _libc.madvise(start, a + arr.nbytes - start, _MADV_POPULATE_READ)  # failure (old kernel) only costs speed
-
-
 class _Window:
-    """A window's shard segments, memory-mapped for its lifetime only and populated in order, seen as one
-    indexable range of ``[rows, words]`` integer rows; batches are gathered straight from the page cache."""
+    """A window's rows, read into a reused buffer as one ``[1, rows, words]`` integer tensor."""
 
-    def __init__(self, store, site: str, win: list[tuple[int, int, int]], row_bytes: int,
+    def __init__(self, store, site: str, win: list[tuple[int, int, int]], row_bytes: int, buf: np.ndarray,
                  ahead: list[tuple[int, int, int]] = ()):
         paths = {i: store._shard_file(i) for i, _, _ in [*win, *ahead]}  # checked once: present, full size
-        for i, a, b in [*win, *ahead]:  # the kernel reads this window and the next in the background
+        for i, a, b in ahead:  # the kernel reads the next windows in the background while this one is read
             _willneed(paths[i], store.shards[i]["tensors"][site]["offsets"][0] + a * row_bytes, (b - a) * row_bytes)
-        word = _word(row_bytes)
-        self.maps: list[torch.Tensor] = []
-        checks = []  # crc32 of whole mapped tensors, computed on a second thread while the next segment is read
-        with ThreadPoolExecutor(1, thread_name_prefix="actlab-store-crc") as crc:
-            for i, a, b in win:
-                t = store.shards[i]["tensors"][site]
-                m = np.memmap(paths[i], dtype=np.uint8, mode="r",
-                              offset=t["offsets"][0] + a * row_bytes, shape=((b - a) * row_bytes,))
-                _populate(m)
-                if store.verify_reads and (i, site) not in store._verified:
-                    if a == 0 and b == t["shape"][0]:  # whole tensor mapped: check the bytes we will read
-                        checks.append((i, crc.submit(crc32, m)))
-                    else:
-                        store._ensure_verified(i, site)
-                with warnings.catch_warnings():  # read-only map: the gathers only read it
-                    warnings.simplefilter("ignore", UserWarning)
-                    self.maps.append(torch.from_numpy(m).view(word).view(b - a, -1))
-        for i, f in checks:
-            store._mark_verified(i, site, f.result())
-        self.starts = np.cumsum([0] + [b - a for _, a, b in win])
-        self.n = int(self.starts[-1])
-        self.words = self.maps[0].shape[1]
-        self.chunk = max(1, _SERIAL_ELEMS // self.words)
+        mv = memoryview(buf)
+        off = 0
+        for i, a, b in win:
+            t = store.shards[i]["tensors"][site]
+            crc = None  # the running crc32 when the whole tensor is read here: checked on the bytes as they come
+            if store.verify_reads and (i, site) not in store._verified:
+                if a == 0 and b == t["shape"][0]:
+                    crc = 0
+                else:
+                    store._ensure_verified(i, site)
+            n = (b - a) * row_bytes
+            with open(paths[i], "rb", buffering=0) as f:
+                f.seek(t["offsets"][0] + a * row_bytes)
+                got = 0
+                while got < n:
+                    k = f.readinto(mv[off + got: off + min(n, got + _PIECE)])
+                    if not k:
+                        raise StoreCorruptError(f"shard {store.shards[i]['file']} ended early while reading {site!r}")
+                    if crc is not None:
+                        crc = crc32(mv[off + got: off + got + k], crc)
+                    got += k
+            if crc is not None:
+                store._mark_verified(i, site, crc)
+            off += n
+        self.n = off // row_bytes
+        self.rows = torch.from_numpy(buf[:off]).view(_word(row_bytes)).view(1, self.n, -1)
 
     def gather(self, sel: torch.Tensor) -> torch.Tensor:
-        """Rows ``sel`` (sorted ascending) as a new ``[len(sel), words]`` tensor."""
-        out = _empty((len(sel), self.words), self.maps[0].dtype)
-        cuts = np.searchsorted(sel.numpy(), self.starts)
-        for s, m in enumerate(self.maps):
-            lo, hi = int(cuts[s]), int(cuts[s + 1])
-            local = sel[lo:hi] - int(self.starts[s])
-            for a in range(0, hi - lo, self.chunk):  # serial-sized calls: no OpenMP workers spinning beside
-                b = min(a + self.chunk, hi - lo)     # the loader thread (they cost more than they give here)
-                torch.index_select(m, 0, local[a:b], out=out[lo + a: lo + b])
-        return out
+        """Rows ``sel`` (any order) as a new ``[len(sel), words]`` tensor: one serial memcpy per row (the dim-1
+        path of ``index_select``: no OpenMP workers spinning beside the loader)."""
+        out = _empty((1, len(sel), self.rows.shape[2]), self.rows.dtype)
+        torch.index_select(self.rows, 1, sel, out=out)
+        return out[0]
 
     def slice(self, lo: int, hi: int) -> torch.Tensor:
-        """Rows ``lo:hi`` in storage order, copied."""
-        out = _empty((hi - lo, self.words), self.maps[0].dtype)
-        for s, m in enumerate(self.maps):
-            a, b = max(lo, int(self.starts[s])), min(hi, int(self.starts[s + 1]))
-            if b > a:
-                out[a - lo: b - lo] = m[a - int(self.starts[s]): b - int(self.starts[s])]
-        return out
+        """Rows ``lo:hi`` in storage order, copied (the buffer is reused)."""
+        return _empty((hi - lo, self.rows.shape[2]), self.rows.dtype).copy_(self.rows[0, lo:hi])
 
 
-def _take(w: _Window, idx: torch.Tensor | None, lo: int, hi: int, within: bool, g: torch.Generator
-          ) -> torch.Tensor:
-    """Rows ``idx[lo:hi]`` of the window (storage order inside the batch unless ``within``); ``lo:hi`` when not
-    shuffling."""
-    if idx is None:
-        return w.slice(lo, hi)
-    out = w.gather(idx[lo:hi].sort().values)
-    return out[torch.randperm(hi - lo, generator=g)] if within else out
+def _take(w: _Window, idx: torch.Tensor | None, lo: int, hi: int) -> torch.Tensor:
+    """Rows ``idx[lo:hi]`` of the window; ``lo:hi`` when not shuffling."""
+    return w.slice(lo, hi) if idx is None else w.gather(idx[lo:hi])
 
 
 def _perm(n: int, block_rows: int, g: torch.Generator) -> np.ndarray:
@@ -191,20 +163,24 @@ def _perm(n: int, block_rows: int, g: torch.Generator) -> np.ndarray:
     return idx[idx < n] if n % block_rows else idx
 
 
-def _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_last, rank, world, block_rows=1,
-             shuffle_within=False):
+def _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_last, rank, world, block_rows=1):
     t0 = store.shards[0]["tensors"][site]
     np_dtype, stored = ST_DTYPES[t0["dtype"]]
     d = store.dims.get(site) or int(np.prod(t0["shape"][1:]))
     row_bytes = np.dtype(np_dtype).itemsize * d
     window = max(batch_size, buffer_rows or WINDOW_BYTES // row_bytes)
     wins = _windows(_segments(store, shuffle, seed, rank, world), window)
+    cap = max((sum(b - a for _, a, b in w) for w in wins), default=0) * row_bytes
+    bufs: list[np.ndarray] = []  # two, allocated on first use: window k is read into bufs[k % 2]
     g = torch.Generator().manual_seed(seed * 1_000_003 + rank + 1)
     carry: list[torch.Tensor] = []  # < batch_size rows left over from the previous window
     n_carry = 0
     with ThreadPoolExecutor(1, thread_name_prefix="actlab-store-load") as loader:
-        def load(k: int):  # window k is opened (read in order, checked) while window k - 1 is served
-            return loader.submit(_Window, store, site, wins[k], row_bytes, wins[k + 1] if k + 1 < len(wins) else ())
+        def load(k: int) -> Future:  # window k is read while window k - 1 is served (its buffer was k - 2's)
+            if len(bufs) <= k % 2:
+                bufs.append(np.empty(cap, np.uint8))
+            return loader.submit(_Window, store, site, wins[k], row_bytes, bufs[k % 2],
+                                 [s for later in wins[k + 1: k + 1 + _AHEAD] for s in later])
 
         nxt = load(0) if wins else None
         for k in range(len(wins)):
@@ -215,19 +191,19 @@ def _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_la
             pos = 0
             if n_carry:  # complete the partial batch with the first rows of this window
                 k2 = min(batch_size - n_carry, n)
-                carry.append(_take(w, idx, 0, k2, False, g))
+                carry.append(_take(w, idx, 0, k2))
                 n_carry += k2
                 pos = k2
                 if n_carry == batch_size:
                     yield _to_out(torch.cat(carry), stored, d, dtype)
                     carry, n_carry = [], 0
             while n - pos >= batch_size:
-                yield _to_out(_take(w, idx, pos, pos + batch_size, shuffle_within, g), stored, d, dtype)
+                yield _to_out(_take(w, idx, pos, pos + batch_size), stored, d, dtype)
                 pos += batch_size
             if n > pos:
-                carry.append(_take(w, idx, pos, n, False, g))
+                carry.append(_take(w, idx, pos, n))
                 n_carry += n - pos
-            del w  # unmaps the window
+            del w
     if n_carry and not drop_last:
         yield _to_out(torch.cat(carry), stored, d, dtype)
 
@@ -281,8 +257,7 @@ class _Prefetch:
 
 
 def iterate(store, site: str, batch_size: int, shuffle: bool, seed: int, buffer_rows: int | None, dtype: torch.dtype,
-            drop_last: bool, rank: int, world: int, prefetch: int = 2, block_rows: int = 1,
-            shuffle_within: bool = False) -> Iterator[torch.Tensor]:
+            drop_last: bool, rank: int, world: int, prefetch: int = 2, block_rows: int = 1) -> Iterator[torch.Tensor]:
     if site in META_KEYS:
         raise KeyError(f"{site!r} is row metadata, not a site")
     store._check_key(site)
@@ -292,6 +267,5 @@ def iterate(store, site: str, batch_size: int, shuffle: bool, seed: int, buffer_
         raise ValueError(f"rank {rank} is outside world size {world}")
     if not store.shards:
         return iter(())
-    gen = _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_last, rank, world, block_rows,
-                   shuffle_within)
+    gen = _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_last, rank, world, block_rows)
     return _Prefetch(gen, prefetch) if prefetch > 0 else gen

@@ -196,17 +196,16 @@ class ActivationStore:
     # -- training iterator ---------------------------------------------------------------------------------
     def batches(self, site: str, batch_size: int = 4096, shuffle: bool = True, seed: int = 0,
                 buffer_rows: int | None = None, dtype: torch.dtype | str = torch.float32, drop_last: bool = False,
-                rank: int = 0, world: int = 1, prefetch: int = 2, block_rows: int = 1,
-                shuffle_within: bool = False) -> Iterator[torch.Tensor]:
-        """One epoch of ``[B, d]`` batches of a site, rows uniformly shuffled within windows of ``buffer_rows``
-        (default: 256 MiB of rows); windows are read in file order one ahead, so no read waits on a random page fault.
+                rank: int = 0, world: int = 1, prefetch: int = 2, block_rows: int = 1) -> Iterator[torch.Tensor]:
+        """One epoch of ``[B, d]`` batches of a site, rows uniformly shuffled (membership and order) within windows
+        of up to ``buffer_rows`` rows (default: 64 MiB of rows; two window buffers are held). Windows are read in
+        file order, one ahead, so the disk only ever sees sequential reads.
 
         ``rank``/``world`` give each data-parallel rank an equal disjoint part; ``prefetch`` batches are prepared
-        in a background thread; ``block_rows`` > 1 shuffles runs of that many consecutive rows (coarser, cheaper);
-        batch membership is random, order inside a batch is storage order unless ``shuffle_within``.
+        in a background thread; ``block_rows`` > 1 shuffles runs of that many consecutive rows (coarser, cheaper).
         See actlab.store.batches for the algorithm.
         """
         from actlab.store.batches import iterate
 
         return iterate(self, site, batch_size, shuffle, seed, buffer_rows, parse_dtype(dtype), drop_last, rank,
-                       world, prefetch, block_rows, shuffle_within)
+                       world, prefetch, block_rows)

@@ -198,8 +198,8 @@ class ActivationStore:
                 buffer_rows: int | None = None, dtype: torch.dtype | str = torch.float32, drop_last: bool = False,
                 rank: int = 0, world: int = 1, prefetch: int = 2, block_rows: int = 1) -> Iterator[torch.Tensor]:
         """One epoch of ``[B, d]`` batches of a site, rows uniformly shuffled (membership and order) within windows
-        of up to ``buffer_rows`` rows (default: 64 MiB of rows; two window buffers are held). Windows are read in
-        file order, one ahead, so the disk only ever sees sequential reads.
+        of up to ``buffer_rows`` rows (default: 64 MiB of rows; two window buffers are held). Each shard is read
+        front to back, a window ahead of the one served, so the disk never sees a random read.
 
         ``rank``/``world`` give each data-parallel rank an equal disjoint part; ``prefetch`` batches are prepared
         in a background thread; ``block_rows`` > 1 shuffles runs of that many consecutive rows (coarser, cheaper).

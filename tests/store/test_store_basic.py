@@ -75,3 +75,19 @@ def test_harvest_stops_after_last_site(tiny, corpus, tmp_path):
         h0.remove()
         h1.remove()
     assert calls["l0"] == 5 and calls["l1"] == 0
+
+
+def test_read_range_pieces_and_early_end(tmp_path):
+    """read_range yields the file's bytes in order in bounded pieces (a short dest is reused) and names the shard
+    when the file ends early."""
+    from actlab.store.format import StoreCorruptError, read_range
+
+    data = bytes(range(256)) * 40
+    p = tmp_path / "s.safetensors"
+    p.write_bytes(data)
+    got = [bytes(x) for x in read_range(p, 100, 9000, memoryview(bytearray(4096)), "s.safetensors", piece=1000)]
+    assert b"".join(got) == data[100:9100] and max(map(len, got)) <= 1000
+    whole = bytearray(500)
+    assert [len(x) for x in read_range(p, 0, 500, memoryview(whole), "s")] == [500] and bytes(whole) == data[:500]
+    with pytest.raises(StoreCorruptError, match="shard s.safetensors: unexpected end"):
+        list(read_range(p, len(data) - 10, 20, memoryview(bytearray(64)), "s.safetensors"))

@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from actlab.store.format import META_KEYS, ST_DTYPES, StoreCorruptError, crc32
+from actlab.store.format import META_KEYS, ST_DTYPES, crc32, read_range
 
 WINDOW_BYTES = 64 << 20
 """Default window (shuffle buffer) size in bytes when ``buffer_rows`` is not given; two buffers are held."""
@@ -121,16 +121,10 @@ class _Window:
                 else:
                     store._ensure_verified(i, site)
             n = (b - a) * row_bytes
-            with open(paths[i], "rb", buffering=0) as f:
-                f.seek(t["offsets"][0] + a * row_bytes)
-                got = 0
-                while got < n:
-                    k = f.readinto(mv[off + got: off + min(n, got + _PIECE)])
-                    if not k:
-                        raise StoreCorruptError(f"shard {store.shards[i]['file']} ended early while reading {site!r}")
-                    if crc is not None:
-                        crc = crc32(mv[off + got: off + got + k], crc)
-                    got += k
+            for piece in read_range(paths[i], t["offsets"][0] + a * row_bytes, n, mv[off: off + n],
+                                    store.shards[i]["file"], _PIECE):
+                if crc is not None:
+                    crc = crc32(piece, crc)
             if crc is not None:
                 store._mark_verified(i, site, crc)
             off += n

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,23 @@ try:  # zlib-ng: the same crc32 (polynomial and values), ~2.5x faster here (vect
     from zlib_ng.zlib_ng import crc32
 except ImportError:  # pragma: no cover - optional speed-up
     from zlib import crc32
+
+
+def read_range(path: Path, offset: int, n: int, dest: memoryview, name: str,
+               piece: int = 1 << 20) -> Iterator[memoryview]:
+    """Read bytes ``[offset, offset + n)`` of shard file ``path`` into ``dest`` in pieces of at most ``piece``
+    bytes, yielding each piece as it lands (so a crc32 can follow it while it is in cache); ``dest`` shorter than
+    ``n`` is reused from its start. A file ending early raises ``StoreCorruptError`` naming shard ``name``."""
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        got = 0
+        while got < n:
+            at = got % len(dest)
+            k = f.readinto(dest[at: at + min(n - got, len(dest) - at, piece)])
+            if not k:
+                raise StoreCorruptError(f"shard {name}: unexpected end of file")
+            yield dest[at: at + k]
+            got += k
 
 
 def crc_of(t: torch.Tensor) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from actlab.store.format import (DOC, crc32, META_KEYS, POS, ST_DTYPES, TOKENS, StoreCorruptError, StoreError,
-                                 load_manifest)
+                                 load_manifest, read_range)
 from actlab.utils import parse_dtype
 
 log = logging.getLogger(__name__)
@@ -101,16 +101,10 @@ class ActivationStore:
             return
         f = self._shard_file(i)
         a, b = self.shards[i]["tensors"][key]["offsets"]
-        crc, buf = 0, bytearray(min(b - a, 8 << 20))
-        with open(f, "rb", buffering=0) as fh:
-            fh.seek(a)
-            left = b - a
-            while left:
-                n = fh.readinto(memoryview(buf)[: min(left, len(buf))])
-                if not n:
-                    raise StoreCorruptError(f"shard {self.shards[i]['file']}: unexpected end of file")
-                crc = crc32(memoryview(buf)[:n], crc)
-                left -= n
+        crc = 0
+        for piece in read_range(f, a, b - a, memoryview(bytearray(min(b - a, 8 << 20))), self.shards[i]["file"],
+                                piece=8 << 20):
+            crc = crc32(piece, crc)
         self._mark_verified(i, key, crc)
 
     def _map(self, i: int, key: str) -> np.memmap:

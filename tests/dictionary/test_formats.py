@@ -107,3 +107,25 @@ def test_transcoder_exports(tmp_path):
 def test_unknown_folder_error(tmp_path):
     with pytest.raises(ValueError, match="no known dictionary"):
         load(tmp_path)
+
+
+@pytest.mark.parametrize("centre", [True, False])
+def test_saelens_gated_by_hand(tmp_path, centre):
+    """SAELens gated encode: gate = (x' W_enc + b_gate > 0), mag = ReLU(x' (W_enc * exp(r_mag)) + b_mag), with
+    x' = x - b_dec only when apply_b_dec_to_input; the magnitude bias must absorb the centring shift too."""
+    d, n = 8, 24
+    W_enc, b_gate, W_dec, b_dec = _rand(1, d, n), _rand(2, n), _rand(3, n, d), _rand(4, d) * 2
+    r_mag, b_mag = _rand(6, n) * 0.3, _rand(7, n)
+    save_file({"W_enc": W_enc, "b_gate": b_gate, "r_mag": r_mag, "b_mag": b_mag, "W_dec": W_dec, "b_dec": b_dec},
+              str(tmp_path / "sae_weights.safetensors"))
+    (tmp_path / "cfg.json").write_text(json.dumps({"architecture": "gated", "d_in": d, "d_sae": n,
+                                                   "apply_b_dec_to_input": centre,
+                                                   "normalize_activations": "none"}))
+    x = _rand(5, 20, d)
+    xin = x - b_dec if centre else x
+    gate = (xin @ W_enc + b_gate) > 0
+    mag = (xin @ (W_enc * r_mag.exp()) + b_mag).relu()
+    acts = gate * mag
+    m = load(tmp_path)
+    assert torch.allclose(m.encode(x), acts, atol=1e-4)
+    assert torch.allclose(m(x), acts @ W_dec + b_dec, atol=1e-4)

@@ -103,7 +103,10 @@ def load_saelens(path: str | Path) -> Dictionary:
     applies = bool(cfg.get("apply_b_dec_to_input", d_out is None))
     t = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": w["W_dec"], "b_dec": b_dec}
     if d_out is None and not applies:                 # actlab always centres an SAE's input with b_dec
-        t["b_enc"] = b_enc + W_enc @ b_dec
+        shift = W_enc @ b_dec                         # (x - b_dec) W_enc = x W_enc - shift: add it back
+        t["b_enc"] = b_enc + shift
+        if arch == "gated":                           # the magnitude path sees the same input, scaled
+            w["b_mag"] = w["b_mag"] + w["r_mag"].exp() * shift
     if d_out is not None:
         t["b_pre"] = torch.zeros(d_in, dtype=W_enc.dtype)
     if "W_skip" in w:

@@ -57,7 +57,7 @@ class InputSpace:
         r = xb.shape[0]
         enc = {k: v.expand(r, *v.shape[1:]) for k, v in self.enc.items()}
         with self.m.intervene({"embed": Fn(fn=lambda act, ctx: xb)}):
-            return self.m.module(**enc, use_cache=False)
+            return self.m(enc, use_cache=False)  # through Model.__call__: position ids follow the mask
 
     def baseline(self, spec) -> torch.Tensor:
         """``'zero'``, ``'pad'``/``'unk'``/``'mask'``/``'eos'`` (that token's embedding at every position), a token id,

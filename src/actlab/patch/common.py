@@ -178,12 +178,15 @@ def _count(x) -> int:
 
 # -- forward helpers -------------------------------------------------------------------------------------
 def last_logits(m, inputs: dict) -> torch.Tensor:
-    """Logits at the last column ``[rows, vocab]``, computing the unembedding only there when the model allows."""
-    kw = dict(inputs)
-    kw["use_cache"] = False
+    """Logits at the last column ``[rows, vocab]``, computing the unembedding only there when the model allows.
+
+    The forward goes through ``Model.__call__``, so position ids follow the attention mask (a left-padded row gets
+    the same numbers as when run alone, issue 14 item 1).
+    """
+    kw = {"use_cache": False}
     if "logits_to_keep" in inspect.signature(m.module.forward).parameters:
         kw["logits_to_keep"] = 1
-    out = m.module(**kw)
+    out = m(dict(inputs), **kw)
     logits = out.logits if hasattr(out, "logits") else out[0]
     return logits[:, -1]
 

@@ -65,22 +65,64 @@ def test_density_histogram_png(tmp_path):
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _hand_zero_ce(m, site, enc, keep):
+    """CE over predictions at ``keep`` positions (next token real) with the site zeroed at ``keep`` positions."""
+    def zero(act, ctx):
+        return act.masked_fill(keep[..., None], 0.0)
+    with m.intervene([(site, zero)]):
+        logits = m(enc).logits
+    mask = enc["attention_mask"].bool()
+    scored = (keep[:, :-1] & mask[:, 1:]).reshape(-1)
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                           enc["input_ids"][:, 1:].reshape(-1), reduction="none")[scored]
+    return float(ce.mean()), int(scored.sum())
+
+
 def test_identity_splice_is_exact(tiny):
     m = tiny("tiny-llama")
     site = "blocks.1.resid_mid"
     sae = identity_sae(m.d_model, site)
-    res = splice_ce(m, sae, TEXTS)
+    enc = m.tokenize(TEXTS)
+    mask = enc["attention_mask"].bool()
+    # every position (the old behaviour, now an option): the zero-ablated CE equals a hand computation
+    res = splice_ce(m, sae, TEXTS, skip_first=0, exclude_bos=False)
     assert res.ce_spliced == res.ce_clean and res.delta_loss == 0.0
     assert res.loss_recovered == 1.0
-    # the zero-ablation number equals a hand computation with the core's Replace
+    ce, n = _hand_zero_ce(m, site, enc, mask)
+    assert abs(res.ce_zero - ce) < 1e-5 and res.ce_zero != res.ce_clean and res.tokens == n
+    # default: the first real token of each (left-padded) row and BOS tokens are neither spliced nor scored
+    res = splice_ce(m, sae, TEXTS)
+    assert res.loss_recovered == 1.0
+    first = mask & (mask.long().cumsum(1) == 1)
+    keep = mask & ~first & (enc["input_ids"] != m.tokenizer.bos_token_id)
+    assert bool((mask & ~keep).sum(1).ge(1).all())   # something is excluded in every row
+    ce, n = _hand_zero_ce(m, site, enc, keep)
+    assert abs(res.ce_zero - ce) < 1e-5 and res.tokens == n
+
+
+def test_splice_leaves_excluded_positions_clean(tiny):
+    """A dictionary that is exact except at the BOS/first row (where it outputs garbage, as a real SAE does on the
+    huge BOS activation) recovers the loss fully by default, and not when every position is spliced."""
+    m = tiny("tiny-llama")
+    site = "blocks.0.resid_post"
+    sae = identity_sae(m.d_model, site)
     enc = m.tokenize(TEXTS)
-    with m.intervene({site: Replace(torch.zeros(m.d_model))}):
-        logits = m(enc).logits
     mask = enc["attention_mask"].bool()
-    valid = (mask[:, 1:] & mask[:, :-1]).reshape(-1)
-    ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                           enc["input_ids"][:, 1:].reshape(-1), reduction="none")[valid].mean()
-    assert abs(res.ce_zero - float(ce)) < 1e-5 and res.ce_zero != res.ce_clean
+    firsts = m.record(enc, sites=[site])[site][mask & (mask.long().cumsum(1) == 1)]   # first real token's rows
+
+    class Garbled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.cfg, self.W_enc = sae, sae.cfg, sae.W_enc
+
+        def forward(self, x):
+            out = self.inner(x)
+            hit = (x[:, None, :] - firsts[None]).abs().amax(-1).min(1).values < 1e-6
+            return torch.where(hit[:, None], out + 50.0, out)
+
+    g = Garbled()
+    assert splice_ce(m, g, TEXTS).loss_recovered == 1.0
+    assert splice_ce(m, g, TEXTS, skip_first=0, exclude_bos=False).loss_recovered < 0.99
 
 
 def test_transcoder_beats_mean_predictor(tiny):

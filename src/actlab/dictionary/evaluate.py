@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 
 from actlab.dictionary.base import Dictionary
 from actlab.dictionary.data import check_batch
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -124,31 +127,51 @@ class SpliceResult:
     delta_loss: float
     """ce_spliced - ce_clean."""
     tokens: int
-    """Predicted tokens the CE averages over."""
+    """Predicted tokens the CE averages over (scored positions: see ``splice_ce``)."""
 
 
-def _ce(model, ids: torch.Tensor, mask: torch.Tensor | None) -> tuple[float, int]:
+def _ce(model, ids: torch.Tensor, mask: torch.Tensor | None, count: torch.Tensor) -> float:
+    """Summed next-token CE over the predictions made at positions where ``count`` [B, L] is True."""
     with torch.no_grad():
         logits = model.module(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
     tgt = ids[:, 1:]
     lp = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tgt.reshape(-1),
                                            reduction="none")
-    valid = torch.ones_like(tgt, dtype=torch.bool) if mask is None else (mask[:, 1:] & mask[:, :-1]).bool()
-    valid = valid.reshape(-1)
-    return float(lp[valid].sum()), int(valid.sum())
+    return float(lp[count[:, :-1].reshape(-1)].sum())
 
 
-def splice_fns(dictionary: Dictionary):
+def splice_positions(ids: torch.Tensor, mask: torch.Tensor | None, skip_first: int = 1,
+                     bos_id: int | None = None) -> torch.Tensor:
+    """[B, L] bool: the positions a dictionary is spliced into (and whose next-token predictions are scored).
+
+    Drops padding, the first ``skip_first`` real tokens of each row (left padding aware) and every ``bos_id`` token:
+    dictionaries are trained without them (BOS rows carry huge, constant activations), and splicing them turns
+    loss recovered negative on real LMs."""
+    real = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
+    pos = real.long().cumsum(1) - 1                         # position among the row's real tokens
+    keep = real & (pos >= skip_first)
+    if bos_id is not None:
+        keep &= ids != bos_id
+    return keep
+
+
+def splice_fns(dictionary: Dictionary, where: dict | None = None):
     """{site: intervention} pairs that replace the site by the dictionary's output (SAE) or the MLP output by the
-    transcoder's prediction from the recorded MLP input."""
+    transcoder's prediction from the recorded MLP input; with ``where={"keep": [B, L] bool}`` only at those
+    positions (the others keep their clean activations)."""
     c = dictionary.cfg
 
-    def apply(act):
-        flat = act.reshape(-1, act.shape[-1])
-        return dictionary(flat.to(dictionary.W_enc.dtype)).to(act.dtype).reshape(*act.shape[:-1], -1)
+    def apply(x, act):
+        B, L = x.shape[:2]
+        flat = x.reshape(B * L, -1).to(dictionary.W_enc.dtype)
+        new = dictionary(flat).to(act.dtype).reshape(act.shape)
+        keep = None if where is None else where.get("keep")
+        if keep is None:
+            return new
+        return torch.where(keep.reshape(B, L, *([1] * (act.dim() - 2))).to(act.device), new, act)
 
     if not c.is_transcoder:
-        return [(c.site, lambda act, ctx: apply(act))]
+        return [(c.site, lambda act, ctx: apply(act, act))]
     held = {}
 
     def grab(act, ctx):
@@ -156,16 +179,29 @@ def splice_fns(dictionary: Dictionary):
         return None
 
     def put(act, ctx):
-        return apply(held["x"]).reshape(act.shape)
+        return apply(held["x"], act)
     return [(c.site, grab), (c.site_out, put)]
 
 
-def splice_ce(model, dictionary: Dictionary, inputs, batch_size: int = 8) -> SpliceResult:
-    """Clean / spliced / zero-ablated next-token CE over ``inputs`` (texts, or a LongTensor [n, L] of ids)."""
-    from actlab.core import Replace
+def _zero_fn(where: dict):
+    def zero(act, ctx):
+        keep = where["keep"]
+        return act.masked_fill(keep.reshape(*keep.shape, *([1] * (act.dim() - 2))).to(act.device), 0.0)
+    return zero
+
+
+def splice_ce(model: Model, dictionary: Dictionary, inputs, batch_size: int = 8, skip_first: int = 1,
+              exclude_bos: bool = True) -> SpliceResult:
+    """Clean / spliced / zero-ablated next-token CE over ``inputs`` (texts, or a LongTensor [n, L] of ids).
+
+    The splice and the zero ablation act only on the positions the dictionary was trained on, and only the
+    predictions made there are scored: by default not the first real token of each row (``skip_first``) and not
+    BOS tokens (``exclude_bos``); ``skip_first=0, exclude_bos=False`` splices and scores every position."""
     c = dictionary.cfg
     if not c.site:
         raise ValueError("the dictionary has no site in its config; set cfg.site (and cfg.site_out)")
+    if skip_first < 0:
+        raise ValueError(f"skip_first must be >= 0, got {skip_first}")
     model.check_sites([c.site] + ([c.site_out] if c.is_transcoder else []))
     if isinstance(inputs, torch.Tensor):
         chunks = [(inputs[i:i + batch_size], None) for i in range(0, inputs.shape[0], batch_size)]
@@ -175,22 +211,30 @@ def splice_ce(model, dictionary: Dictionary, inputs, batch_size: int = 8) -> Spl
         for i in range(0, len(texts), batch_size):
             enc = model.tokenize(texts[i:i + batch_size])
             chunks.append((enc["input_ids"], enc["attention_mask"]))
+    bos = getattr(model.tokenizer, "bos_token_id", None) if exclude_bos and model.tokenizer is not None else None
     zero_site = c.site_out if c.is_transcoder else c.site
     totals = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
     count = 0
     dictionary.eval()
+    where: dict = {}
     for ids, mask in chunks:
         ids = ids.to(model.device)
         mask = mask.to(model.device) if mask is not None else None
-        s, count_b = _ce(model, ids, mask)
-        totals["clean"] += s
-        with model.intervene(splice_fns(dictionary)):
-            totals["spliced"] += _ce(model, ids, mask)[0]
-        d_zero = c.out_dim
-        with model.intervene({zero_site: Replace(torch.zeros(d_zero))}):
-            totals["zero"] += _ce(model, ids, mask)[0]
-        count += count_b
-    ce = {k: v / max(count, 1) for k, v in totals.items()}
+        keep = splice_positions(ids, mask, skip_first, bos)
+        where["keep"] = keep
+        real = torch.ones_like(keep) if mask is None else mask.bool()
+        scored = keep.clone()
+        scored[:, :-1] &= real[:, 1:]                       # the predicted token must be real too
+        scored[:, -1] = False
+        totals["clean"] += _ce(model, ids, mask, scored)
+        with model.intervene(splice_fns(dictionary, where)):
+            totals["spliced"] += _ce(model, ids, mask, scored)
+        with model.intervene([(zero_site, _zero_fn(where))]):
+            totals["zero"] += _ce(model, ids, mask, scored)
+        count += int(scored.sum())
+    if count == 0:
+        raise ValueError(f"no scored positions: the inputs are too short for skip_first={skip_first}")
+    ce = {k: v / count for k, v in totals.items()}
     denom = ce["zero"] - ce["clean"]
     rec = (ce["zero"] - ce["spliced"]) / denom if abs(denom) > 1e-12 else math.nan
     return SpliceResult(ce["clean"], ce["spliced"], ce["zero"], rec, ce["spliced"] - ce["clean"], count)

@@ -15,6 +15,7 @@ import torch
 
 from actlab.core import Add, Intervention
 from actlab.core.interventions import check_tensor, is_zero, register_op, row_alpha
+from actlab.steer.directions import require_finite
 from actlab.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ class NormPreservingAdd(Intervention):
     alpha: float | torch.Tensor = 1.0
     prefill_only: bool = False
 
+    def __post_init__(self):
+        require_finite("NormPreservingAdd.vector", self.vector)
+        require_finite("NormPreservingAdd.alpha", self.alpha)
+
     def edit(self, act, ctx):
         if is_zero(self.alpha) or (self.prefill_only and not is_prefill(ctx)):
             return act
@@ -55,6 +60,10 @@ class PromptAdd(Add):
 
     op: ClassVar[str] = "prompt_add"
 
+    def __post_init__(self):
+        require_finite("PromptAdd.vector", self.vector)
+        require_finite("PromptAdd.alpha", self.alpha)
+
     def edit(self, act, ctx):
         return super().edit(act, ctx) if is_prefill(ctx) else act
 
@@ -64,13 +73,23 @@ def ablation_sites(n_layers: int) -> list[str]:
     return ["blocks.0.resid_pre"] + [f"blocks.{i}.{k}" for i in range(n_layers) for k in ("attn_out", "mlp_out")]
 
 
+def unit_direction(model, direction: torch.Tensor, what: str) -> torch.Tensor:
+    """``direction`` as a float unit vector; refuses a wrong shape, NaN/Inf or a zero vector (which would ablate
+    nothing, or write NaN weights once normalised)."""
+    if direction.shape != (model.d_model,):
+        raise ValueError(f"{what}: direction has shape {list(direction.shape)}; expected [{model.d_model}]")
+    require_finite(f"{what}: direction", direction)
+    n = float(direction.double().norm())
+    if not n > 0:
+        raise ValueError(f"{what}: direction has norm 0; nothing to project out")
+    return (direction.double() / n).float()
+
+
 def ablate_everywhere(model, direction: torch.Tensor) -> list[tuple[str, Intervention]]:
     """Interventions that project ``direction`` out of every residual write (use with ``model.intervene``)."""
     from actlab.core import Ablate
 
-    if direction.shape != (model.d_model,):
-        raise ValueError(f"direction has shape {list(direction.shape)}; expected [{model.d_model}]")
-    u = (direction / direction.norm().clamp_min(1e-12)).float()
+    u = unit_direction(model, direction, "ablate_everywhere")
     return [(s, Ablate(u.clone())) for s in ablation_sites(model.n_layers)]
 
 
@@ -86,18 +105,23 @@ def _proj_out_cols(w: torch.Tensor, r: torch.Tensor) -> None:
 
 def orthogonalize_(module: torch.nn.Module, family: str, direction: torch.Tensor) -> list[str]:
     """Edit ``module`` in place so no residual write has a component along ``direction``; returns edited names."""
-    r = (direction / direction.norm().clamp_min(1e-12)).to(torch.float64)
+    require_finite("orthogonalize_: direction", direction)
+    if not float(direction.double().norm()) > 0:
+        raise ValueError("orthogonalize_: direction has norm 0; nothing to project out")
+    r = (direction.double() / direction.double().norm())
     edited = []
 
     def rows(name, p):
         w = p.data.double()
         _proj_out_rows(w, r)
+        require_finite(f"orthogonalised weight {name}", w)
         p.data.copy_(w)
         edited.append(name)
 
     def cols(name, p):
         w = p.data.double()
         _proj_out_cols(w, r)
+        require_finite(f"orthogonalised weight {name}", w)
         p.data.copy_(w)
         edited.append(name)
 
@@ -145,8 +169,7 @@ def orthogonalize_model(model, direction: torch.Tensor, out_dir: str | os.PathLi
     """Write an edited copy of ``model`` to ``out_dir`` (HF folder) with ``direction`` removed from every residual
     write; loading it with ``actlab.load_model(out_dir)`` equals running ``ablate_everywhere``. The live model is
     not changed."""
-    if direction.shape != (model.d_model,):
-        raise ValueError(f"direction has shape {list(direction.shape)}; expected [{model.d_model}]")
+    unit_direction(model, direction, "orthogonalize_model")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new folder for the edited model")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,6 +71,12 @@ class Direction:
     masked_channels: list[int] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if not isinstance(self.vector, torch.Tensor) or not self.vector.is_floating_point():
+            raise TypeError(f"Direction at {self.site!r}: vector must be a float tensor, got "
+                            f"{type(self.vector).__name__} {getattr(self.vector, 'dtype', '')}")
+        require_finite(f"Direction at {self.site!r}: vector", self.vector)
+
     @property
     def unit(self) -> torch.Tensor:
         return self.vector / self.vector.norm().clamp_min(1e-12)
@@ -77,6 +84,8 @@ class Direction:
     def scaled(self, alpha: float, scale: str = "raw") -> torch.Tensor:
         """``alpha`` times the vector in units: raw (the vector itself), unit (norm 1) or resid (the median
         activation norm at the site, so alpha=0.5 adds half a typical residual)."""
+        require_finite(f"strength alpha for the direction at {self.site!r}", alpha)
+        require_finite(f"Direction at {self.site!r}: vector", self.vector)
         if scale == "raw":
             return alpha * self.vector
         if scale == "unit":
@@ -98,6 +107,7 @@ class Direction:
 
         vec = self.scaled(1.0, scale)
         alpha = alpha.float() if isinstance(alpha, torch.Tensor) else float(alpha)
+        require_finite(f"strength alpha for the direction at {self.site!r}", alpha)
         if mode == "add":
             return [(self.site, Add(vec.clone(), alpha=alpha, positions=positions))]
         if mode == "norm_add":
@@ -130,6 +140,7 @@ class Direction:
         """Folder with direction.json + direction.safetensors (written atomically)."""
         from safetensors.torch import save_file
 
+        require_finite(f"Direction at {self.site!r}: vector (not saved to {folder})", self.vector)
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / (TENSOR_FILE + ".tmp")
@@ -154,7 +165,21 @@ class Direction:
                              f"<= {FORMAT_VERSION}")
         js.pop("format_version")
         js.pop("kind")
-        return cls(vector=load_file(str(folder / TENSOR_FILE))["vector"], **js)
+        vec = load_file(str(folder / TENSOR_FILE))["vector"]
+        require_finite(f"{folder / TENSOR_FILE}: vector", vec)
+        return cls(vector=vec, **js)
+
+
+def require_finite(what: str, x) -> None:
+    """Refuse NaN/Inf in a vector, direction or strength (a NaN steering vector silently empties generations and a
+    NaN ablation writes NaN weights). ``what`` names the thing and where it came from."""
+    if isinstance(x, torch.Tensor):
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"{what} contains NaN/Inf ({bad} of {x.numel()} values); refusing a non-finite "
+                             f"vector")
+    elif isinstance(x, (int, float)) and not math.isfinite(x):
+        raise ValueError(f"{what} is {x}; expected a finite number")
 
 
 # -- tensor-level estimators -------------------------------------------------------------------------------
@@ -197,6 +222,8 @@ def direction_from_acts(pos_nd: torch.Tensor, neg_nd: torch.Tensor, method: str 
                          f"{list(neg_nd.shape)}")
     if len(pos_nd) < 1 or len(neg_nd) < 1:
         raise ValueError("need at least one positive and one negative example")
+    require_finite("positive activations", pos_nd)
+    require_finite("negative activations", neg_nd)
     pos, neg = pos_nd.double(), neg_nd.double()
     if mask:
         pos, neg = pos.clone(), neg.clone()
@@ -307,6 +334,9 @@ def extract(model, positive: Sequence, negative: Sequence, sites: str | list[str
         mask = massive_channels(torch.cat([pa[s], na[s]]), cfg.mask_massive) if cfg.mask_massive else []
         if mask:
             log.info("%s: masking %d massive channel(s) %s", s, len(mask), mask[:8])
+        for what, acts in (("positive", pa[s]), ("negative", na[s])):
+            require_finite(f"extract: the {what} examples' activations at {s!r} (check the model dtype and any "
+                           f"active interventions)", acts)
         v = direction_from_acts(pa[s], na[s], cfg.method, paired=len(positive) == len(negative), mask=mask,
                                 probe_l2=cfg.probe_l2)
         resid = float(torch.cat([pn[s], nn_[s]]).median())

@@ -12,6 +12,7 @@ import torch
 
 from actlab.core import Intervention
 from actlab.core.interventions import check_tensor, register_op
+from actlab.steer.directions import require_finite
 
 
 def early_logits(model, hidden: torch.Tensor, final_norm: bool = True) -> torch.Tensor:
@@ -95,7 +96,10 @@ def vsv_vectors(model, with_context, without_context, layers: Sequence[int] | No
     sites = [f"blocks.{i}.mlp_out" for i in layers]
     a = model.record(with_context, sites=sites, positions="last", dtype=torch.float32)
     b = model.record(without_context, sites=sites, positions="last", dtype=torch.float32)
-    return {s: (a[s] - b[s]).mean(0) for s in sites}
+    out = {s: (a[s] - b[s]).mean(0) for s in sites}
+    for s, v in out.items():
+        require_finite(f"vsv_vectors: context steering vector at {s!r}", v)
+    return out
 
 
 @register_op
@@ -108,6 +112,10 @@ class ContextSteer(Intervention):
     vector: torch.Tensor
     lam: float = 0.1
     adaptive: bool = True
+
+    def __post_init__(self):
+        require_finite("ContextSteer.vector", self.vector)
+        require_finite("ContextSteer.lam", self.lam)
 
     def edit(self, act, ctx):
         if self.lam == 0:

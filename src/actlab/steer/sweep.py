@@ -49,6 +49,9 @@ class SweepConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.strengths:
             raise ValueError("need at least one strength")
+        bad = [x for x in self.strengths if not math.isfinite(float(x))]
+        if bad:
+            raise ValueError(f"strengths {bad} are not finite; give finite numbers")
         if self.mode not in ("add", "norm_add", "prompt_add"):
             raise ValueError(f"sweep mode must be add, norm_add or prompt_add, got {self.mode!r}")
         if self.max_ppl_ratio <= 0:

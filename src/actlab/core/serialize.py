@@ -4,16 +4,14 @@ A steering vector saved this way says where and how it applies, so it can be sha
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from actlab.artifact import ArtifactError, ArtifactMissingError, atomic_write_json, load_tensors, read_json, save_tensors
 from actlab.core.interventions import OPS, Intervention, Patch
 from actlab.core.positions import positions_from_json, positions_to_json
-from actlab.utils import atomic_write_json
 
 FORMAT_VERSION = 1
 
@@ -53,9 +51,7 @@ def save_interventions(path: str | os.PathLike, mapping, *, model: str | None = 
             pos = positions_to_json(pos)
         entries.append({"site": site, "op": iv.op, "params": js, "tensors": names, "positions": pos})
     tfile = path.with_suffix(".safetensors")
-    tmp = tfile.with_name(tfile.name + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, tfile)
+    save_tensors(tfile, tensors, {"actlab.kind": "actlab.interventions"})  # refuses NaN/Inf, names the tensor
     atomic_write_json(path, {"format_version": FORMAT_VERSION, "kind": "actlab.interventions", "model": model,
                              "tensor_file": tfile.name, "interventions": entries, "meta": meta or {}})
     return path
@@ -65,14 +61,20 @@ def load_interventions(path: str | os.PathLike) -> list[tuple[str, Intervention]
     """Read a file written by ``save_interventions``; returns the ordered (site, intervention) list."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"intervention file {path} does not exist")
-    spec = json.loads(path.read_text())
-    if spec.get("kind") != "actlab.interventions":
-        raise ValueError(f"{path} is not an actlab interventions file (kind={spec.get('kind')!r})")
+        raise ArtifactMissingError(f"intervention file {path} does not exist")
+    spec = read_json(path, what="interventions")
+    if not isinstance(spec, dict) or spec.get("kind") != "actlab.interventions":
+        kind = spec.get("kind") if isinstance(spec, dict) else type(spec).__name__
+        raise ArtifactError(f"{path} is not an actlab interventions file (kind={kind!r}; expected "
+                            f"'actlab.interventions')")
     if spec.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path} has format_version {spec['format_version']}; this actlab reads <= {FORMAT_VERSION}")
+        raise ArtifactError(f"{path} has format_version {spec['format_version']}; this actlab reads <= "
+                            f"{FORMAT_VERSION}: upgrade actlab")
+    needed = [n for e in spec["interventions"] for n in e.get("tensors", {}).values()]
+    needed += [e["positions"]["tensor"] for e in spec["interventions"]
+               if isinstance(e.get("positions"), dict) and "tensor" in e["positions"]]
     tfile = path.with_name(spec["tensor_file"])
-    tensors = load_file(str(tfile)) if tfile.exists() else {}
+    tensors = load_tensors(tfile, names=needed) if needed or tfile.exists() else {}
     out = []
     for e in spec["interventions"]:
         if e["op"] not in OPS:

@@ -107,3 +107,41 @@ def test_demo_corpus_has_200k_smollm2_tokens():
     assert n >= 200_000, n
     text = " ".join(docs[:50]).lower()
     assert sum(text.count(w) for w in (" the ", " is ", " of ")) > 200  # English prose
+
+
+def test_binary_and_undecodable_input_refused_naming_the_file(tmp_path):
+    """Issue 14 item 13: binary .txt input used to be stored as U+FFFD garbage rows; .jsonl decode errors named
+    no file or line."""
+    b = tmp_path / "blob.txt"
+    b.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=r"blob\.txt: not UTF-8 text \(byte 0x80 at offset 128\)"):
+        load_texts(b)
+    z = tmp_path / "zeros.txt"
+    z.write_bytes(b"looks like text\x00\x00\x01 but is not")
+    with pytest.raises(ValueError, match=r"zeros\.txt: holds a NUL byte at offset 15"):
+        load_texts(z)
+    j = tmp_path / "bad.jsonl"
+    j.write_bytes(json.dumps({"text": "fine"}).encode() + b"\n" + b'{"text": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: not UTF-8 text"):
+        load_texts(j)
+    j.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"text": None}) + "\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: field 'text' holds NoneType null, not a string"):
+        load_texts(j)
+    j.write_text(json.dumps({"text": "fine"}) + "\n\n" + '{"text": "a" "b"}' + "\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: not valid JSON \(.* at column 14\)"):
+        load_texts(j)
+    # UTF-8 with a byte-order mark and non-ASCII text is fine
+    u = tmp_path / "bom.txt"
+    u.write_bytes("\ufeffcafé crème".encode("utf-8"))
+    assert load_texts(u) == ["café crème"]
+
+
+def test_demo_resolves_everywhere(tmp_path):
+    """Issue 14 item 13: `--data demo` worked only in harvest; one resolver serves every reader."""
+    from actlab.data import data_fingerprint, demo_corpus, resolve_data
+
+    assert resolve_data("demo") == demo_corpus() == resolve_data(None)
+    assert load_texts("demo")[:3] == load_texts(demo_corpus())[:3]
+    assert data_fingerprint("demo") == data_fingerprint(demo_corpus())
+    with pytest.raises(FileNotFoundError, match="'demo' for the bundled demo corpus"):
+        resolve_data(tmp_path / "nope.txt")

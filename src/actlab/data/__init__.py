@@ -2,6 +2,7 @@
 token contexts that remember which document and position every token came from."""
 from actlab.data.corpus import demo_corpus
 from actlab.data.pack import Packed, iter_contexts, pack_contexts
-from actlab.data.sources import data_fingerprint, load_texts
+from actlab.data.sources import DEMO, data_fingerprint, load_texts, resolve_data
 
-__all__ = ["load_texts", "pack_contexts", "iter_contexts", "Packed", "demo_corpus", "data_fingerprint"]
+__all__ = ["load_texts", "pack_contexts", "iter_contexts", "Packed", "demo_corpus", "data_fingerprint",
+           "resolve_data", "DEMO"]

@@ -44,21 +44,18 @@ def cmd_harvest(a: argparse.Namespace) -> None:
 
     from actlab import distributed as D
     from actlab import load_model
-    from actlab.data import demo_corpus
+    from actlab.data import resolve_data
     from actlab.store import HarvestConfig, StoreError, harvest
 
     D.init_from_env()
-    data = str(demo_corpus()) if a.data == "demo" else a.data
+    data = a.data
     try:
         cfg = HarvestConfig(data=data, sites=a.sites, out=a.out, tokens=a.tokens, context_length=a.context_length,
                             batch_size=a.batch_size, dtype=a.dtype, shard_rows=a.shard_rows,
                             exclude_bos=a.exclude_bos, exclude_special=a.exclude_special, positions=a.positions,
                             seed=a.seed, text_field=a.text_field, add_bos=not a.no_bos,
                             progress=not a.no_progress)
-        from pathlib import Path
-
-        if not Path(data).expanduser().exists():
-            raise FileNotFoundError(f"data path {data!r} does not exist")
+        resolve_data(data)  # a missing path fails before the model loads
         model = load_model(a.model, dtype=a.model_dtype, device=a.device or D.default_device())
         t0 = time.perf_counter()
         store = harvest(model, cfg)

@@ -13,17 +13,21 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
 from actlab import distributed as D
-from actlab.data import data_fingerprint, iter_contexts, load_texts
+from actlab.data import data_fingerprint, iter_contexts, load_texts, resolve_data
+from actlab.store.fingerprint import weights_fingerprint
 from actlab.store.format import (DOC, FORMAT, FORMAT_VERSION, MANIFEST, POS, PROGRESS, TOKENS, StoreError,
                                  load_manifest)
 from actlab.store.reader import ActivationStore
 from actlab.store.writer import ShardWriter
 from actlab.utils import atomic_write_json, dtype_name, parse_dtype
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 STORE_DTYPES = ("bf16", "fp16", "fp32")
@@ -36,7 +40,8 @@ class HarvestConfig:
     device) identifies the harvest, so rerunning with equal values resumes and different values are refused."""
 
     data: str
-    """Dataset path: .txt, .jsonl, .parquet, or a local Hugging Face dataset folder (see actlab.data.load_texts)."""
+    """Dataset path: .txt, .jsonl, .parquet, a local Hugging Face dataset folder, or 'demo' (the bundled demo
+    corpus; see actlab.data.load_texts)."""
     sites: list[str]
     """Sites to store, e.g. ['blocks.3.resid_post']; per-head sites are stored flattened ([.., heads*d_head])."""
     out: str
@@ -91,9 +96,11 @@ class HarvestConfig:
         self.data = str(self.data)
         self.out = str(self.out)
 
-    def identity(self, model, world: int) -> dict:
-        """The settings that define the rows of a harvest (compared on resume)."""
-        return {"model": model.name, "revision": model.revision, "data": str(Path(self.data).expanduser().resolve()),
+    def identity(self, model: Model, world: int) -> dict:
+        """The settings that define the rows of a harvest (compared on resume), the weights' fingerprint and the
+        dtype the model runs in included: a name or a config.json does not identify weights."""
+        return {"model": model.name, "revision": model.revision, "weights": weights_fingerprint(model),
+                "model_dtype": dtype_name(model.dtype), "data": str(resolve_data(self.data).resolve()),
                 "data_sha256": data_fingerprint(self.data), "text_field": self.text_field, "sites": self.sites,
                 "tokens": self.tokens, "context_length": self.context_length, "dtype": self.dtype,
                 "shard_rows": self.shard_rows, "exclude_bos": self.exclude_bos,
@@ -159,10 +166,20 @@ def _prepare(root: Path, ident: dict, rank: int) -> dict | None:
     if root.exists() and (root / MANIFEST).exists():
         m = load_manifest(root)
         old = m.get("harvest", {})
-        diff = [f"{k}: folder has {old.get(k)!r}, now {v!r}" for k, v in ident.items() if old.get(k) != v]
-        if diff:
-            raise StoreError(f"output folder {str(root)!r} belongs to another harvest; differing settings: "
-                             + "; ".join(diff) + ". Use another --out, or delete the folder to start over.")
+        diff = [f"{k}: folder has {old.get(k)!r}, now {v!r}" for k, v in ident.items()
+                if old.get(k) != v and k != "weights"]
+        head = ""
+        if old.get("weights") != ident["weights"]:
+            was = (f"weights fingerprint {old['weights']}" if old.get("weights")
+                   else "no weights fingerprint (written by an older actlab)")
+            head = (f"output folder {str(root)!r} was harvested from other weights: the folder has {was} "
+                    f"(model {old.get('model')!r}), this model {ident['model']!r} has weights fingerprint "
+                    f"{ident['weights']}; resuming would mix two models' activations")
+        if head or diff:
+            msg = head or f"output folder {str(root)!r} belongs to another harvest"
+            if diff:
+                msg += "; differing settings: " + "; ".join(diff)
+            raise StoreError(msg + ". Use another --out, or delete the folder to start over.")
         return m
     if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
         raise StoreError(f"output folder {str(root)!r} is not empty and holds no {MANIFEST}; refusing to write "
@@ -197,7 +214,7 @@ def _manifest(base: dict, progress: list[dict], complete: bool) -> dict:
             "total_rows": sum(e["rows"] for e in shards), "shards": shards}
 
 
-def harvest(model, cfg: HarvestConfig) -> ActivationStore:
+def harvest(model: Model, cfg: HarvestConfig) -> ActivationStore:
     """Run (or resume) a harvest and return the store. Under torchrun every rank calls this with equal cfg."""
     rank, world = D.init_from_env()
     try:
@@ -242,7 +259,7 @@ def harvest(model, cfg: HarvestConfig) -> ActivationStore:
     return ActivationStore(root)
 
 
-def _run_rank(model, cfg: HarvestConfig, docs, root: Path, rank: int, world: int, base: dict,
+def _run_rank(model: Model, cfg: HarvestConfig, docs, root: Path, rank: int, world: int, base: dict,
               ident_hash: str) -> None:
     from tqdm.auto import tqdm
 

@@ -1,0 +1,25 @@
+"""Issue 14 item 1 (store part): a harvested context's rows equal that context recorded alone (its batch mates,
+batch size and the shard it lands in change nothing), on GPT-2 (learned absolute positions) and the other tiny
+causal architectures."""
+import pytest
+import torch
+
+from actlab.data import iter_contexts, load_texts
+from actlab.store import HarvestConfig, harvest
+
+SITES = ["blocks.0.resid_post", "blocks.1.mlp_out"]
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-neox"])
+def test_harvested_rows_equal_context_alone(tiny, corpus, tmp_path, name):
+    m = tiny(name)
+    L = 24
+    st = harvest(m, HarvestConfig(data=str(corpus), sites=SITES, out=str(tmp_path / "o"), tokens=10 * L,
+                                  dtype="fp32", context_length=L, batch_size=3, shard_rows=70, progress=False))
+    ctxs = [c[0] for c, _ in zip(iter_contexts(m.tokenizer, load_texts(corpus), L, 0), range(10))]
+    for i in (0, 4, 9):                                  # first, middle of a batch, last (a batch of one)
+        rows = list(range(i * L, (i + 1) * L))
+        assert torch.equal(st.tokens(rows).long(), ctxs[i])
+        alone = m.record(ctxs[i][None], SITES)
+        for s in SITES:
+            torch.testing.assert_close(st.read(s, rows), alone[s][0], rtol=1e-5, atol=1e-6)

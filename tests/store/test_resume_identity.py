@@ -1,0 +1,62 @@
+"""Resume identity (issue 14 item 8): a local model folder whose weights were swapped between two harvest runs
+keeps its name and config.json; the weights fingerprint refuses the resume, naming both fingerprints."""
+import re
+
+import pytest
+import torch
+
+from actlab import load_model
+from actlab.models.tiny import build_tiny
+from actlab.store import HarvestConfig, StoreError, harvest
+from actlab.store.fingerprint import weights_fingerprint
+
+
+def _save_folder(path, seed):
+    module, tok = build_tiny("tiny-llama", seed=seed)
+    module.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+
+
+def _cfg(data, out, tokens):
+    return HarvestConfig(data=str(data), sites=["blocks.0.resid_post"], out=str(out), tokens=tokens, dtype="fp32",
+                         context_length=32, batch_size=4, shard_rows=200, progress=False)
+
+
+def test_swapped_weights_refuse_resume(corpus, tmp_path):
+    folder = tmp_path / "model"
+    _save_folder(folder, seed=0)
+    m0 = load_model(folder)
+    out = tmp_path / "acts"
+    st = harvest(m0, _cfg(corpus, out, 400))
+    assert len(st) == 400
+    # the same weights, loaded again, resume (the fingerprint is stable across loads)
+    fp0 = weights_fingerprint(load_model(folder))
+    assert fp0 == weights_fingerprint(m0) == st.manifest["harvest"]["weights"]
+    assert len(harvest(load_model(folder), _cfg(corpus, out, 400))) == 400
+    # swap the weights in place: same folder name, same config.json
+    cfg_before = (folder / "config.json").read_bytes()
+    _save_folder(folder, seed=1)
+    assert (folder / "config.json").read_bytes() == cfg_before
+    m1 = load_model(folder)
+    assert (m1.name, m1.revision) == (m0.name, m0.revision)
+    fp1 = weights_fingerprint(m1)
+    assert fp1 != fp0
+    with pytest.raises(StoreError, match=re.escape(f"harvested from other weights: the folder has weights "
+                                                   f"fingerprint {fp0}") + ".*" + re.escape(f"has weights "
+                                                                                         f"fingerprint {fp1}")) as e:
+        harvest(m1, _cfg(corpus, out, 400))
+    assert "differing settings" not in str(e.value)          # the weights are the only difference
+
+
+def test_fingerprint_sees_one_changed_tensor_and_dtype(tiny):
+    m = load_model("tiny-gpt2")
+    fp = weights_fingerprint(m)
+    assert fp == weights_fingerprint(load_model("tiny-gpt2"))
+    with torch.no_grad():
+        m.module.transformer.ln_f.bias.add_(1e-3)          # a small tensor: sampled whole
+    assert weights_fingerprint(m) != fp
+    big = load_model("tiny-gpt2")
+    with torch.no_grad():
+        big.module.transformer.h[1].mlp.c_fc.weight.mul_(1.01)   # a fine-tune touching every entry
+    assert weights_fingerprint(big) != fp
+    assert weights_fingerprint(load_model("tiny-gpt2", dtype="bf16")) != fp

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from actlab.cli import main
 
@@ -46,13 +47,69 @@ def _json_tail(out: str) -> str:
     return out[out.index("{"):]
 
 
-def test_transcoder_train(store):
+def test_transcoder_train(store, capsys):
+    """The trained transcoder predicts the MLP output far better than the mean (held-out store rows) at L0 <= k,
+    and replacing the MLP by it in the model keeps most of the loss that zero-ablating the MLP loses."""
     out = store / "tc"
     main(["transcoder", "train", "--store", str(store / "store"), "--site", "blocks.0.mlp_in", "--site-out",
-          "blocks.0.mlp_out", "--k", "8", "--expansion", "4", "--tokens", "10240", "--batch-size", "512",
+          "blocks.0.mlp_out", "--k", "8", "--expansion", "4", "--tokens", "40960", "--batch-size", "512",
+          "--lr", "3e-3", "--warmup-steps", "5", "--out", str(out)])
+    cfg = json.loads((out / "cfg.json").read_text())
+    assert cfg["d_out"] == 64 and cfg["site_out"] == "blocks.0.mlp_out" and cfg["arch"] == "topk"
+    capsys.readouterr()
+    main(["transcoder", "eval", str(out), "--store", str(store / "store"), "--tokens", "4000",
+          "--model", "tiny-llama", "--texts", str(store / "texts.txt"), "--max-texts", "8"])
+    res = json.loads(_json_tail(capsys.readouterr().out))
+    assert res["fvu"] < 0.35 and 0 < res["l0"] <= 8, res
+    assert res["splice_ce_zero"] > res["splice_ce_clean"] and res["splice_loss_recovered"] > 0.5, res
+
+
+def test_on_the_fly_uses_the_sites_own_width(store):
+    """mlp_act has d_mlp (128 on tiny-llama), not d_model (64)."""
+    out = store / "act"
+    main(["sae", "train", "--model", "tiny-llama", "--data", str(store / "texts.txt"), "--site", "blocks.0.mlp_act",
+          "--k", "4", "--expansion", "2", "--tokens", "2048", "--batch-size", "256", "--context-length", "32",
           "--out", str(out)])
     cfg = json.loads((out / "cfg.json").read_text())
-    assert cfg["d_out"] == 64 and cfg["site_out"] == "blocks.0.mlp_out"
+    assert cfg["d_in"] == 128 and cfg["d_sae"] == 256
+
+
+def test_gsae_on_the_fly_uses_gradients(store):
+    """--arch gsae requests the downstream gradient: with beta 0 it is exactly TopK, with beta > 0 it trains a
+    different dictionary from the same data and seed; a store (no gradients) is refused."""
+    from actlab.dictionary import build, load
+
+    def run(name, *extra):
+        main(["sae", "train", "--model", "tiny-llama", "--data", str(store / "texts.txt"), "--site",
+              "blocks.1.resid_mid", "--k", "4", "--expansion", "2", "--tokens", "3072", "--batch-size", "256",
+              "--context-length", "32", "--lr", "3e-3", "--out", str(store / name), *extra])
+        return load(store / name)
+    topk = run("g_topk")
+    zero = run("g_zero", "--arch", "gsae", "--gsae-beta", "0")
+    aware = run("g_aware", "--arch", "gsae", "--gsae-beta", "4")
+    assert torch.equal(topk.W_dec, zero.W_dec)
+    init = build(topk.cfg).W_dec       # same seeded initialisation for every run; compare how far each moved
+    moved = [m.W_dec.detach() * m.cfg.train["scale_out"] - init for m in (topk, aware)]
+    assert float((moved[0] - moved[1]).norm()) > 0.3 * float(moved[0].norm())
+    assert aware.cfg.arch == "gsae" and aware.cfg.gsae_beta == 4
+    with pytest.raises(SystemExit, match="needs the downstream-loss gradient"):
+        main(["sae", "train", "--store", str(store / "store"), "--site", "blocks.1.resid_post", "--arch", "gsae",
+              "--out", str(store / "g_store")])
+
+
+def test_finished_folder_needs_overwrite(store):
+    out = store / "fin"
+    args = ["sae", "train", "--store", str(store / "store"), "--site", "blocks.1.resid_post", "--k", "4",
+            "--expansion", "2", "--tokens", "1024", "--batch-size", "512", "--out", str(out)]
+    main(args)
+    before = (out / "dictionary.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a finished dictionary"):
+        main(args + ["--seed", "3"])
+    assert (out / "dictionary.safetensors").read_bytes() == before
+    main(args + ["--seed", "3", "--overwrite"])
+    assert (out / "dictionary.safetensors").read_bytes() != before
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 2
 
 
 def test_several_sites_one_sae_each(store):

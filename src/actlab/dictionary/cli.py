@@ -19,7 +19,8 @@ def _train_args(p: argparse.ArgumentParser, transcoder: bool) -> None:
     else:
         p.add_argument("--site", required=True, action="append",
                        help="site(s) to train on (repeat or comma-separate: one SAE per site, spread over ranks)")
-    p.add_argument("--arch", default="topk", help="topk | batchtopk | jumprelu | relu | gated (default topk)")
+    p.add_argument("--arch", default="topk",
+                   help="topk | batchtopk | jumprelu | relu | gated | gsae (gsae: on the fly only; default topk)")
     p.add_argument("--k", type=int, default=32, help="active latents per token (TopK family)")
     p.add_argument("--expansion", type=int, default=16, help="latents = expansion * d_in")
     p.add_argument("--latents", type=int, default=0, help="number of latents (overrides --expansion)")
@@ -32,15 +33,26 @@ def _train_args(p: argparse.ArgumentParser, transcoder: bool) -> None:
     p.add_argument("--normalize", default="expected_norm", help="expected_norm | none")
     p.add_argument("--dead-tokens", type=int, default=1_000_000, help="tokens without firing before 'dead'")
     p.add_argument("--eager", action="store_true", help="use the dense eager reference instead of fused kernels")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between resumable checkpoints")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--gsae-beta", type=float, default=1.0,
+                   help="g-SAE: weight of the downstream-gradient term in latent selection (0 = plain TopK)")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                   help="minutes between resumable checkpoints (and one at the end; 0: off)")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (0: by time only)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="do not continue from a checkpoint in --out (refused unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished dictionary or an unfinished run's checkpoint in --out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--out", required=True, help="output folder (one subfolder per site when several)")
 
 
 def _sources(a, site: str, site_out: str | None, batch_size: int, rank: int, world: int):
-    from actlab.dictionary.data import model_source, store_source
+    from actlab.dictionary.data import model_source, site_width, store_source
+    with_grad = a.arch == "gsae" and a.gsae_beta != 0
+    if a.store and with_grad:
+        raise SystemExit("error: --arch gsae needs the downstream-loss gradient at the site, which a store does not "
+                         "hold: train on the fly with --model and --data (or --gsae-beta 0 for plain TopK)")
     if a.store:
         from actlab.store import ActivationStore
         s = ActivationStore(a.store)
@@ -57,8 +69,9 @@ def _sources(a, site: str, site_out: str | None, batch_size: int, rank: int, wor
     from actlab.data.sources import load_texts
     m = load_model(a.model)
     texts = load_texts(a.data)
-    src = model_source(m, site, texts, batch_size, site_out=site_out, context_length=a.context_length, seed=a.seed)
-    return src, m.d_model, (m.d_model if site_out else None), m.name
+    src = model_source(m, site, texts, batch_size, site_out=site_out, context_length=a.context_length, seed=a.seed,
+                       with_grad=with_grad)
+    return src, site_width(m, site), (site_width(m, site_out) if site_out else None), m.name
 
 
 def cmd_train(a, transcoder: bool = False) -> None:
@@ -81,11 +94,13 @@ def cmd_train(a, transcoder: bool = False) -> None:
         src, d_in, d_out, model_name = _sources(a, site, a.site_out if transcoder else None, a.batch_size, r, w)
         dc = DictConfig(arch=a.arch, d_in=d_in, d_out=d_out, d_sae=a.latents, expansion=a.expansion, k=a.k,
                         l1_coef=a.l1_coef, skip=getattr(a, "skip", False), fused=not a.eager, site=site,
+                        gsae_beta=a.gsae_beta,
                         site_out=a.site_out if transcoder else "", model=model_name)
         out = f"{a.out}/{site}" if many else a.out
         tc = TrainConfig(total_tokens=a.tokens, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
                          grad_clip=a.grad_clip, normalize=a.normalize, dead_tokens=a.dead_tokens, seed=a.seed,
-                         out=out, checkpoint_every=a.checkpoint_every, resume=not a.no_resume)
+                         out=out, checkpoint_every=a.checkpoint_every, checkpoint_minutes=a.checkpoint_minutes,
+                         resume=not a.no_resume, overwrite=a.overwrite)
         tr = Trainer(dc, tc, src, data_parallel=not many)
         model = tr.fit()
         if rank == 0 or many:

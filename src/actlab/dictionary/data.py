@@ -6,9 +6,13 @@ Every source yields ``x [B, d_in]`` (SAE) or ``(x, y)`` pairs (transcoder), opti
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterator, Sequence
+import math
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +83,21 @@ def _contexts(model, texts: Sequence[str], context_length: int, seed: int):
     return iter_contexts(model.tokenizer, list(texts), context_length, seed=seed)
 
 
-def model_source(model, site: str, texts: Sequence[str], batch_size: int, site_out: str | None = None,
+def site_width(model: Model, site: str) -> int:
+    """Width of one row of ``site`` (heads flattened: ``attn.z`` is n_heads * d_head, ``mlp_act`` is d_mlp), from a
+    two-token forward pass."""
+    model.check_sites([site])
+    ids = torch.ones(1, 2, dtype=torch.long)
+    act = model.record(ids, sites=[site])[site]
+    return math.prod(act.shape[2:])
+
+
+def _rows(t: torch.Tensor, skip_first: int) -> torch.Tensor:
+    """[B, L, ...] -> [B * (L - skip_first), width] (per-head sites flattened)."""
+    return t[:, skip_first:].reshape(-1, math.prod(t.shape[2:]))
+
+
+def model_source(model: Model, site: str, texts: Sequence[str], batch_size: int, site_out: str | None = None,
                  context_length: int = 128, contexts_per_forward: int = 8, with_grad: bool = False,
                  skip_first: int = 1, seed: int = 0) -> Source:
     """Record batches on the fly: pack ``texts`` into contexts, run the model, shuffle rows within a buffer.
@@ -94,8 +112,7 @@ def model_source(model, site: str, texts: Sequence[str], batch_size: int, site_o
             return _record_with_grad(model, site, ids, skip_first)
         sites = [site] + ([site_out] if site_out else [])
         acts = model.record(ids, sites=sites, dtype=torch.float32)
-        out = [acts[s][:, skip_first:].reshape(-1, acts[s].shape[-1]) for s in sites]
-        return out
+        return [_rows(acts[s], skip_first) for s in sites]
 
     def make(epoch: int):
         buf: list[list[torch.Tensor]] = []
@@ -148,6 +165,5 @@ def _record_with_grad(model, site: str, ids: torch.Tensor, skip_first: int) -> l
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
                                                  ids[:, 1:].reshape(-1).to(logits.device))
         (grad,) = torch.autograd.grad(loss, held["a"])
-    a = held["a"].detach().float()[:, skip_first:].reshape(-1, a_dim := held["a"].shape[-1])
-    g = grad.float()[:, skip_first:].reshape(-1, a_dim)
-    return [a, a, g]
+    a = _rows(held["a"].detach().float(), skip_first)
+    return [a, a, _rows(grad.float(), skip_first)]

@@ -38,6 +38,15 @@ class GradientSAE(TopKSAE):
             return topk_selector(self.cfg.k)
         return gradient_selector(self.cfg.k, self.cfg.gsae_beta, grad, self.W_dec)
 
+    def step(self, x, y, dead=None, grad=None, **kw):
+        if grad is None and self.cfg.gsae_beta != 0:
+            raise ValueError("g-SAE training needs the downstream-loss gradient with every batch ((x, y, grad) "
+                             "batches: model_source(..., with_grad=True), or train on the fly with --model/--data); "
+                             "without it the selection is plain TopK (use --arch topk for that)")
+        if grad is not None:
+            grad = grad.to(x.device, x.dtype)
+        return super().step(x, y, dead=dead, grad=grad, **kw)
+
     def encode_with_grad(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """Dense acts using the gradient-aware selection (the paper's inference mode with labels)."""
         x = self.check_input(x)

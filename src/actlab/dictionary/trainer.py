@@ -49,9 +49,13 @@ class TrainConfig:
     out: str | None = None
     """Output folder: final dictionary, metrics.jsonl, checkpoints (None: keep in memory only)."""
     checkpoint_every: int = 0
-    """Save a resumable checkpoint every N steps (0: only at the end)."""
+    """Also save a resumable checkpoint every N steps (0: by time only)."""
+    checkpoint_minutes: float = 5.0
+    """Save a resumable checkpoint when this many minutes passed since the last one, and at the end (0: off)."""
     resume: bool = True
-    """Continue from the latest checkpoint in ``out`` when there is one."""
+    """Continue from the latest checkpoint in ``out`` when there is one (saying so)."""
+    overwrite: bool = False
+    """Train into an ``out`` that holds a finished dictionary or another run's checkpoint, replacing it."""
     log_every: int = 10
     """Steps between metric lines in metrics.jsonl."""
     progress: bool = True
@@ -63,6 +67,9 @@ class TrainConfig:
         if self.batch_size < 1 or self.total_tokens < self.batch_size:
             raise ValueError(f"need batch_size >= 1 and total_tokens >= batch_size; got {self.batch_size}, "
                              f"{self.total_tokens}")
+        if self.checkpoint_every < 0 or self.checkpoint_minutes < 0:
+            raise ValueError(f"checkpoint_every and checkpoint_minutes must be >= 0; got {self.checkpoint_every}, "
+                             f"{self.checkpoint_minutes}")
         if self.normalize not in ("expected_norm", "none"):
             raise ValueError(f"normalize must be 'expected_norm' or 'none'; got {self.normalize!r}")
         self.betas = tuple(self.betas)
@@ -123,8 +130,9 @@ class Trainer:
         self.since_fired = torch.zeros(dict_cfg.d_sae, dtype=torch.long)
         self.out = Path(cfg.out) if cfg.out else None
         self.history: list[dict] = []
-        if self.out is not None and cfg.resume:
-            self._try_resume()
+        self.resumed_from: str | None = None
+        if self.out is not None:
+            self._prepare_out()
 
     # -- schedule --------------------------------------------------------------------------------------
     def lr_factor(self, step: int) -> float:
@@ -178,6 +186,7 @@ class Trainer:
                        unit="step", dynamic_ncols=True)
         batches = self._batches()
         t_last, tok_last = time.perf_counter(), st.tokens
+        t_ckpt = time.monotonic()
         m.train()
         while st.step < self.total_steps:
             x, y, g = next(batches)
@@ -220,8 +229,11 @@ class Trainer:
                 t_last, tok_last = now, st.tokens
                 self.history.append(rec)
                 self._log(rec)
-            if c.checkpoint_every and st.step % c.checkpoint_every == 0 and st.step < self.total_steps:
+            due = c.checkpoint_every and st.step % c.checkpoint_every == 0
+            due = due or (c.checkpoint_minutes and time.monotonic() - t_ckpt >= 60 * c.checkpoint_minutes)
+            if due and st.step < self.total_steps:
                 self.save_checkpoint()
+                t_ckpt = time.monotonic()
         if bar is not None:
             bar.close()
         if self.world > 1:   # buffers such as the BatchTopK threshold are tracked per rank: average them
@@ -229,6 +241,8 @@ class Trainer:
                 if b.is_floating_point():
                     D.all_reduce_sum(b).div_(self.world)
         m.eval()
+        if self.out is not None and (c.checkpoint_minutes or c.checkpoint_every):
+            self.save_checkpoint()           # the final state: a later, longer run can continue from it
         return self.finish()
 
     @torch.no_grad()
@@ -298,6 +312,50 @@ class Trainer:
     def _pointer(self) -> str | None:
         p = self.out / self.CKPT_POINTER if self.out else None
         return json.loads(p.read_text())["latest"] if p is not None and p.exists() else None
+
+    def _prepare_out(self) -> None:
+        """Refuse to train over a finished dictionary (or a checkpoint we will not resume) unless ``overwrite``;
+        resume from the latest checkpoint (saying so), dropping metric lines logged after it."""
+        from actlab.dictionary.base import CFG_FILE, WEIGHTS_FILE
+        out, c = self.out, self.cfg
+        finished = (out / WEIGHTS_FILE).exists()
+        ckpt = self._pointer()
+        if c.overwrite:
+            if self.is_main:
+                for name in (WEIGHTS_FILE, CFG_FILE, "metrics.jsonl", self.CKPT_POINTER):
+                    (out / name).unlink(missing_ok=True)
+                for old in out.glob("ckpt-*"):
+                    shutil.rmtree(old, ignore_errors=True)
+            return
+        if finished:
+            raise FileExistsError(f"{out} already holds a finished dictionary ({WEIGHTS_FILE}); choose another "
+                                  f"output folder or pass overwrite (--overwrite) to replace it")
+        if ckpt is not None and not c.resume:
+            raise FileExistsError(f"{out} holds a checkpoint ({ckpt}) of an unfinished run; resume it, or pass "
+                                  f"overwrite (--overwrite) to start again from step 0")
+        if ckpt is None:
+            if (out / "metrics.jsonl").exists() and self.is_main:
+                (out / "metrics.jsonl").unlink()     # an earlier run died before its first checkpoint
+            return
+        self._try_resume()
+        self._trim_metrics(self.state.step)
+        self.resumed_from = ckpt
+        log.warning("resuming from checkpoint %s at step %d of %d (%d tokens); pass overwrite (--overwrite) to "
+                    "start again", out / ckpt, self.state.step, self.total_steps, self.state.tokens)
+
+    def _trim_metrics(self, step: int) -> None:
+        """Drop metric lines of steps after the checkpoint (they will be logged again)."""
+        p = self.out / "metrics.jsonl"
+        if not p.exists() or not self.is_main:
+            return
+        keep = []
+        for line in p.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line)
+            except (ValueError, KeyError):
+                break                                # a line cut short by the kill: drop it and what follows
+        atomic_write_bytes(p, "".join(k + "\n" for k in keep).encode())
 
     def _try_resume(self) -> None:
         from safetensors.torch import load_file

@@ -202,7 +202,7 @@ def test_gradients_reach_per_head_views(tiny):
         kept[ctx.site] = act
 
     emb = m.module.get_input_embeddings()(enc["input_ids"]).detach().requires_grad_(True)
-    with torch.enable_grad(), m.engine.hooks([("blocks.1.attn.z", keep), ("blocks.1.resid_mid", keep)]):
+    with torch.enable_grad(), m.hooks([("blocks.1.attn.z", keep), ("blocks.1.resid_mid", keep)]):
         out = m.module(inputs_embeds=emb, attention_mask=enc["attention_mask"]).logits
         out[:, -1].sum().backward()
     assert kept["blocks.1.attn.z"].grad is not None and kept["blocks.1.attn.z"].grad.abs().sum() > 0

@@ -185,6 +185,29 @@ class HookEngine:
         return _Handles(handle, stash_handle)
 
     @contextlib.contextmanager
+    def module_hook(self, path: str, fn: Callable, kind: str = "forward", *, with_kwargs: bool = False) -> Iterator[None]:
+        """A raw torch hook on the module at ``path`` ("" = the root) for the block: ``kind="forward"``
+        (``fn(module, args, output) -> output | None``) or ``"pre"`` (``fn(module, args) -> args | None``); always
+        removed. Positions are tracked meanwhile, as for site handlers."""
+        mod = self._modules.get(path) if path else self.module
+        if mod is None:
+            import difflib
+            close = difflib.get_close_matches(path, [n for n in self._modules if n], n=5)
+            raise KeyError(f"module path {path!r} is not in this model; close matches: {close}")
+        if kind == "forward":
+            register = mod.register_forward_hook
+        elif kind == "pre":
+            register = mod.register_forward_pre_hook
+        else:
+            raise ValueError(f"module_hook kind must be 'forward' or 'pre', got {kind!r}")
+        with self.tracking():
+            handle = register(fn, with_kwargs=with_kwargs)
+            try:
+                yield
+            finally:
+                handle.remove()
+
+    @contextlib.contextmanager
     def hooks(self, pairs: list[tuple[str, Handler]]) -> Iterator[None]:
         """Install (site, handler) pairs in order for the duration of the block; always removed."""
         handles = []

@@ -5,6 +5,7 @@ with or without left padding, in a full forward pass and in every KV-cached deco
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Union
 
@@ -116,8 +117,13 @@ def select_mask(sel: Positions, info: PassInfo | None, what: str = "positions") 
             m &= pos < hi_t[:, None]
         return m & valid
     if isinstance(sel, (list, tuple)):
-        idx = torch.as_tensor(list(sel), device=pos.device)
-        return torch.isin(pos, idx) & valid
+        try:
+            ints = [operator.index(i) for i in sel]
+        except TypeError:
+            raise TypeError(f"{what} list must hold ints; got {list(sel)!r}") from None
+        idx = torch.as_tensor(ints, dtype=torch.long, device=pos.device).reshape(1, -1)
+        target = torch.where(idx < 0, info.length_b.reshape(-1, 1).to(pos.device) + idx, idx)  # [batch, k]
+        return (pos[:, :, None] == target[:, None, :]).any(-1) & valid
     if isinstance(sel, torch.Tensor):
         if sel.dtype != torch.bool:
             return select_mask(sel.tolist(), info, what)
@@ -128,6 +134,18 @@ def select_mask(sel: Positions, info: PassInfo | None, what: str = "positions") 
         out = mask.gather(1, idx) & (pos < mask.shape[1])
         return out & valid & (pos >= 0)
     raise TypeError(f"{what} must be 'all', 'last', int, slice, list or bool tensor; got {type(sel).__name__}")
+
+
+def position_ids_from_mask(mask: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    """Position ids that follow a ``[batch, past + n]`` attention mask, the last ``n`` columns (the current call's
+    tokens): real tokens get ``cumsum(mask) - 1``, so a left-padded row gets the same ids as the row alone; padding
+    gets its index less the row's leading padding, clamped at 0 (right padding: exactly the default ids)."""
+    m = mask.long()
+    real = m.cumsum(-1) - 1
+    lead = (real < 0).sum(-1, keepdim=True)
+    pad = (torch.arange(m.shape[-1], device=m.device) - lead).clamp(min=0)
+    ids = torch.where(m.bool(), real, pad)
+    return ids if n is None else ids[:, ids.shape[1] - n:]
 
 
 def positions_to_json(sel: Positions):

@@ -2,59 +2,23 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import inspect
+import warnings
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import torch
 
-from actlab.core.hooks import Ctx, HookEngine, StopForward
-from actlab.core.positions import Positions, select_mask
+from actlab.core.hooks import Handler, HookEngine, StopForward
+from actlab.core.positions import Positions, position_ids_from_mask
+from actlab.core.recording import Recording, take_positions
 from actlab.core.serialize import normalize_mapping
 from actlab.models.sites import SiteMap
 from actlab.utils import parse_dtype
 
+__all__ = ["Model", "Recording", "take_positions"]
 
-class Recording:
-    """Activations captured inside ``model.recording(...)``: one tensor per forward call per site.
-
-    ``rec[site]`` concatenates the calls along positions (prefill then each decode step of ``generate()``);
-    ``rec.steps[site]`` keeps them separate.
-    """
-
-    def __init__(self, sites: list[str]):
-        self.steps: dict[str, list[torch.Tensor]] = {s: [] for s in sites}
-
-    def __getitem__(self, site: str) -> torch.Tensor:
-        steps = self.steps[site]
-        if not steps:
-            raise KeyError(f"site {site!r} was not reached by the forward pass")
-        if len(steps) == 1:
-            return steps[0]
-        if len({(t.dim(), t.shape[0], *t.shape[2:]) for t in steps}) > 1:
-            raise ValueError(f"site {site!r} has another shape in each forward call ({[list(t.shape) for t in steps]};"
-                             f" attention patterns grow with the KV cache): use rec.steps[{site!r}]")
-        return torch.cat(steps, dim=1)
-
-    def __contains__(self, site: str) -> bool:
-        return bool(self.steps.get(site))
-
-    def keys(self):
-        return self.steps.keys()
-
-    def to_dict(self) -> dict[str, torch.Tensor]:
-        return {s: self[s] for s in self.steps if self.steps[s]}
-
-
-def take_positions(t: torch.Tensor, sel: Positions, info) -> torch.Tensor:
-    """Select positions of a ``[batch, pos, ...]`` tensor: 'all' keeps it, 'last'/int give ``[batch, ...]``,
-    other selectors give the selected rows flattened ``[n, ...]`` (row-major)."""
-    mask = select_mask(sel, info, "positions")
-    if mask is None:
-        return t
-    if isinstance(sel, (str, int)):
-        if not bool((mask.sum(1) == 1).all()):
-            raise ValueError(f"positions={sel!r} is out of range for some rows (lengths {info.length_b.tolist()})")
-        return t[mask]
-    return t[mask]
+Inputs = Union[str, Sequence[str], Mapping[str, Any], torch.Tensor, tuple]
+"""What ``record``/``__call__`` take: text, texts, a tokenized dict, a token-id tensor, or positional tensors."""
 
 
 class Model:
@@ -64,13 +28,21 @@ class Model:
     ``model.module.requires_grad_(True)`` for methods that need weight gradients.
     """
 
-    def __init__(self, module: torch.nn.Module, tokenizer=None, name: str = "model", revision: str = ""):
+    def __init__(self, module: torch.nn.Module, tokenizer: Any = None, name: str = "model", revision: str = ""):
         self.module = module
         self.tokenizer = tokenizer
         self.name = name
         self.revision = revision
         self.sitemap = SiteMap(module)
-        self.engine = HookEngine(module, self.sitemap)
+        self._engine = HookEngine(module, self.sitemap)
+        self._takes_position_ids: bool | None = None
+
+    @property
+    def engine(self) -> HookEngine:
+        """Deprecated: use ``model.hooks(...)``, ``model.module_hook(...)`` or ``model.recording(..., grad=True)``."""
+        warnings.warn("Model.engine is deprecated: use model.hooks(...), model.module_hook(...) or "
+                      "model.recording(sites, grad=True)", DeprecationWarning, stacklevel=2)
+        return self._engine
 
     # -- facts -----------------------------------------------------------------------------------------
     @property
@@ -83,7 +55,7 @@ class Model:
         return self.sitemap.family.name if self.sitemap.family else "generic"
 
     @property
-    def config(self):
+    def config(self) -> Any:
         return getattr(self.module, "config", None)
 
     @property
@@ -109,10 +81,20 @@ class Model:
     def is_causal_lm(self) -> bool:
         return hasattr(self.module, "generate") and "logits" in self.sitemap.names
 
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens the model takes in one sequence (learned or trained positions), None if unknown."""
+        cfg = self.config
+        for key in ("n_positions", "max_position_embeddings"):
+            n = getattr(cfg, key, None)
+            if isinstance(n, int) and n > 0:
+                return n
+        return None
+
     def module_paths(self) -> list[str]:
         return [n for n, _ in self.module.named_modules() if n]
 
-    def check_sites(self, sites) -> list[str]:
+    def check_sites(self, sites: str | Iterable[str]) -> list[str]:
         """Resolve every name (raises a KeyError listing close matches for an unknown one)."""
         sites = [sites] if isinstance(sites, str) else list(sites)
         for s in sites:
@@ -124,12 +106,18 @@ class Model:
                 f"sites={len(self.sites)}, dtype={self.dtype}, device={self.device})")
 
     # -- inputs ----------------------------------------------------------------------------------------
-    def tokenize(self, texts, *, chat: bool = False, padding_side: str | None = None, add_special_tokens=True,
-                 max_length: int | None = None) -> dict:
-        """Tokenize one or more texts into a padded batch (left padding for causal LMs) on the model's device."""
+    def tokenize(self, texts: str | Sequence[str], *, chat: bool = False, padding_side: str | None = None,
+                 add_special_tokens: bool = True, max_length: int | None = None,
+                 truncation_side: str | None = None) -> dict[str, torch.Tensor]:
+        """Tokenize one or more texts into a padded batch (left padding for causal LMs) on the model's device.
+
+        ``max_length`` truncates each text (its end, or its start with ``truncation_side="left"``).
+        """
         if self.tokenizer is None:
             raise ValueError(f"{self.name} has no tokenizer; pass tensors instead of text")
         texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ValueError("no texts to tokenize: got an empty list")
         if chat:
             texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
                                                         add_generation_prompt=True) for t in texts]
@@ -137,16 +125,83 @@ class Model:
         tok = self.tokenizer
         side = padding_side or ("left" if self.is_causal_lm else "right")
         old, tok.padding_side = tok.padding_side, side
+        old_trunc = tok.truncation_side
+        tok.truncation_side = truncation_side or old_trunc
         try:
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens,
                       truncation=max_length is not None, max_length=max_length)
         finally:
             tok.padding_side = old
+            tok.truncation_side = old_trunc
         return {k: v.to(self.device) for k, v in enc.items()}
 
-    def _inputs(self, inputs) -> tuple[tuple, dict]:
+    def _tokenize_fitting(self, texts: str | Sequence[str], truncate: bool, room: int = 0,
+                          **kw: Any) -> dict[str, torch.Tensor]:
+        """Tokenize; with ``truncate`` cut texts longer than the context (minus ``room``) with a warning."""
+        enc = self.tokenize(texts, **kw)
+        n, ctx = enc["input_ids"].shape[1], self.context_length
+        if truncate and ctx is not None and n + room > ctx:
+            if ctx - room < 1:
+                raise ValueError(f"no room for the prompt: {room} new tokens fill the model's context of {ctx}")
+            side = kw.pop("truncation_side", None) or ("left" if room else "right")
+            warnings.warn(f"input of {n} tokens exceeds the model's context of {ctx}"
+                          f"{f' less {room} new tokens' if room else ''}: truncated to {ctx - room} tokens "
+                          f"(kept the {'end' if side == 'left' else 'start'})", stacklevel=3)
+            enc = self.tokenize(texts, max_length=ctx - room, truncation_side=side, **kw)
+        return enc
+
+    def check_input(self, enc: Mapping[str, Any], new_tokens: int = 0) -> None:
+        """Refuse an empty prompt or one longer than the model's context (``new_tokens`` still to come)."""
+        x = enc.get("input_ids")
+        if x is None:
+            x = enc.get("inputs_embeds")
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            return
+        mask = enc.get("attention_mask")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"empty input (shape {list(x.shape)}): give at least one token per prompt")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            empty = (mask.sum(1) == 0).nonzero().flatten().tolist()
+            if empty:
+                raise ValueError(f"prompt {empty[0]} of the batch is empty (no tokens): give at least one token")
+        ctx = self.context_length
+        n = mask.shape[1] if isinstance(mask, torch.Tensor) and mask.dim() == 2 else x.shape[1]
+        if ctx is not None and n + new_tokens > ctx:
+            extra = f" plus {new_tokens} new tokens" if new_tokens else ""
+            raise ValueError(f"input of {n} tokens{extra} exceeds the model's context of {ctx} ({self.name}); "
+                             f"pass shorter text, truncate=True, or tokenize with max_length=")
+
+    def _accepts_position_ids(self) -> bool:
+        if self._takes_position_ids is None:
+            try:
+                params = inspect.signature(self.module.forward).parameters
+            except (TypeError, ValueError):
+                params = {}
+            self._takes_position_ids = "position_ids" in params
+        return self._takes_position_ids
+
+    def forward_kwargs(self, enc: Mapping[str, Any]) -> dict[str, Any]:
+        """``enc`` plus ``position_ids`` that follow its attention mask (``cumsum(mask) - 1``, clamped at 0) where
+        the module takes them and none were given: a row's numbers then never depend on its left padding.
+        For families that call ``model.module`` themselves; ``record``/``__call__``/``run_with_cache`` do it."""
+        kw = dict(enc)
+        if kw.get("position_ids") is not None or not self._accepts_position_ids():
+            return kw
+        mask = kw.get("attention_mask")
+        x = kw.get("input_ids")
+        if x is None:
+            x = kw.get("inputs_embeds")
+        if not (isinstance(mask, torch.Tensor) and mask.dim() == 2 and isinstance(x, torch.Tensor) and x.dim() >= 2
+                and mask.shape[0] == x.shape[0] and mask.shape[1] >= x.shape[1]):
+            return kw
+        kw["position_ids"] = position_ids_from_mask(mask, x.shape[1])
+        return kw
+
+    def _inputs(self, inputs: Inputs, truncate: bool = False) -> tuple[tuple, dict[str, Any]]:
         if isinstance(inputs, (str, list)) and (isinstance(inputs, str) or all(isinstance(x, str) for x in inputs)):
-            return (), self.tokenize(inputs)
+            if isinstance(inputs, list) and not inputs:
+                raise ValueError("no inputs: got an empty list of texts")
+            return (), self._tokenize_fitting(inputs, truncate)
         if isinstance(inputs, dict) or hasattr(inputs, "keys"):
             return (), {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in dict(inputs).items()}
         if isinstance(inputs, torch.Tensor):
@@ -158,50 +213,88 @@ class Model:
             return tuple(t.to(self.device) if isinstance(t, torch.Tensor) else t for t in inputs), {}
         raise TypeError(f"inputs must be text, a list of texts, a dict of tensors or a tensor; got {type(inputs).__name__}")
 
-    def __call__(self, inputs, **kwargs):
-        args, kw = self._inputs(inputs)
-        return self.module(*args, **kw, **kwargs)
+    def _prepare(self, inputs: Inputs, extra: Mapping[str, Any] | None = None,
+                 truncate: bool = False) -> tuple[tuple, dict[str, Any]]:
+        """(args, kwargs) for ``self.module``: inputs checked (empty, context) and position ids from the mask."""
+        args, kw = self._inputs(inputs, truncate)
+        kw.update(extra or {})
+        self.check_input(kw)
+        return args, self.forward_kwargs(kw)
+
+    def __call__(self, inputs: Inputs, *, truncate: bool = False, **kwargs: Any) -> Any:
+        """The module's forward on ``inputs`` (position ids follow the attention mask)."""
+        args, kw = self._prepare(inputs, kwargs, truncate)
+        return self.module(*args, **kw)
 
     forward = __call__
 
+    # -- raw hooks -------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def hooks(self, mapping: Mapping[str, Handler | Sequence[Handler]] | Iterable[tuple[str, Handler]]
+              ) -> Iterator[Model]:
+        """Raw site handlers ``(act, ctx) -> act | None`` for the block: ``{site: handler | [handlers]}`` or
+        ``[(site, handler), ...]``, installed in order, always removed. ``act`` is the site's canonical view;
+        returning a tensor replaces it. For what ``recording``/``intervene`` do not cover."""
+        items = mapping.items() if isinstance(mapping, Mapping) else mapping
+        pairs: list[tuple[str, Handler]] = []
+        for site, hs in items:
+            for h in hs if isinstance(hs, (list, tuple)) else [hs]:
+                if not callable(h):
+                    raise TypeError(f"handler for site {site!r} must be callable (act, ctx) -> act | None; "
+                                    f"got {type(h).__name__}")
+                pairs.append((site, h))
+        self.check_sites([s for s, _ in pairs])
+        with self._engine.hooks(pairs):
+            yield self
+
+    def module_hook(self, path: str, fn: Callable, kind: str = "forward", *,
+                    with_kwargs: bool = False) -> contextlib.AbstractContextManager[None]:
+        """A raw torch hook on any module path, as a context manager: ``kind="forward"`` calls
+        ``fn(module, args, output)`` (return a new output or None), ``kind="pre"`` calls ``fn(module, args)``."""
+        return self._engine.module_hook(path, fn, kind, with_kwargs=with_kwargs)
+
     # -- record ----------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def recording(self, sites, *, positions: Positions = "all", dtype=None, device=None, detach: bool = True,
-                  stop_early: bool = False) -> Iterator[Recording]:
-        """Capture sites during any forward calls in the block (``generate()`` included): yields a Recording."""
-        sites = self.check_sites(sites)
-        rec = Recording(sites)
-        dtype = parse_dtype(dtype)
-        pending = set(sites)
+    def recording(self, sites: str | Iterable[str], *, positions: Positions = "all",
+                  dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
+                  detach: bool | None = None, stop_early: bool = False, grad: bool = False) -> Iterator[Recording]:
+        """Capture sites during any forward calls in the block (``generate()`` included): yields a Recording.
 
-        def make(site):
-            def handler(act: torch.Tensor, ctx: Ctx):
-                t = take_positions(act, positions, ctx.info)
-                if detach:
-                    t = t.detach()
-                if dtype is not None or device is not None:
-                    t = t.to(device=device, dtype=dtype)
-                rec.steps[site].append(t)
-                if stop_early:
-                    pending.discard(site)
-                    if not pending:
-                        raise StopForward
-                return None
-            return handler
-
-        with self.engine.hooks([(s, make(s)) for s in sites]):
-            yield rec
-
-    def record(self, inputs, sites, *, positions: Positions = "all", dtype=None, device=None,
-               stop_early: bool = True, grad: bool = False, **forward_kwargs) -> dict[str, torch.Tensor]:
-        """One forward pass; returns ``{site: tensor}`` (``[batch, pos, ...]`` for 'all').
-
-        The pass stops as soon as every requested site is captured (``stop_early``), so recording an early layer
-        costs only the layers up to it.
+        ``grad=True`` keeps each activation in the autograd graph (gradients enabled in the block); after
+        ``loss.backward()``, ``rec.grad(site)`` is its gradient. Nested with ``intervene``, the outer block's
+        hooks run first: a recording opened outside sees the activation before the intervention.
         """
         sites = self.check_sites(sites)
-        args, kw = self._inputs(inputs)
-        kw.update(forward_kwargs)
+        rec = Recording(sites, grad=grad)
+        dtype = parse_dtype(dtype)
+        keep_graph = grad or detach is False
+
+        def convert(t: torch.Tensor) -> torch.Tensor:
+            if not keep_graph:
+                t = t.detach()
+            return t.to(device=device, dtype=dtype) if dtype is not None or device is not None else t
+
+        pending = set(sites) if stop_early else None
+        with contextlib.ExitStack() as stack:
+            if grad:
+                stack.enter_context(torch.enable_grad())
+            stack.enter_context(self._engine.hooks([(s, rec.handler(s, positions, convert, pending)) for s in sites]))
+            yield rec
+
+    def record(self, inputs: Inputs, sites: str | Iterable[str], *, positions: Positions = "all",
+               dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
+               stop_early: bool = True, grad: bool = False, truncate: bool = False,
+               **forward_kwargs: Any) -> dict[str, torch.Tensor]:
+        """One forward pass; returns ``{site: tensor}``: ``[batch, pos, ...]`` for positions 'all' (padding
+        included), ``[batch, ...]`` for 'last' or an int, ``[n, ...]`` (the selected real tokens, row by row) for a
+        slice, a list or a mask. ``grad=True`` leaves the tensors in the autograd graph.
+
+        The pass stops as soon as every requested site is captured (``stop_early``), so recording an early layer
+        costs only the layers up to it. Input longer than the model's context raises, or with ``truncate=True``
+        (text input) is cut with a warning.
+        """
+        sites = self.check_sites(sites)
+        args, kw = self._prepare(inputs, forward_kwargs, truncate)
         kw.setdefault("use_cache", False) if self.config is not None else None
         with torch.set_grad_enabled(grad), self.recording(sites, positions=positions, dtype=dtype, device=device,
                                                           detach=not grad, stop_early=stop_early) as rec:
@@ -211,38 +304,46 @@ class Model:
                 pass
         return rec.to_dict()
 
-    def run_with_cache(self, inputs, sites, **kw):
+    def run_with_cache(self, inputs: Inputs, sites: str | Iterable[str], *, truncate: bool = False,
+                       **kw: Any) -> tuple[Any, dict[str, torch.Tensor]]:
         """TransformerLens-style: (model output, {site: tensor}) from one full forward pass."""
         sites = self.check_sites(sites)
-        args, kwargs = self._inputs(inputs)
+        args, kwargs = self._prepare(inputs, None, truncate)
         with torch.no_grad(), self.recording(sites, **kw) as rec:
             out = self.module(*args, **kwargs)
         return out, rec.to_dict()
 
     # -- intervene -------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def intervene(self, mapping) -> Iterator["Model"]:
+    def intervene(self, mapping: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Iterator[Model]:
         """Apply ``{site: intervention | [interventions]}`` (or ``[(site, iv), ...]``) to every forward call in the
         block, ``generate()`` included; nested blocks compose (outer first). Hooks are removed even on error."""
         pairs = normalize_mapping(mapping)
         self.check_sites([s for s, _ in pairs])
-        with self.engine.hooks(pairs):
+        with self._engine.hooks(pairs):
             yield self
 
     # -- generate --------------------------------------------------------------------------------------
-    def generate(self, prompts, max_new_tokens: int = 32, *, do_sample: bool = False, chat: bool = False,
-                 return_ids: bool = False, **kwargs):
+    def generate(self, prompts: str | Sequence[str] | torch.Tensor, max_new_tokens: int = 32, *,
+                 do_sample: bool = False, chat: bool = False, return_ids: bool = False, truncate: bool = False,
+                 **kwargs: Any) -> str | list[str] | torch.Tensor:
         """Generate continuations of one prompt (returns str) or a list (returns list[str]); greedy by default.
 
-        Left-padded batches; interventions active in an ``intervene`` block apply at prefill and every decode step.
+        Left-padded batches (HF's generate derives position ids from the attention mask at prefill and every step);
+        interventions active in an ``intervene`` block apply at prefill and every decode step. A prompt that with
+        ``max_new_tokens`` exceeds the context raises, or with ``truncate=True`` keeps its end, with a warning.
         """
         if not self.is_causal_lm:
             raise ValueError(f"{self.name} ({self.family}) is not a causal LM; generate() needs one")
         single = isinstance(prompts, str)
         if isinstance(prompts, torch.Tensor):
-            enc = {"input_ids": prompts.to(self.device), "attention_mask": torch.ones_like(prompts).to(self.device)}
+            ids = (prompts if prompts.dim() == 2 else prompts[None]).to(self.device)
+            enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         else:
-            enc = self.tokenize(prompts, chat=chat)
+            if not single and not list(prompts):
+                raise ValueError("no prompts: got an empty list")
+            enc = self._tokenize_fitting(prompts, truncate, room=max_new_tokens or 0, chat=chat)
+        self.check_input(enc, new_tokens=max_new_tokens or 0)
         pad = self.tokenizer.pad_token_id if self.tokenizer is not None else None
         kwargs.setdefault("pad_token_id", pad if pad is not None else self.tokenizer.eos_token_id)
         if not do_sample:
@@ -257,6 +358,6 @@ class Model:
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return texts[0] if single else texts
 
-    def to(self, *args, **kwargs) -> "Model":
+    def to(self, *args: Any, **kwargs: Any) -> Model:
         self.module.to(*args, **kwargs)
         return self

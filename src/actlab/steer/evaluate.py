@@ -46,7 +46,7 @@ class EmbeddingScorer:
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         enc = self.enc.tokenize(list(texts), max_length=256)
-        out = self.enc.module(**enc)
+        out = self.enc(enc)
         h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         w = enc["attention_mask"][..., None].to(h.dtype)
         e = (h * w).sum(1) / w.sum(1).clamp_min(1)
@@ -116,7 +116,7 @@ def perplexity(model, prompts: Sequence[str], completions: Sequence[str], *, cha
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         ids = torch.tensor([[pad] * (L - len(s)) + s for s in seqs], device=model.device)
         am = torch.tensor([[0] * (L - len(s)) + [1] * len(s) for s in seqs], device=model.device)
-        logits = model.module(input_ids=ids, attention_mask=am).logits
+        logits = model({"input_ids": ids, "attention_mask": am}).logits  # the Model passes position ids
         for r, (a, b) in enumerate(zip(p_ids, c_ids)):
             ns.append(len(b))
             if not b:

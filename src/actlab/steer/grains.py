@@ -17,6 +17,7 @@ from actlab.steer.directions import Direction, data_hash
 
 log = logging.getLogger(__name__)
 REDUCTIONS = ("mean", "pca_uncentered", "pca_centered")
+IG_BASELINES = ("mean_norm", "mean", "zero", "token")
 
 
 @dataclass
@@ -33,10 +34,12 @@ class GrainsConfig:
     """Which positions may be picked: prompt (this spec) or all (prompt and response, as the reference code)."""
     baseline_token: int | None = None
     """Token id that replaces ablated tokens (default: the tokenizer's unk, else pad, else 0)."""
-    ig_baseline: str = "mean"
-    """IG path start: mean (the mean token embedding at every position, default), zero (the spec) or token (the
-    baseline token's embedding). A zero baseline is degenerate for pre-norm models whose residual is dominated by
-    block outputs: each block reads norm(e), which is scale invariant, so e_t . grad_t ~ 0 for every token."""
+    ig_baseline: str = "mean_norm"
+    """IG path start: mean_norm (the mean token embedding's direction at each token's own norm, default), mean (the
+    mean token embedding itself), zero (the spec) or token (the baseline token's embedding). A zero baseline is
+    degenerate for pre-norm models: each block reads norm(e), which is scale invariant, so e_t . grad_t ~ 0 for every
+    token. The short mean embedding makes the path turn within the first few percent of it, which a uniform grid
+    cannot integrate (completeness off by up to 80% at 50 steps on the test model; mean_norm: < 1% at 64 steps)."""
     skip_special: bool = True
     """Never pick special tokens (BOS, template) for ablation."""
     reduction: str = "mean"
@@ -51,8 +54,8 @@ class GrainsConfig:
             raise ValueError(f"scope={self.scope!r}; use 'prompt' or 'all'")
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"reduction={self.reduction!r}; use one of {REDUCTIONS}")
-        if self.ig_baseline not in ("mean", "zero", "token"):
-            raise ValueError(f"ig_baseline={self.ig_baseline!r}; use 'mean', 'zero' or 'token'")
+        if self.ig_baseline not in IG_BASELINES:
+            raise ValueError(f"ig_baseline={self.ig_baseline!r}; use one of {IG_BASELINES}")
         if self.k < 1 or self.steps < 1:
             raise ValueError("k and steps must be >= 1")
 
@@ -63,23 +66,23 @@ def _ids(model, text: str, special: bool) -> torch.Tensor:
 
 def response_logprob(model, ids_bp: torch.Tensor, n_prompt: int, embeds: torch.Tensor | None = None) -> torch.Tensor:
     """Sum of log p(response tokens | prefix) per row of ``ids_bp`` (response = tokens from ``n_prompt`` on)."""
-    if embeds is not None:
-        logits = model.module(inputs_embeds=embeds, use_cache=False).logits
-    else:
-        logits = model.module(input_ids=ids_bp, use_cache=False).logits
+    inputs = {"inputs_embeds": embeds} if embeds is not None else {"input_ids": ids_bp}
+    logits = model(inputs, use_cache=False).logits  # unpadded rows; the Model adds position ids where needed
     lp = torch.log_softmax(logits[:, n_prompt - 1:-1].float(), dim=-1)
     tgt = ids_bp[:, n_prompt:]
     return lp.gather(-1, tgt[..., None])[..., 0].sum(-1)
 
 
 def attribute(model, prompt_ids: torch.Tensor, plus_ids: torch.Tensor, minus_ids: torch.Tensor,
-              steps: int = 20, attribution: str = "ig", baseline: str | int = "mean",
+              steps: int = 20, attribution: str = "ig", baseline: str | int = "mean_norm",
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Signed token scores for f = log p(y+|x) - log p(y-|x).
 
-    Returns (prompt scores [p] (summed over both sequences), y+ response scores, y- response scores, f(x) - f(0)).
-    Integrated gradients move every position of both sequences from the baseline ('mean' token embedding, 'zero',
-    or the embedding of token id ``baseline``) to the input, so all scores sum to f(x) - f(baseline) up to the quadrature error.
+    Returns (prompt scores [p] (summed over both sequences), y+ response scores, y- response scores,
+    f(x) - f(baseline)). Integrated gradients move every position of both sequences from the baseline ('mean_norm':
+    the mean token embedding's direction at each token's norm, 'mean', 'zero', or the embedding of token id
+    ``baseline``) to the input, so all scores together sum to f(x) - f(baseline) up to the quadrature error of the
+    ``steps``-point grid (completeness; within 2% at 64 steps on the test model).
     """
     emb = model.module.get_input_embeddings()
     n = len(prompt_ids)
@@ -92,10 +95,13 @@ def attribute(model, prompt_ids: torch.Tensor, plus_ids: torch.Tensor, minus_ids
             b0 = torch.zeros_like(e)
         elif baseline == "mean":
             b0 = emb.weight.detach().float().mean(0).expand_as(e)
+        elif baseline == "mean_norm":
+            mu = emb.weight.detach().float().mean(0)
+            b0 = mu / mu.norm().clamp_min(1e-12) * e.norm(dim=-1, keepdim=True)
         elif isinstance(baseline, int):
             b0 = emb(torch.full_like(ids[None], baseline)).detach().float()
         else:
-            raise ValueError(f"baseline={baseline!r}; use 'mean', 'zero' or a token id")
+            raise ValueError(f"baseline={baseline!r}; use 'mean_norm', 'mean', 'zero' or a token id")
         a = alphas.to(e.device)[:, None, None]
         x = (b0 + a * (e - b0)).to(model.dtype).requires_grad_(True)
         with torch.enable_grad():

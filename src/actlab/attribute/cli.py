@@ -29,14 +29,14 @@ def register(sub) -> None:
     ig.add_argument("--steps", type=int, default=64, help="interpolation points (default 64)")
     ig.add_argument("--rule", default="gausslegendre", choices=["gausslegendre", "trapezoid", "riemann_right"],
                     help="quadrature rule")
-    ig.set_defaults(func=cmd, method="ig")
+    ig.set_defaults(func=cmd, kind="ig")
     g = verbs.add_parser("grad", help="gradient x input, saliency or SmoothGrad")
     _common(g)
     g.add_argument("--method", default="grad_x_input", choices=["grad_x_input", "saliency", "smoothgrad"],
                    help="attribution method (default grad_x_input)")
     g.add_argument("--samples", type=int, default=32, help="SmoothGrad noise samples")
     g.add_argument("--noise", type=float, default=0.1, help="SmoothGrad noise level (fraction of the input range)")
-    g.set_defaults(func=cmd, method="grad")
+    g.set_defaults(func=cmd, kind="grad")  # not `method`: that would override --method's default
 
 
 def _answer_id(m, text: str) -> int:
@@ -54,7 +54,7 @@ def cmd(a) -> None:
     t = _answer_id(m, a.target)
     target = contrastive_target(t, _answer_id(m, a.contrast)) if a.contrast else logit_target(t)
     try:
-        if a.method == "ig":
+        if a.kind == "ig":
             baseline = int(a.baseline) if a.baseline.isdigit() else a.baseline
             r = integrated_gradients(m, a.text, target, baseline=baseline, steps=a.steps, rule=a.rule)
             print(f"f(x) {r.f_x:.4f}  f(baseline) {r.f_baseline:.4f}  sum of attributions "

@@ -61,8 +61,11 @@ def register(sub) -> None:
 
     d = verbs.add_parser("subspace", help="subspace patching / DAS with the dormant-pathway illusion check")
     _common(d)
-    d.add_argument("--site", required=True, help="site to patch (e.g. blocks.3.mlp_act)")
-    d.add_argument("--direction-file", default=None, help="safetensors file with a 'direction' tensor [d] or [k, d]")
+    d.add_argument("--site", default=None, help="site to patch (e.g. blocks.3.mlp_act); default: the site of a "
+                                                 "steer direction given with --direction-file")
+    d.add_argument("--direction-file", default=None,
+                   help="a steer direction folder (actlab steer extract / Direction.save), or a safetensors file with "
+                        "a 'direction' tensor [d] or [k, d]")
     d.add_argument("--das", type=int, default=0, help="learn a k-dim subspace with DAS instead (k)")
     d.add_argument("--steps", type=int, default=100, help="DAS optimisation steps (default 100)")
     d.add_argument("--lr", type=float, default=0.05, help="DAS learning rate")
@@ -110,7 +113,8 @@ def cmd_grid(a) -> None:
             r = attribution_patch(m, a.clean, a.corrupt, _metric(m, a), sites, **kw)
     except (ValueError, KeyError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(f"{a.method} patching: clean {r.clean:.4f}  corrupt {r.corrupt:.4f}  grid {dict(zip(r.dims, r.values.shape))}")
+    print(f"{r.describe()}")
+    print(f"clean {r.clean:.4f}  corrupt {r.corrupt:.4f}  grid {dict(zip(r.dims, r.values.shape))}")
     try:
         norm = r.normalized
         flat = norm.flatten()
@@ -148,7 +152,8 @@ def cmd_path(a) -> None:
         r = path_patch_sweep(m, base, source, a.sender, a.receiver, score, freeze=freeze, metric_name="logit_diff")
     except (ValueError, KeyError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(f"path patching: clean {r.clean:.4f}  corrupt {r.corrupt:.4f}  receivers {a.receiver}")
+    print(f"{r.describe()}: the sender's corrupted output reaches only the receivers {a.receiver}")
+    print(f"clean {r.clean:.4f}  corrupt {r.corrupt:.4f}  (normalised 1 = fully corrupted behaviour)")
     for s, v, n in zip(r.labels["sender"], r.values.tolist(), r.normalized.tolist()):
         print(f"  {s}: metric {v:.4f}  normalised {n:+.3f}")
     if a.out:
@@ -161,10 +166,10 @@ def cmd_subspace(a) -> None:
     from pathlib import Path
 
     import torch
-    from safetensors.torch import load_file
 
-    from actlab.patch import das, illusion_check, lm_score, lm_target_loss, readout_weight, subspace_effect
     from actlab.patch.common import make_pairs
+    from actlab.patch.subspace import (das, illusion_check, lm_score, lm_target_loss, load_basis, readout_weight,
+                                       subspace_effect)
     from actlab.utils import atomic_write_json
 
     m = _load(a)
@@ -173,14 +178,19 @@ def cmd_subspace(a) -> None:
     base, source = pairs.inputs("corrupt"), pairs.inputs("clean")  # move the corrupted run towards clean
     pos = a.positions if a.positions in ("last", "all") else int(a.positions)
     if a.direction_file:
-        p = Path(a.direction_file)
-        if not p.exists():
-            raise SystemExit(f"error: --direction-file {p} does not exist")
-        t = load_file(str(p))
-        if "direction" not in t:
-            raise SystemExit(f"error: {p} holds no 'direction' tensor (it has {sorted(t)})")
-        basis = t["direction"].float()
+        try:
+            basis, dsite = load_basis(a.direction_file)
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            raise SystemExit(f"error: {e}") from None
+        if a.site is None:
+            a.site = dsite
+        elif dsite is not None and dsite != a.site:
+            print(f"note: the direction was made at {dsite}; patching it at --site {a.site}")
+        if a.site is None:
+            raise SystemExit(f"error: give --site ({a.direction_file} names no site)")
     elif a.das:
+        if a.site is None:
+            raise SystemExit("error: give --site (the site whose subspace DAS learns)")
         res = das(m, base, source, a.site, lm_target_loss(_answer_id(m, a.correct)), k=a.das, steps=a.steps, lr=a.lr,
                   positions=pos, progress=True)
         basis = res.basis

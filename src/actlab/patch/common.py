@@ -281,8 +281,20 @@ class PatchResult:
         return cls(ts["values"], tuple(js["dims"]), js["labels"], js["clean"], js["corrupt"], js["metric"],
                    js["method"], js["direction"], ts.get("per_pair"), js.get("meta", {}))
 
-    def heatmap(self, path: str | os.PathLike, normalized: bool = True, title: str | None = None) -> Path:
-        """PNG heat map: first dim as rows, the remaining dims flattened into columns."""
+    def describe(self) -> str:
+        """One line saying what the numbers are: method, direction (noising/denoising) and metric."""
+        what = {"denoise": "denoising: clean activations patched into the corrupted run",
+                "noise": "noising: corrupted activations patched into the clean run"}.get(self.direction,
+                                                                                          self.direction)
+        return f"{self.method} patching ({what}), metric {self.metric}"
+
+    def heatmap_figure(self, normalized: bool = True, title: str | None = None):
+        """The heat map as a matplotlib figure: first dim as rows, the remaining dims flattened into columns.
+
+        The figure is wide enough for its (wrapped) title and tick labels, so nothing is cut when saved.
+        """
+        import textwrap
+
         import matplotlib
 
         matplotlib.use("Agg")
@@ -302,18 +314,33 @@ class PatchResult:
             cols = [""]
             for d in self.dims[1:]:
                 cols = [f"{a}|{b}" if a else b for a in cols for b in self.labels[d]]
-        fig, ax = plt.subplots(figsize=(min(2 + 0.35 * v.shape[1], 40), min(1.5 + 0.3 * v.shape[0], 40)))
+        title = title or (f"{self.method} patching ({self.direction}): {'normalised ' if normalized else ''}"
+                          f"{self.metric}")
+        label_in = 0.07 * max(map(len, rows)) + 1.8  # row labels + colour bar, inches at 7 pt
+        width = min(max(0.35 * v.shape[1] + label_in, 4.5), 40)
+        title = "\n".join(textwrap.wrap(title, max(20, int((width - 0.5) / 0.1)))) or title
+        height = min(1.5 + 0.3 * v.shape[0] + 0.07 * max(map(len, cols)) + 0.2 * title.count("\n"), 40)
+        fig, ax = plt.subplots(figsize=(width, height))
         lim = float(v.abs().max()) or 1.0
         im = ax.imshow(v.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
         ax.set_yticks(range(len(rows)), rows, fontsize=7)
         ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=7)
-        ax.set_title(title or f"{self.method} patching: {'normalised ' if normalized else ''}{self.metric}")
+        ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
+        return fig
+
+    def heatmap(self, path: str | os.PathLike, normalized: bool = True, title: str | None = None) -> Path:
+        """PNG heat map (see ``heatmap_figure``), written atomically; the saved box takes in every label."""
+        import matplotlib.pyplot as plt
+
+        fig = self.heatmap_figure(normalized, title)
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp.png")
-        fig.savefig(tmp, dpi=100)
-        plt.close(fig)
+        try:
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        finally:
+            plt.close(fig)
         os.replace(tmp, path)
         return path
 

@@ -122,7 +122,11 @@ def path_patch(m, base, source, sender, receivers: Sequence, score: Callable, *,
 def path_patch_sweep(m, base, source, senders: Sequence, receivers: Sequence, score: Callable, *,
                      freeze: list[str] | None = None, head_dim: int | None = None, metric_name: str = "score",
                      progress: bool = False) -> PatchResult:
-    """``path_patch`` for each sender; a ``PatchResult`` over dim ``sender`` (base = clean, source = corrupt)."""
+    """``path_patch`` for each sender; a ``PatchResult`` over dim ``sender``.
+
+    This is *noising* (``direction='noise'``, recorded in the result): ``base`` is the clean run and ``source`` the
+    corrupted one, so a normalised effect of 1 means the sender's corrupted output alone fully corrupts behaviour.
+    """
     from tqdm.auto import tqdm
 
     vals, eff = [], None
@@ -131,7 +135,9 @@ def path_patch_sweep(m, base, source, senders: Sequence, receivers: Sequence, sc
         vals.append(eff.patched)
     labels = {"sender": [s if isinstance(s, str) else f"{s[0]}#{s[1]}" for s in senders]}
     return PatchResult(torch.tensor(vals), ("sender",), labels, eff.base, eff.source, metric_name, "path", "noise",
-                       meta={"receivers": [str(r) for r in receivers]})
+                       meta={"receivers": [str(r) for r in receivers],
+                             "mode": "noising: the base (clean) run with the sender's source (corrupted) output "
+                                     "reaching only the receivers"})
 
 
 # -- circuit overlap -------------------------------------------------------------------------------------

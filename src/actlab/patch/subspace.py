@@ -91,6 +91,44 @@ def lm_score(metric) -> Callable:
     return score
 
 
+def load_basis(path) -> tuple[torch.Tensor, str | None]:
+    """A patch direction from disk: ``(basis [d] or [k, d], site or None)``.
+
+    Reads a steering-direction folder written by ``actlab.steer.Direction.save`` / ``actlab steer extract`` (or
+    the ``direction.safetensors`` inside it; the direction's site comes with it), a ``basis.safetensors`` written by
+    ``actlab patch subspace``, or any safetensors file holding a ``direction`` (or single ``vector``) tensor.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"direction file {p} does not exist")
+    folder = p if p.is_dir() else p.parent
+    if (folder / "direction.json").exists() and (p.is_dir() or p.name == "direction.safetensors"):
+        from actlab.steer import Direction
+
+        d = Direction.load(folder)
+        return d.vector.float(), d.site
+    if p.is_dir():
+        raise FileNotFoundError(f"{p} is a folder without direction.json; pass a steer direction folder or a "
+                                f".safetensors file with a 'direction' tensor")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        t = load_file(str(p))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{p} is not a readable safetensors file ({e})") from None
+    key = "direction" if "direction" in t else ("vector" if set(t) == {"vector"} else None)
+    if key is None:
+        raise KeyError(f"{p} holds no 'direction' tensor (it has {sorted(t)}); expected a [d] or [k, d] "
+                       f"'direction' tensor or a steer direction folder")
+    v = t[key].float()
+    if v.dim() not in (1, 2) or not bool(torch.isfinite(v).all()):
+        raise ValueError(f"{p}: '{key}' must be a finite [d] or [k, d] tensor; got shape {list(v.shape)}")
+    return v, None
+
+
 # -- illusion check --------------------------------------------------------------------------------------
 @dataclass
 class IllusionReport:

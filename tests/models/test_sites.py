@@ -6,18 +6,23 @@ import torch
 
 from actlab import load_model, wrap
 
-FAMILIES = ["tiny-gpt2", "tiny-llama", "tiny-bert", "tiny-mixtral"]
+FAMILIES = ["tiny-gpt2", "tiny-llama", "tiny-bert", "tiny-mixtral", "tiny-neox"]
 TEXTS = ["hello world, this is a test", "short one"]
 
 
+def hf_kwargs(m, enc):
+    """The inputs the Model itself passes (position ids that follow the attention mask, where it adds them)."""
+    return m.forward_kwargs(enc) if hasattr(m, "forward_kwargs") else enc
+
+
 @pytest.mark.parametrize("name", FAMILIES)
-def test_resid_post_equals_hf_hidden_states(tiny, name):
-    m = tiny(name)
+def test_resid_post_equals_hf_hidden_states(name):
+    m = load_model(name)  # a private copy: HF's output_hidden_states leaves its capture hooks on the module
     enc = m.tokenize(TEXTS)
     sites = [f"blocks.{i}.resid_post" for i in range(m.n_layers)]
     acts = m.record(enc, sites=sites + (["final_norm"] if "final_norm" in m.sites else []))
     with torch.no_grad():
-        hs = m.module(**enc, output_hidden_states=True).hidden_states
+        hs = m.module(**hf_kwargs(m, enc), output_hidden_states=True).hidden_states
     for i in range(m.n_layers - 1):
         assert torch.equal(acts[sites[i]], hs[i + 1]), f"{name} layer {i}"
     last = acts["final_norm"] if "final_norm" in acts else acts[sites[-1]]  # HF applies the final norm last

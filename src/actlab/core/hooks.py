@@ -37,6 +37,16 @@ class Ctx:
 Handler = Callable[[torch.Tensor, Ctx], "torch.Tensor | None"]
 
 
+def _split_part(spec: SiteSpec, t: torch.Tensor) -> torch.Tensor:
+    """A view of part ``index`` of ``parts`` of a fused projection's last dim, per head ``[..., head, d_head]``:
+    ``[p0 | p1 | ...]`` (GPT-2 ``c_attn``), or ``[head, parts, d_head]`` with ``split_inner`` (GPT-NeoX)."""
+    index, parts = spec.split
+    if spec.split_inner:
+        return t.view(*t.shape[:-1], spec.heads, parts, -1)[..., index, :]
+    t = t.view(*t.shape[:-1], parts, -1)[..., index, :]
+    return t.view(*t.shape[:-1], spec.heads, -1)
+
+
 class _Handles:
     """Several hook handles removed together."""
 
@@ -97,7 +107,9 @@ class HookEngine:
     def _view(self, spec: SiteSpec, t: torch.Tensor) -> torch.Tensor:
         if spec.flat_tokens and self.info is not None and t.dim() == 2 and t.shape[0] == self.info.batch * self.info.seq:
             t = t.view(self.info.batch, self.info.seq, t.shape[-1])
-        if spec.heads:
+        if spec.split is not None:
+            t = _split_part(spec, t)
+        elif spec.heads:
             t = t.view(*t.shape[:-1], spec.heads, t.shape[-1] // spec.heads)
         if spec.pattern:
             t = t.transpose(1, 2)  # [b, h, q, k] -> [b, q, h, k]: positions first
@@ -107,6 +119,11 @@ class HookEngine:
     def _unview(spec: SiteSpec, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         if spec.pattern and new.dim() == 4:
             new = new.transpose(1, 2)
+        if spec.split is not None:  # write the part back into a copy of the whole fused output
+            full = old.clone()
+            part = _split_part(spec, full)
+            part.copy_(new.reshape(part.shape))
+            return full
         if new.shape != old.shape:
             new = new.reshape(old.shape)
         return new

@@ -1,6 +1,7 @@
-"""Models: loading (bundled, HF folder, GGUF, tiny) and the canonical site naming."""
+"""Models: loading (bundled, HF folder, GGUF, tiny), the architecture adapters and the canonical site naming."""
+from actlab.models.adapter import Adapter, Unsupported
 from actlab.models.load import BUNDLED, load_model, wrap
 from actlab.models.model import Model, Recording
 from actlab.models.sites import SiteMap, SiteSpec
 
-__all__ = ["BUNDLED", "load_model", "wrap", "Model", "Recording", "SiteMap", "SiteSpec"]
+__all__ = ["Adapter", "Unsupported", "BUNDLED", "load_model", "wrap", "Model", "Recording", "SiteMap", "SiteSpec"]

@@ -51,8 +51,14 @@ class Model:
         return self.sitemap.names
 
     @property
+    def adapter(self):
+        """The architecture adapter (``actlab.models.Adapter``): module paths, head geometry, weight views."""
+        return self.sitemap.adapter
+
+    @property
     def family(self) -> str:
-        return self.sitemap.family.name if self.sitemap.family else "generic"
+        """The adapter's name: gpt2, llama, bert, mixtral, gpt_neox or generic."""
+        return self.adapter.name
 
     @property
     def config(self) -> Any:
@@ -60,12 +66,11 @@ class Model:
 
     @property
     def n_layers(self) -> int:
-        return self.sitemap.n_layers
+        return self.adapter.n_layers
 
     @property
     def d_model(self) -> int | None:
-        cfg = self.config
-        return getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None)
+        return self.adapter.d_model
 
     @property
     def device(self) -> torch.device:

@@ -1,4 +1,4 @@
-"""Tiny seeded random models (GPT-2, Llama, BERT, Mixtral) with a byte-level tokenizer, built in-process for tests."""
+"""Tiny seeded random models (GPT-2, Llama, BERT, Mixtral, GPT-NeoX) with a byte-level tokenizer, built in-process for tests."""
 from __future__ import annotations
 
 import torch
@@ -8,6 +8,7 @@ TINY = {
     "tiny-llama": ("Llama", "llama"),
     "tiny-bert": ("BERT", "bert"),
     "tiny-mixtral": ("Mixtral MoE", "mixtral"),
+    "tiny-neox": ("GPT-NeoX (Pythia layout, parallel residual)", "gpt_neox"),
 }
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
 
@@ -29,7 +30,7 @@ def byte_tokenizer(add_eos: bool = False):
 
 
 def tiny_config(name: str):
-    from transformers import BertConfig, GPT2Config, LlamaConfig, MixtralConfig
+    from transformers import BertConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, MixtralConfig
 
     v = len(SPECIALS) + 256
     ids = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -45,6 +46,9 @@ def tiny_config(name: str):
         return MixtralConfig(vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                              num_local_experts=4, num_experts_per_tok=2, **ids)
+    if name == "tiny-neox":
+        return GPTNeoXConfig(vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, max_position_embeddings=512, **ids)
     raise KeyError(f"unknown tiny model {name!r}; known: {sorted(TINY)}")
 
 

@@ -14,6 +14,18 @@ from actlab.steer.sweep import SweepConfig
 NAN = float("nan")
 
 
+def cli_error(capsys, argv, text):
+    """The CLI refuses: ``error: <text...>`` on stderr with exit status 2 (or the library error itself)."""
+    with pytest.raises((SystemExit, ValueError)) as ei:
+        main(argv)
+    if isinstance(ei.value, SystemExit):
+        assert ei.value.code == 2
+        err = capsys.readouterr().err
+        assert "error:" in err and text in err
+    else:
+        assert text in str(ei.value)
+
+
 def nan_vector(d: int, value: float = NAN) -> torch.Tensor:
     v = torch.ones(d)
     v[3] = value
@@ -99,16 +111,14 @@ def test_ablation_and_orthogonalisation_refuse_nonfinite_or_zero(tiny, tmp_path)
         assert not (tmp_path / "edited").exists()  # nothing written
 
 
-def test_cli_refuses_nan_direction(tiny, tmp_path):
+def test_cli_refuses_nan_direction(tiny, tmp_path, capsys):
     m = tiny("tiny-llama")
     folder = good_direction(m).save(tmp_path / "dir")
     poison(folder)
-    with pytest.raises(ValueError, match="NaN/Inf"):
-        main(["steer", "apply", str(folder), "--model", "tiny-llama", "--orthogonalize", str(tmp_path / "ortho")])
+    cli_error(capsys, ["steer", "apply", str(folder), "--model", "tiny-llama", "--orthogonalize",
+                       str(tmp_path / "ortho")], "NaN/Inf")
     assert not (tmp_path / "ortho").exists()
-    with pytest.raises(ValueError, match="NaN/Inf"):
-        main(["steer", "apply", str(folder), "--out", str(tmp_path / "s.json")])
+    cli_error(capsys, ["steer", "apply", str(folder), "--out", str(tmp_path / "s.json")], "NaN/Inf")
     assert not (tmp_path / "s.json").exists()
-    with pytest.raises(ValueError, match="NaN/Inf"):
-        main(["steer", "generate", "tiny-llama", "--prompt", "hi", "--direction", str(folder)])
+    cli_error(capsys, ["steer", "generate", "tiny-llama", "--prompt", "hi", "--direction", str(folder)], "NaN/Inf")
     assert json.loads((folder / "direction.json").read_text())["site"] == "blocks.1.resid_post"

@@ -10,6 +10,17 @@ from actlab.steer.evaluate import KeywordScorer, kl_on_neutral, perplexity
 from actlab.steer.sweep import load_sweep, sweep
 
 
+def cli_error(capsys, argv, text):
+    """The CLI refuses: ``error: <text...>`` on stderr with exit status 2 (or the library error itself)."""
+    with pytest.raises((SystemExit, ValueError, FileNotFoundError)) as ei:
+        main(argv)
+    if isinstance(ei.value, SystemExit) and ei.value.code == 2:
+        err = capsys.readouterr().err
+        assert "error:" in err and text in err
+    else:
+        assert text in str(ei.value)
+
+
 def z_direction(m, site):
     z = m.tokenizer("Z", add_special_tokens=False)["input_ids"][0]
     u = torch.nn.functional.normalize(m.module.lm_head.weight[z].detach().clone(), dim=0)
@@ -74,11 +85,10 @@ def test_cli_extract_apply_generate_sweep(tmp_path, capsys):
     assert (tmp_path / "sw" / "sweep.json").exists() and "unsteered" in capsys.readouterr().out
     main(["steer", "apply", str(tmp_path / "d"), "--model", "tiny-llama", "--orthogonalize", str(tmp_path / "o")])
     assert (tmp_path / "o" / "config.json").exists()
-    with pytest.raises(SystemExit, match="give --pairs"):
-        main(["steer", "extract", "tiny-llama", "--positive", str(pos), "--out", str(tmp_path / "e")])
-    with pytest.raises(SystemExit, match="does not exist"):
-        main(["steer", "extract", "tiny-llama", "--positive", str(tmp_path / "nope.txt"), "--negative", str(neg),
-              "--out", str(tmp_path / "e")])
+    cli_error(capsys, ["steer", "extract", "tiny-llama", "--positive", str(pos), "--out", str(tmp_path / "e")],
+              "give --pairs")
+    cli_error(capsys, ["steer", "extract", "tiny-llama", "--positive", str(tmp_path / "nope.txt"), "--negative",
+                       str(neg), "--out", str(tmp_path / "e")], "does not exist")
     with pytest.raises(SystemExit):
         main(["steer", "extract", "--help"])
     assert "--position" in capsys.readouterr().out

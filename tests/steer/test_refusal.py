@@ -55,14 +55,38 @@ def test_instruction_positions_per_template(name):
 
 
 def test_directions_on_model_and_errors():
+    """Spec sanity check on a model: harmful prompts write u at their instruction's last token (t_inst), prompts the
+    model refuses write v at the last prompt token (t_post). One harmful prompt is not refused (a jailbreak) and one
+    harmless prompt is, so grouping by behaviour differs from grouping by label."""
     m = load_model("tiny-llama")
     m.tokenizer.chat_template = TEMPLATES["chatml"]
     harmful, harmless = load_instructions("harmful")[:4], load_instructions("harmless")[:4]
+    prompts = harmful + harmless
     refused = [True, True, True, False, False, False, False, True]
-    res = harm_refusal_directions(m, harmful, harmless, layers=[0, 1], refused=refused)
-    assert set(res.harm) == {"blocks.0.resid_pre", "blocks.1.resid_pre"}
-    assert res.harm["blocks.1.resid_pre"].position == "t_inst" and res.refusal["blocks.1.resid_pre"].position == "t_post"
-    assert all(-1 <= c <= 1 for c in res.cos.values())
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(m.d_model, 2, generator=g))
+    u, v = 5 * q[:, 0], 5 * q[:, 1]
+    t_inst, t_post = instruction_positions(m, prompts)
+    enc = m.tokenize(prompts, chat=True)
+    real = enc["attention_mask"].long().cumsum(1) - 1
+    at_inst = real == torch.tensor(t_inst)[:, None]
+    at_post = real == torch.tensor(t_post)[:, None]
+    harm_rows = torch.tensor([True] * 4 + [False] * 4)[:, None, None]
+    ref_rows = torch.tensor(refused)[:, None, None]
+
+    def plant(act, ctx):
+        assert act.shape[:2] == at_inst.shape  # one batch of the 8 prompts
+        return act + (at_inst[..., None] & harm_rows) * u + (at_post[..., None] & ref_rows) * v
+
+    with m.intervene({"blocks.0.resid_post": plant}):
+        res = harm_refusal_directions(m, harmful, harmless, layers=[1], refused=refused)
+    s = "blocks.1.resid_pre"
+    assert set(res.harm) == {s} and res.harm[s].position == "t_inst" and res.refusal[s].position == "t_post"
+    d_harm, d_ref = res.harm[s].vector, res.refusal[s].vector
+    assert cos(d_harm, u) > 0.95 and cos(d_ref, v) > 0.95 and abs(res.cos[s]) < 0.2
+    assert res.cos[s] == pytest.approx(cos(d_harm, d_ref), abs=1e-6)
+    # by behaviour, not label: the refused-minus-accepted mean moves the full planted v (by label only half of it)
+    assert float(d_ref @ torch.nn.functional.normalize(v, dim=0)) == pytest.approx(5.0, rel=0.1)
     with pytest.raises(ValueError, match="needs both refused and accepted"):
         harm_refusal_directions(m, harmful, harmless, layers=[1], refused=[True] * 8)
     rate, labels, texts = refusal_rate(m, harmful[:2], max_new_tokens=3)

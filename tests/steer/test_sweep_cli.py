@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from actlab import load_interventions
 from actlab.cli import main
 from actlab.steer import Direction
 from actlab.steer.evaluate import KeywordScorer, kl_on_neutral, perplexity
@@ -43,10 +44,34 @@ def test_sweep_scores_plots_and_picks(tiny, tmp_path):
     folder = res.save(tmp_path / "sw")
     assert (folder / "tradeoff.png").stat().st_size > 1000
     assert load_sweep(folder)["best"]["site"] == res.best.site
+    # the best setting is saved on its own: site, strength (with units), scores, and how it was chosen
+    best = json.loads((folder / "best.json").read_text())
+    assert best["best"]["site"] == res.best.site and best["best"]["strength"] == res.best.strength
+    assert best["best"]["scale"] == "unit" and best["best"]["concept"] == res.best.concept
+    assert best["best"]["ppl"] == res.best.ppl and best["best"]["kl"] == res.best.kl
+    ok = [r for r in res.rows if r.ppl <= 1e6 * res.baseline.ppl and r.concept > res.baseline.concept]
+    assert best["chosen_by"]["qualifying_settings"] == len(ok) and best["chosen_by"]["max_ppl_ratio"] == 1e6
+    assert "highest concept score" in best["chosen_by"]["rule"]
+    # ... with its direction and a replayable interventions file at that strength
+    d = Direction.load(folder / "best_direction")
+    assert d.site == res.best.site and torch.equal(d.vector, dirs[1 if d.site.startswith("blocks.1") else 0].vector)
+    (site, iv), = load_interventions(folder / "best_interventions.json")
+    assert site == res.best.site and iv.alpha == res.best.strength
+    # the plot labels every point with its strength
+    import matplotlib.pyplot as plt
+
+    fig = res.figure()
+    labels = sorted(t.get_text() for t in fig.axes[0].texts)
+    plt.close(fig)
+    assert labels == sorted(["0.02", "4"] * 2)
     # a tight fluency bound excludes the settings that break the text
     tight = sweep(m, dirs[1:], prompts, KeywordScorer(["Z"], regex=True), strengths=[4.0], scale="unit",
                   max_new_tokens=6, max_ppl_ratio=1e-3)
     assert tight.best is None
+    tight.save(tmp_path / "tight", plot=False)
+    nb = json.loads((tmp_path / "tight" / "best.json").read_text())
+    assert nb["best"] is None and nb["chosen_by"]["qualifying_settings"] == 0
+    assert not (tmp_path / "tight" / "best_direction").exists()
 
 
 def test_perplexity_and_kl(tiny):
@@ -83,6 +108,9 @@ def test_cli_extract_apply_generate_sweep(tmp_path, capsys):
           "--prompts", str(prompts), "--keywords", "Z", "--strengths", "1,8", "--max-new-tokens", "4",
           "--max-ppl-ratio", "1e6", "--out", str(tmp_path / "sw")])
     assert (tmp_path / "sw" / "sweep.json").exists() and "unsteered" in capsys.readouterr().out
+    best = json.loads((tmp_path / "sw" / "best.json").read_text())
+    assert best["chosen_by"]["settings"] == 2  # tiny-llama's random text rarely says "Z": best may be None
+    assert (best["best"] is None) != (tmp_path / "sw" / "best_interventions.json").exists()
     main(["steer", "apply", str(tmp_path / "d"), "--model", "tiny-llama", "--orthogonalize", str(tmp_path / "o")])
     assert (tmp_path / "o" / "config.json").exists()
     cli_error(capsys, ["steer", "extract", "tiny-llama", "--positive", str(pos), "--out", str(tmp_path / "e")],

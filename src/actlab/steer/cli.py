@@ -106,9 +106,9 @@ def cmd_sweep(a) -> None:
     if res.best:
         print(f"best: {res.best.site} strength {res.best.strength:g} ({a.scale}) concept {res.best.concept:.3f} "
               f"ppl {res.best.ppl:.2f}")
-        dirs[res.best.site].save(Path(folder) / "best_direction")
-        dirs[res.best.site].save_interventions(Path(folder) / "best_interventions.json", alpha=res.best.strength,
-                                               mode=a.mode, scale=a.scale)
+        print(f"wrote {folder}/best.json, best_direction/ and best_interventions.json")
+    else:
+        print(f"no setting qualified (see {folder}/best.json)")
     print(f"wrote {folder}/sweep.json and tradeoff.png")
 
 

@@ -72,49 +72,93 @@ class SweepRow:
     sample: str = ""
 
 
+BEST_RULE = ("highest concept score among the settings whose perplexity is at most max_ppl_ratio x the unsteered "
+             "generations' perplexity and whose concept score beats the unsteered one; ties: lower perplexity")
+
+
 @dataclass
 class SweepResult:
-    """Rows per setting plus the unsteered baseline and the chosen setting."""
+    """Rows per setting plus the unsteered baseline and the chosen setting (see ``BEST_RULE``)."""
 
     rows: list[SweepRow]
     baseline: SweepRow
     best: SweepRow | None
     config: dict
+    directions: dict[str, Direction] = field(default_factory=dict)
+    """The swept directions by site (``save`` writes the best one and its replayable interventions)."""
+
+    def best_setting(self) -> dict:
+        """What ``best.json`` holds: the chosen site, strength (with its scale and mode) and scores, and how it was
+        chosen (the rule, the perplexity bound, how many settings qualified); ``best`` is None when none did."""
+        bound = self.config.get("max_ppl_ratio", float("nan")) * self.baseline.ppl
+        n_ok = sum(r.ppl <= bound and r.concept > self.baseline.concept for r in self.rows)
+        b = self.best
+        return {"best": None if b is None else {
+                    "site": b.site, "strength": b.strength, "scale": self.config.get("scale"),
+                    "mode": self.config.get("mode"), "concept": b.concept, "ppl": b.ppl, "kl": b.kl,
+                    "sample": b.sample},
+                "chosen_by": {"rule": BEST_RULE, "max_ppl_ratio": self.config.get("max_ppl_ratio"),
+                              "ppl_bound": bound, "baseline_concept": self.baseline.concept,
+                              "baseline_ppl": self.baseline.ppl, "qualifying_settings": n_ok,
+                              "settings": len(self.rows)}}
 
     def save(self, folder: str | os.PathLike, plot: bool = True) -> Path:
+        """``sweep.json`` (every row), ``best.json`` (the best setting and how it was chosen), ``tradeoff.png`` and,
+        when a setting qualified and its direction is known, ``best_direction/`` and ``best_interventions.json``
+        (replayable with ``actlab generate --intervention``)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(folder / "sweep.json", {
             "format_version": 1, "kind": "actlab.steer.sweep", "config": self.config,
             "baseline": asdict(self.baseline), "best": asdict(self.best) if self.best else None,
-            "rows": [asdict(r) for r in self.rows]})
+            "best_rule": BEST_RULE, "rows": [asdict(r) for r in self.rows]})
+        atomic_write_json(folder / "best.json", {"format_version": 1, "kind": "actlab.steer.best",
+                                                 **self.best_setting()})
+        d = self.directions.get(self.best.site) if self.best else None
+        if d is not None:
+            d.save(folder / "best_direction")
+            d.save_interventions(folder / "best_interventions.json", alpha=self.best.strength,
+                                 mode=self.config.get("mode", "add"), scale=self.config.get("scale", "raw"))
         if plot:
             self.plot(folder / "tradeoff.png")
         return folder
 
-    def plot(self, path: str | os.PathLike) -> Path:
+    def figure(self):
+        """The trade-off figure: concept score against perplexity, one line per site, each point labelled with its
+        strength, the unsteered run and the best setting marked."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 4.5))
+        fig, ax = plt.subplots(figsize=(6.5, 4.8))
         sites = sorted({r.site for r in self.rows}, key=lambda s: int(s.split(".")[1]) if s.startswith("blocks.")
                        else 0)
         cmap = plt.get_cmap("viridis", max(2, len(sites)))
         for i, s in enumerate(sites):
             rs = sorted([r for r in self.rows if r.site == s], key=lambda r: r.strength)
             ax.plot([r.ppl for r in rs], [r.concept for r in rs], "o-", color=cmap(i), ms=3, lw=1, label=s)
+            for r in rs:
+                ax.annotate(f"{r.strength:g}", (r.ppl, r.concept), textcoords="offset points", xytext=(3, 3),
+                            fontsize=6, color=cmap(i))
         ax.plot([self.baseline.ppl], [self.baseline.concept], "k*", ms=12, label="unsteered")
         if self.best:
-            ax.plot([self.best.ppl], [self.best.concept], "rs", ms=10, mfc="none", label="best")
+            ax.plot([self.best.ppl], [self.best.concept], "rs", ms=10, mfc="none",
+                    label=f"best: {self.best.site} x{self.best.strength:g}")
         ax.set_xscale("log")
         ax.set_xlabel("perplexity of generations under the unsteered model (log)")
         ax.set_ylabel("concept score")
-        ax.set_title("steering trade-off (strength grows along each line)")
+        ax.set_title(f"steering trade-off (labels: strength, {self.config.get('scale', 'raw')} units)", fontsize=9)
         if len(sites) <= 12:
             ax.legend(fontsize=6)
         fig.tight_layout()
+        return fig
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`figure` as a PNG (atomically)."""
+        import matplotlib.pyplot as plt
+
+        fig = self.figure()
         tmp = Path(str(path) + ".tmp.png")
         fig.savefig(tmp, dpi=110)
         plt.close(fig)
@@ -213,7 +257,7 @@ def sweep(model, directions: dict[str, Direction] | Sequence[Direction], prompts
     best = max(ok, key=lambda r: (r.concept, -r.ppl)) if ok else None
     if best is None:
         log.warning("no setting raised the concept score within %.2fx the plain perplexity", cfg.max_ppl_ratio)
-    return SweepResult(rows, baseline, best, asdict(cfg))
+    return SweepResult(rows, baseline, best, asdict(cfg), {d.site: d for d in dirs})
 
 
 def load_sweep(folder: str | os.PathLike) -> dict:

@@ -1,5 +1,6 @@
 """End to end on a tiny store: actlab sae train / eval / info / top / export, transcoder train, bad inputs."""
 import json
+import re
 
 import pytest
 import torch
@@ -43,6 +44,20 @@ def test_sae_train_eval_info_top_export(store, capsys):
     assert (store / "exp" / "sae_weights.safetensors").exists()
 
 
+def _fails(args, match, capsys):
+    """The command fails with a message matching ``match``: raised, or printed as ``error: ...`` with exit 2."""
+    try:
+        main(args)
+    except SystemExit as e:
+        text = capsys.readouterr().err + (e.code if isinstance(e.code, str) else "")
+        assert e.code != 0 and re.search(match, text), text
+        return
+    except Exception as e:  # noqa: BLE001 - before the top-level error policy lands, errors propagate
+        assert re.search(match, str(e)), str(e)
+        return
+    pytest.fail(f"{args} did not fail")
+
+
 def _json_tail(out: str) -> str:
     return out[out.index("{"):]
 
@@ -74,7 +89,7 @@ def test_on_the_fly_uses_the_sites_own_width(store):
     assert cfg["d_in"] == 128 and cfg["d_sae"] == 256
 
 
-def test_gsae_on_the_fly_uses_gradients(store):
+def test_gsae_on_the_fly_uses_gradients(store, capsys):
     """--arch gsae requests the downstream gradient: with beta 0 it is exactly TopK, with beta > 0 it trains a
     different dictionary from the same data and seed; a store (no gradients) is refused."""
     from actlab.dictionary import build, load
@@ -92,19 +107,17 @@ def test_gsae_on_the_fly_uses_gradients(store):
     moved = [m.W_dec.detach() * m.cfg.train["scale_out"] - init for m in (topk, aware)]
     assert float((moved[0] - moved[1]).norm()) > 0.3 * float(moved[0].norm())
     assert aware.cfg.arch == "gsae" and aware.cfg.gsae_beta == 4
-    with pytest.raises(SystemExit, match="needs the downstream-loss gradient"):
-        main(["sae", "train", "--store", str(store / "store"), "--site", "blocks.1.resid_post", "--arch", "gsae",
-              "--out", str(store / "g_store")])
+    _fails(["sae", "train", "--store", str(store / "store"), "--site", "blocks.1.resid_post", "--arch", "gsae",
+            "--out", str(store / "g_store")], "needs the downstream-loss gradient", capsys)
 
 
-def test_finished_folder_needs_overwrite(store):
+def test_finished_folder_needs_overwrite(store, capsys):
     out = store / "fin"
     args = ["sae", "train", "--store", str(store / "store"), "--site", "blocks.1.resid_post", "--k", "4",
             "--expansion", "2", "--tokens", "1024", "--batch-size", "512", "--out", str(out)]
     main(args)
     before = (out / "dictionary.safetensors").read_bytes()
-    with pytest.raises(FileExistsError, match="already holds a finished dictionary"):
-        main(args + ["--seed", "3"])
+    _fails(args + ["--seed", "3"], "already holds a finished dictionary", capsys)
     assert (out / "dictionary.safetensors").read_bytes() == before
     main(args + ["--seed", "3", "--overwrite"])
     assert (out / "dictionary.safetensors").read_bytes() != before
@@ -120,7 +133,15 @@ def test_several_sites_one_sae_each(store):
         assert json.loads((out / site / "cfg.json").read_text())["site"] == site
 
 
-def test_missing_site_error(store):
-    with pytest.raises(SystemExit, match="has no site 'blocks.5.resid_post'"):
-        main(["sae", "train", "--store", str(store / "store"), "--site", "blocks.5.resid_post",
-              "--out", str(store / "x")])
+def test_missing_site_error(store, capsys):
+    _fails(["sae", "train", "--store", str(store / "store"), "--site", "blocks.5.resid_post",
+            "--out", str(store / "x")], "has no site 'blocks.5.resid_post'", capsys)
+
+
+def test_info_of_a_saelens_folder_with_site_override(capsys):
+    from pathlib import Path
+    folder = Path(__file__).parent / "fixtures" / "saelens" / "topk"
+    main(["sae", "info", str(folder)])
+    assert json.loads(capsys.readouterr().out)["site"] == "blocks.1.resid_post"   # from blocks.1.hook_resid_post
+    main(["sae", "info", str(folder), "--site", "blocks.0.resid_post"])
+    assert json.loads(capsys.readouterr().out)["site"] == "blocks.0.resid_post"

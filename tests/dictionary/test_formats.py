@@ -63,7 +63,7 @@ def test_sparsify_folder_by_hand(tmp_path):
     v, i = pre.topk(k, dim=-1)
     ref = torch.zeros_like(pre).scatter(-1, i, v) @ W_dec + b_dec
     m = load_foreign(tmp_path)                               # parent folder with one hookpoint
-    assert m.cfg.site == "layers.3"
+    assert m.cfg.site == "blocks.3.resid_post"          # the hookpoint mapped to an actlab site
     assert torch.allclose(m(x), ref, atol=1e-4)
 
 

@@ -23,6 +23,7 @@ FORMAT_VERSION = 1
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "dictionary.safetensors"
 ARCHS: dict[str, type["Dictionary"]] = {}
+NORMALIZATIONS = ("none", "constant_norm_rescale", "layer_norm")
 
 
 def register_arch(cls):
@@ -67,6 +68,10 @@ class DictConfig:
     """Model name the activations came from."""
     dtype: str = "fp32"
     """Parameter dtype."""
+    normalize_activations: str = "none"
+    """Per-token input normalisation at inference, as SAELens defines it: 'none', 'constant_norm_rescale' (x scaled
+    to norm sqrt(d_in), the output scaled back) or 'layer_norm' (x standardised, the output de-standardised).
+    Loaded SAELens SAEs only; the trainer folds its own (constant) scaling into the weights."""
     train: dict[str, Any] = field(default_factory=dict)
     """Training provenance: tokens, steps, final metrics (filled by the trainer)."""
 
@@ -75,8 +80,13 @@ class DictConfig:
             raise ValueError(f"DictConfig.d_in must be > 0, got {self.d_in}")
         if self.d_sae <= 0:
             self.d_sae = self.expansion * self.d_in
+        else:                     # d_sae given: the expansion shown must match it (0: not a whole multiple)
+            self.expansion = self.d_sae // self.d_in if self.d_sae % self.d_in == 0 else 0
         if self.arch in ("topk", "batchtopk", "gsae") and not 0 < self.k <= self.d_sae:
             raise ValueError(f"k={self.k} must be in 1..d_sae={self.d_sae}")
+        if self.normalize_activations not in NORMALIZATIONS:
+            raise ValueError(f"normalize_activations must be one of {NORMALIZATIONS}; got "
+                             f"{self.normalize_activations!r}")
         if self.arch not in ARCHS:
             raise ValueError(f"unknown architecture {self.arch!r}; available: {sorted(ARCHS)}")
 
@@ -146,10 +156,34 @@ class Dictionary(nn.Module):
         return self.b_pre if self.cfg.is_transcoder else self.b_dec
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Right width, parameter dtype, and the configured per-token normalisation applied."""
         if x.shape[-1] != self.cfg.d_in:
             raise ValueError(f"input has last dimension {x.shape[-1]} but the dictionary expects d_in="
                              f"{self.cfg.d_in} (site {self.cfg.site or '?'})")
-        return x.to(self.W_enc.dtype)
+        x = x.to(self.W_enc.dtype)
+        mode = self.cfg.normalize_activations
+        if mode == "constant_norm_rescale":
+            return x * (self.cfg.d_in ** 0.5 / x.norm(dim=-1, keepdim=True))
+        if mode == "layer_norm":
+            xc = x - x.mean(-1, keepdim=True)
+            return xc / (xc.std(-1, keepdim=True) + 1e-5)
+        return x
+
+    def _denormalize(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Undo ``check_input``'s per-token normalisation on an output (SAELens' run_time_activation_norm_fn_out)."""
+        mode = self.cfg.normalize_activations
+        x = x.to(out.dtype)
+        if mode == "constant_norm_rescale":
+            return out / (self.cfg.d_in ** 0.5 / x.norm(dim=-1, keepdim=True))
+        if mode == "layer_norm":
+            mu = x.mean(-1, keepdim=True)
+            return out * (x - mu).std(-1, keepdim=True) + mu
+        return out
+
+    def encode_decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dense latent acts, reconstruction or prediction in the input's units) for ``x [..., d_in]``."""
+        acts = self.encode(x)
+        return acts, self._denormalize(self.decode(acts, self.check_input(x)), x)
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.centre_bias()) @ self.W_enc.t() + self.b_enc
@@ -168,8 +202,7 @@ class Dictionary(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction (SAE) or prediction (transcoder) of ``x [..., d_in]``."""
-        x = self.check_input(x)
-        return self.decode(self.encode(x), x)
+        return self.encode_decode(x)[1]
 
     def skip_term(self, x: torch.Tensor) -> torch.Tensor | float:
         return x @ self.W_skip if self.cfg.skip else 0.0
@@ -235,18 +268,32 @@ def build(cfg: DictConfig, seed: int = 0) -> Dictionary:
     return ARCHS[cfg.arch](cfg, generator=g)
 
 
-def load(path: str | Path, device: str | torch.device | None = None) -> Dictionary:
-    """Load an actlab dictionary folder; SAELens / sparsify folders are detected and converted."""
+def load(path: str | Path, device: str | torch.device | None = None, *, site: str | None = None,
+         site_out: str | None = None, hookpoint: str | None = None,
+         norm_scaling_factor: float | None = None) -> Dictionary:
+    """Load an actlab dictionary folder; SAELens / sparsify folders are detected and converted.
+
+    ``site`` / ``site_out`` override the sites named in the folder (peer hook names are mapped to actlab sites
+    where possible); ``hookpoint`` picks one SAE of a sparsify folder holding several; ``norm_scaling_factor``
+    folds a SAELens ``expected_average_only_in`` input scaling (from the release's pretrained_saes.yaml)."""
     from safetensors.torch import load_file
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no dictionary at {path}")
     if not (path / WEIGHTS_FILE).exists():
         from actlab.dictionary.formats import load_foreign
-        return load_foreign(path, device=device)
-    meta = json.loads((path / CFG_FILE).read_text())
-    cfg = DictConfig.from_dict(meta)
-    model = ARCHS[cfg.arch](cfg)
-    sd = load_file(str(path / WEIGHTS_FILE))
-    model.load_state_dict(sd)
-    return model.to(device) if device is not None else model
+        model = load_foreign(path, device=device, hookpoint=hookpoint, norm_scaling_factor=norm_scaling_factor)
+    else:
+        meta = json.loads((path / CFG_FILE).read_text())
+        cfg = DictConfig.from_dict(meta)
+        model = ARCHS[cfg.arch](cfg)
+        sd = load_file(str(path / WEIGHTS_FILE))
+        model.load_state_dict(sd)
+        model = model.to(device) if device is not None else model
+    if site:
+        model.cfg.site = site
+    if site_out:
+        if not model.cfg.is_transcoder:
+            raise ValueError(f"site_out={site_out!r} given, but {path} holds an SAE, not a transcoder")
+        model.cfg.site_out = site_out
+    return model

@@ -112,11 +112,26 @@ def cmd_train(a, transcoder: bool = False) -> None:
         D.barrier()
 
 
-def cmd_eval(a) -> None:
+def _load(a):
+    """The dictionary at ``a.path`` with the --site / --site-out / --hookpoint / --norm-scale options applied."""
     from actlab.dictionary import load
+    return load(a.path, site=getattr(a, "site", None), site_out=getattr(a, "site_out", None),
+                hookpoint=getattr(a, "hookpoint", None), norm_scaling_factor=getattr(a, "norm_scale", None))
+
+
+def _load_args(p) -> None:
+    p.add_argument("path", help="dictionary folder (actlab, SAELens or sparsify)")
+    p.add_argument("--site", help="the site it reads, overriding the folder's (peer hook names are mapped)")
+    p.add_argument("--site-out", help="transcoders: the site it predicts, overriding the folder's")
+    p.add_argument("--hookpoint", help="sparsify folder with several hookpoints: the one to load")
+    p.add_argument("--norm-scale", type=float, default=None,
+                   help="SAELens normalize_activations=expected_average_only_in: the norm scaling factor to fold")
+
+
+def cmd_eval(a) -> None:
     from actlab.dictionary.data import store_source
     from actlab.dictionary.evaluate import density_histogram, evaluate, splice_ce
-    m = load(a.path)
+    m = _load(a)
     res = {}
     if a.store:
         from actlab.store import ActivationStore
@@ -132,7 +147,7 @@ def cmd_eval(a) -> None:
         from actlab.data.sources import load_texts
         lm = load_model(a.model)
         texts = load_texts(a.texts)[: a.max_texts]
-        sp = splice_ce(lm, m, texts)
+        sp = splice_ce(lm, m, texts, skip_first=a.splice_skip_first, exclude_bos=not a.splice_bos)
         res.update({f"splice_{k}": v for k, v in sp.__dict__.items()})
     if not res:
         raise SystemExit("error: give --store (reconstruction metrics) and/or --model + --texts (spliced CE)")
@@ -140,19 +155,17 @@ def cmd_eval(a) -> None:
 
 
 def cmd_info(a) -> None:
-    from actlab.dictionary import load
     from dataclasses import asdict
-    m = load(a.path)
+    m = _load(a)
     info = asdict(m.cfg)
     info["parameters"] = sum(p.numel() for p in m.parameters())
     print(json.dumps(info, indent=2))
 
 
 def cmd_top(a) -> None:
-    from actlab.dictionary import load
     from actlab.dictionary.top import render, top_examples
     from actlab.store import ActivationStore
-    m = load(a.path)
+    m = _load(a)
     s = ActivationStore(a.store)
     feats = [int(f) for f in a.features.split(",")] if a.features else None
     res = top_examples(m, s, features=feats, n_features=a.n_features, top=a.top, max_rows=a.tokens,
@@ -176,15 +189,14 @@ def _tokenizer(store):
 
 
 def cmd_export(a) -> None:
-    from actlab.dictionary import load
     from actlab.dictionary.formats import export_saelens, export_sparsify
-    m = load(a.path)
+    m = _load(a)
     out = (export_saelens if a.to == "saelens" else export_sparsify)(m, a.out)
     print(f"wrote {a.to} folder {out}")
 
 
 def _eval_args(p) -> None:
-    p.add_argument("path", help="dictionary folder (actlab, SAELens or sparsify)")
+    _load_args(p)
     p.add_argument("--store", help="store with the site(s), for FVU / L0 / dead / dense")
     p.add_argument("--tokens", type=int, default=200_000, help="rows to evaluate")
     p.add_argument("--batch-size", type=int, default=4096)
@@ -192,6 +204,9 @@ def _eval_args(p) -> None:
     p.add_argument("--model", help="model for spliced cross-entropy")
     p.add_argument("--texts", help="text file for spliced cross-entropy")
     p.add_argument("--max-texts", type=int, default=64)
+    p.add_argument("--splice-skip-first", type=int, default=1,
+                   help="spliced CE: leave the first N real tokens of each text clean and unscored (default 1)")
+    p.add_argument("--splice-bos", action="store_true", help="spliced CE: splice and score BOS tokens too")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -205,10 +220,10 @@ def register(sub) -> None:
     _eval_args(e)
     e.set_defaults(func=cmd_eval)
     i = s.add_parser("info", help="print a dictionary's config and training metrics")
-    i.add_argument("path")
+    _load_args(i)
     i.set_defaults(func=cmd_info)
     tp = s.add_parser("top", help="top-activating contexts per feature from a store")
-    tp.add_argument("path")
+    _load_args(tp)
     tp.add_argument("--store", required=True)
     tp.add_argument("--features", default="", help="comma-separated feature ids (default: most frequent)")
     tp.add_argument("--n-features", type=int, default=10)
@@ -218,9 +233,9 @@ def register(sub) -> None:
     tp.add_argument("--no-color", action="store_true", help="mark the token with [[ ]] instead of colour")
     tp.set_defaults(func=cmd_top)
     x = s.add_parser("export", help="write a dictionary in SAELens or sparsify format")
-    x.add_argument("path")
+    _load_args(x)
     x.add_argument("--to", choices=["saelens", "sparsify"], required=True)
-    x.add_argument("--out", required=True)
+    x.add_argument("--out", required=True, help="folder (sparsify: the parent; the SAE goes in <out>/<hookpoint>)")
     x.set_defaults(func=cmd_export)
     p.set_defaults(func=lambda a: p.print_help())
 

@@ -46,10 +46,18 @@ def test_ebab_edges_from_unique_values():
         ebab_mi(torch.zeros(2, 2, 2))
 
 
-def test_info_plane_runs(one_thread):
-    res = train_info_plane("tanh", epochs=20, n_records=3, estimators=("ebab",))
-    p = res["ebab"]
-    assert len(p.epochs) == 3 and len(p.ixt[0]) == 5
-    assert all(0 <= v <= 12 + 1e-9 for row in p.ixt for v in row)
-    assert all(v <= row_x + 1e-9 for row, rx in zip(p.ity, p.ixt) for v, row_x in zip(row, rx))
-    assert p.ixt[-1][0] > 10                     # the 10-unit first layer keeps almost all of the 12 bits
+def test_info_plane_fits_then_compresses(one_thread):
+    """The information-plane run shows the paper's picture on the 12-bit task (tanh, 100 full-batch epochs,
+    measured seeds 0-1): the net learns (train accuracy 0.93-0.96), the last hidden layer gains label information
+    (I(T;Y) 0.17-0.32 -> 0.79-0.89 bits: fitting) while its input information falls (I(X;T) 8.5-9.0 -> 5.2-5.4
+    bits: compression), and the 10-unit first layer keeps almost all 12 bits."""
+    for seed in (0,):   # deterministic; seed 1 was measured too (figures above)
+        p = train_info_plane("tanh", epochs=100, n_records=3, estimators=("ebab",), seed=seed)["ebab"]
+        assert p.epochs == [1, 10, 100] and len(p.ixt[0]) == 5
+        assert p.train_acc[-1] > 0.9 > p.train_acc[0]
+        assert all(0 <= v <= 12 + 1e-9 for row in p.ixt for v in row)
+        assert all(v <= 1 + 1e-9 for row in p.ity for v in row)                 # I(T;Y) <= H(Y) = 1 bit
+        assert all(v <= rx + 1e-9 for row, rxs in zip(p.ity, p.ixt) for v, rx in zip(row, rxs))
+        assert min(r[0] for r in p.ixt) > 11.5                                # the 10-unit first layer
+        assert p.ity[-1][-1] > p.ity[0][-1] + 0.4                            # fitting
+        assert p.ixt[-1][-1] < p.ixt[0][-1] - 2.0                            # compression

@@ -2,6 +2,7 @@
 activations of the same inputs (tiny model; SmolLM2 with its real massive activation in channel 507)."""
 import json
 import math
+import os
 
 import pytest
 from safetensors.torch import load_file
@@ -56,11 +57,11 @@ def test_report_tiny_matches_direct(tiny, tmp_path, capsys, one_thread):
     assert "## MLP activation sparsity" in md and "## Calibration-set sensitivity" in md
 
 
-def test_report_bad_input(tmp_path):
-    with pytest.raises(SystemExit, match="does not exist"):
-        main(["stats", "tiny-llama", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")])
-    with pytest.raises(SystemExit, match="at least one context"):
-        main(["stats", "tiny-llama", "--tokens", "10", "--context-length", "64", "--out", str(tmp_path / "o")])
+def test_report_bad_input(tmp_path, cli_error):
+    cli_error(["stats", "tiny-llama", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")],
+              "does not exist")
+    cli_error(["stats", "tiny-llama", "--tokens", "10", "--context-length", "64", "--out", str(tmp_path / "o")],
+              "at least one context")
 
 
 @pytest.mark.real
@@ -89,3 +90,109 @@ def test_report_smollm2_end_to_end(smollm2, tmp_path):
     sink = mv["attention_sink"]
     assert sink["mean_mass_after_first_layer"] > 2 * sink["uniform_baseline"]
     assert st["sparsity"]["layers"][3]["n_tokens"] == 2048
+
+
+SMALL = ["--tokens", "128", "--context-length", "64", "--ablation-tokens", "0", "--eval-tokens", "0",
+         "--sink-contexts", "0"]
+
+
+def test_short_text_uses_its_own_length(tmp_path, capsys):
+    """Issue 14 item 13: two sentences used to be refused ("fewer than one context of 256")."""
+    data = tmp_path / "short.txt"
+    data.write_text("Massive activations are rare. They sit on the first token.")
+    out = tmp_path / "rep"
+    main(["stats", "tiny-llama", "--data", str(data), "--out", str(out)])
+    printed = capsys.readouterr().out
+    m_ids = load_file(str(out / "inputs.safetensors"))["input_ids"]
+    from actlab import load_model
+    from actlab.data.pack import doc_tokens
+
+    n = len(doc_tokens(load_model("tiny-llama").tokenizer, [data.read_text()])[0])
+    assert 2 <= n < 256 and m_ids.shape == (1, n)
+    st = json.loads((out / "stats.json").read_text())
+    assert st["meta"]["context_length"] == n and st["meta"]["n_tokens"] == n
+    note = f"holds only {n} tokens, fewer than one context of 256: the text's own length ({n} tokens) is used"
+    assert any(note in x for x in st["meta"]["notes"]) and note in printed
+    assert any("ablation test and the calibration study are skipped" in x for x in st["meta"]["notes"])
+    assert note in (out / "report.md").read_text()
+    assert "ablation" not in st["massive"] and not st["calibration"]
+
+
+def test_data_demo_and_progress_of_every_section(tiny, tmp_path, capsys):
+    """Issue 14 item 13: `stats --data demo` failed; after the statistics bar the sections ran silently."""
+    from actlab.data import demo_corpus
+    from actlab.stats.report import StatsConfig, run_stats
+
+    out = tmp_path / "rep"
+    main(["stats", "tiny-llama", "--data", "demo", "--out", str(out), *SMALL])
+    assert json.loads((out / "stats.json").read_text())["meta"]["data"] == str(demo_corpus())
+    capsys.readouterr()
+    cfg = StatsConfig(model="tiny-llama", out=str(out), tokens=128, context_length=64, ablation_tokens=64,
+                      eval_tokens=64, calib_contexts=1, calib_length=32, sink_contexts=1)
+    rep = run_stats(cfg, model=tiny("tiny-llama"), progress=True)
+    err = capsys.readouterr().err
+    assert "stats: writing the report" in err and "calibration" in err and "stats: calibration study" in err
+    if rep.massive.get("first_layer") is not None:              # these run only where massive activations exist
+        assert "stats: ablation test" in err and "stats: attention sink" in err
+
+
+def _report_files(out):
+    return {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+
+
+def test_disk_full_keeps_the_previous_report(tiny, small_fs, tmp_path):
+    """Issue 14 item 12 on a real full filesystem: the failed run names the cause and leaves the previous complete
+    report (every file byte for byte) and no temporary file or staging folder."""
+    from actlab.artifact import ArtifactError
+    from actlab.stats.report import StatsConfig, run_stats
+
+    fs = small_fs("3m")
+    out = fs / "rep"
+    data = tmp_path / "d.txt"
+    data.write_text(TEXT)
+    cfg = dict(model="tiny-llama", data=str(data), out=str(out), tokens=128, context_length=64, ablation_tokens=0,
+               eval_tokens=0, sink_contexts=0)
+    run_stats(StatsConfig(**cfg), model=tiny("tiny-llama"), progress=False)
+    before = _report_files(out)
+    assert {"report.md", "stats.json", "inputs.safetensors"} <= set(before)
+    ballast = fs / "ballast"
+    with open(ballast, "wb", buffering=0) as f:              # fill the filesystem up to its last bytes
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    os.truncate(ballast, ballast.stat().st_size - 8192)      # two pages: room for the lock file's PID only
+    with pytest.raises(ArtifactError, match=r"(?i)no space left on device writing .*previous report"):
+        run_stats(StatsConfig(**{**cfg, "tokens": 192}), model=tiny("tiny-llama"), progress=False)
+    assert _report_files(out) == before
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".actlab.lock"]
+    ballast.unlink()
+    run_stats(StatsConfig(**{**cfg, "tokens": 192}), model=tiny("tiny-llama"), progress=False)   # space again: works
+    assert _report_files(out)["inputs.safetensors"] != before["inputs.safetensors"]
+
+
+HOLDER = """
+import sys, time
+from actlab.artifact import folder_lock
+with folder_lock(sys.argv[1], what="test"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_second_stats_into_one_folder_is_refused(tmp_path, cli_error):
+    """Issue 14 item 11: the output folder is locked for the run; a second run is refused naming the holder."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "rep"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        cli_error(["stats", "tiny-llama", "--out", str(out), *SMALL],
+                  rf"rep is in use by another actlab process \(pid {proc.pid}\)")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (out / "report.md").exists()

@@ -8,12 +8,15 @@ import math
 import random
 import string
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from actlab.stats.quant import fake_quant, smoothquant_scales, stats_threads
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -198,16 +201,29 @@ METHODS = {
 }
 
 
-def calibration_study(model, eval_ids: torch.Tensor, calib_sets: dict[str, torch.Tensor], batch_size: int = 8,
-                      methods: dict[str, dict] | None = None) -> tuple[float, list[CalibrationRow]]:
+def calibration_study(model: Model, eval_ids: torch.Tensor, calib_sets: dict[str, torch.Tensor],
+                      batch_size: int = 8, methods: dict[str, dict] | None = None,
+                      progress: bool = False) -> tuple[float, list[CalibrationRow]]:
     """(fp perplexity, rows): held-out perplexity for each quantization method calibrated on each set."""
+    from tqdm.auto import tqdm
+
     methods = METHODS if methods is None else methods
-    base = perplexity(model, eval_ids, batch_size)
-    rows = []
-    for name, ids in calib_sets.items():
-        cal = calibrate(model, ids, batch_size)
-        for meth, kw in methods.items():
-            with quantized(model, cal, **kw):
-                rows.append(CalibrationRow(name, meth, perplexity(model, eval_ids, batch_size)))
-            log.info("calibration %s / %s: ppl %.3f", name, meth, rows[-1].ppl)
+    bar = tqdm(total=1 + len(calib_sets) * (1 + len(methods)), desc="calibration", unit="pass",
+               disable=not progress, leave=False)
+    try:
+        base = perplexity(model, eval_ids, batch_size)
+        bar.update(1)
+        rows = []
+        for name, ids in calib_sets.items():
+            bar.set_postfix_str(f"{name}: calibrating")
+            cal = calibrate(model, ids, batch_size)
+            bar.update(1)
+            for meth, kw in methods.items():
+                bar.set_postfix_str(f"{name}: {meth}")
+                with quantized(model, cal, **kw):
+                    rows.append(CalibrationRow(name, meth, perplexity(model, eval_ids, batch_size)))
+                bar.update(1)
+                log.info("calibration %s / %s: ppl %.3f", name, meth, rows[-1].ppl)
+    finally:
+        bar.close()
     return base, rows

@@ -62,6 +62,8 @@ def main(a) -> None:
         rep = run_stats(cfg)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
+    for n in rep.meta.get("notes", []):
+        print(f"note: {n}")
     mv = rep.massive
     print(f"stats over {rep.meta['n_tokens']} tokens at {rep.timing['tokens_per_s']:.1f} tokens/s")
     if mv.get("layers"):
@@ -78,35 +80,18 @@ def _emergence(argv: list[str]) -> None:
                                  description="Per-layer massive-activation magnitudes over a checkpoint series "
                                              "(folders named step-<N>), fitted with A exp(-lam t') log(1+t'/tau) + K.")
     ap.add_argument("checkpoints", nargs="+", help="checkpoint folders (HF format), or one folder holding step-* folders")
-    ap.add_argument("--data", default=None, help="probe text source (default: the demo corpus)")
+    ap.add_argument("--data", default=None, help="probe text source, or 'demo' (default: the demo corpus)")
     ap.add_argument("--probe-contexts", type=int, default=8, help="probe contexts (default 8)")
     ap.add_argument("--context-length", type=int, default=128, help="tokens per probe context (default 128)")
     ap.add_argument("--metric", choices=("top1", "ratio"), default="top1", help="fit top |h| or top/median")
     ap.add_argument("--out", default="emergence_out", help="output folder")
     a = ap.parse_args(argv)
-    from pathlib import Path
+    from actlab.stats.emergence import run_emergence
 
-    from actlab import load_model
-    from actlab.stats.emergence import plot_emergence, track_checkpoints
-    from actlab.stats.report import _contexts, _docs
-    from actlab.utils import atomic_write_json
-
-    folders = [Path(c) for c in a.checkpoints]
-    if len(folders) == 1 and not (folders[0] / "config.json").exists():
-        folders = sorted(p for p in folders[0].glob("step-*") if (p / "config.json").exists())
-    if not folders:
-        raise SystemExit("error: no checkpoint folders (with config.json) found")
-    tok_model = load_model(folders[-1])
-    docs, _ = _docs(a.data)
-    ids = _contexts(tok_model, docs, a.probe_contexts * a.context_length, a.context_length, 0)
-    em = track_checkpoints(folders, ids, metric=a.metric)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "emergence.json", {"format_version": 1, **dataclasses.asdict(em)})
-    plot_emergence(em, out / "emergence.png")
+    em = run_emergence(a.checkpoints, a.out, a.data, a.probe_contexts, a.context_length, a.metric)
     for layer, fit in em.fits.items():
         print(f"layer {layer}: {fit}")
-    print(f"wrote {out}/emergence.json and emergence.png")
+    print(f"wrote {a.out}/emergence.json and emergence.png")
 
 
 def _train(argv: list[str]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -157,6 +157,51 @@ def track_checkpoints(folders: list[str | Path], probe_ids: torch.Tensor, metric
     return em
 
 
+def checkpoint_folders(paths: list[str | Path]) -> list[Path]:
+    """Checkpoint folders (with config.json) from the paths given, or the ``step-*`` folders of one parent."""
+    folders = [Path(c) for c in paths]
+    if len(folders) == 1 and not (folders[0] / "config.json").exists():
+        folders = sorted(p for p in folders[0].glob("step-*") if (p / "config.json").exists())
+    missing = [str(f) for f in folders if not (f / "config.json").exists()]
+    if not folders or missing:
+        raise FileNotFoundError(f"no checkpoint folders with config.json found in {[str(p) for p in paths]}"
+                                + (f" (missing: {missing})" if missing else ""))
+    return folders
+
+
+def run_emergence(checkpoints: list[str | Path], out: str | Path, data: str | None = None, probe_contexts: int = 8,
+                  context_length: int = 128, metric: str = "top1", family: CurveFamily = EXP_LOG) -> Emergence:
+    """``actlab stats emergence``: probe contexts from ``data`` (default: the demo corpus), per-layer magnitudes
+    for every checkpoint, curve fits; writes ``emergence.json`` (+ the probe ``probe.safetensors``) and
+    ``emergence.png`` into ``out``. Raises ValueError (after writing) when every layer's fit failed."""
+    from actlab import load_model
+    from actlab.artifact import atomic_write_json, folder_lock, save_tensors
+    from actlab.stats.report import _docs, probe_contexts as make_probe
+
+    if metric not in ("top1", "ratio"):
+        raise ValueError(f"metric must be 'top1' or 'ratio'; got {metric!r}")
+    folders = checkpoint_folders(checkpoints)
+    tok_model = load_model(folders[-1])
+    docs, src = _docs(data)
+    ids, notes = make_probe(tok_model, docs, probe_contexts * context_length, context_length, 0, src)
+    for n in notes:
+        log.warning("%s", n)
+    em = track_checkpoints(folders, ids, metric=metric, family=family)
+    out = Path(out)
+    with folder_lock(out, what="actlab stats emergence"):
+        save_tensors(out / "probe.safetensors", {"input_ids": ids})
+        atomic_write_json(out / "emergence.json", {"format_version": 1, "metric": metric, "notes": notes,
+                                                   **asdict(em)})
+        plot_emergence(em, out / "emergence.png", family)
+    failed = {k: v["error"] for k, v in em.fits.items() if "error" in v}
+    if failed and len(failed) == len(em.fits):
+        first = next(iter(failed.values()))
+        raise ValueError(f"every layer's curve fit failed over {len(em.steps)} checkpoints (layer 0: {first}); "
+                         f"the measurements are in {out / 'emergence.json'}. The {len(family.names)}-parameter "
+                         f"curve needs at least {len(family.names) + 1} checkpoints, spread over training")
+    return em
+
+
 def plot_emergence(em: Emergence, path: str | Path, family: CurveFamily = EXP_LOG) -> None:
     """PNG: per-layer top |h| over training steps with the fitted curves."""
     import matplotlib
@@ -182,7 +227,7 @@ def plot_emergence(em: Emergence, path: str | Path, family: CurveFamily = EXP_LO
 def _save_png(fig, path) -> None:
     import io
 
-    from actlab.utils import atomic_write_bytes
+    from actlab.artifact import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

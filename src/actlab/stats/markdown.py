@@ -17,6 +17,7 @@ def render(d: dict, plots: dict[str, str], out: Path) -> str:
     L = [f"# Activation statistics: {meta['model']}", "",
          f"Data: `{meta['data']}` — {meta['n_tokens']} tokens in {meta['n_contexts']} contexts of "
          f"{meta['context_length']}. Stats pass: {_f(d['timing'].get('tokens_per_s'))} tokens/s.", ""]
+    L += [f"> **Note:** {n}" for n in meta.get("notes") or []] + ([""] if meta.get("notes") else [])
     mv = d.get("massive") or {}
     if mv.get("layers"):
         L += ["## Massive activations", "", f"Rule: {mv['rule']}. First layer where at least half of the sequences "

@@ -9,11 +9,14 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from actlab.core.interventions import Intervention, register_op
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +237,12 @@ class AblationResult:
     logit_change_mean: float
 
 
-def ablation_test(model, site: str, ids: torch.Tensor, means: torch.Tensor, batch_size: int = 8) -> AblationResult:
+def ablation_test(model: Model, site: str, ids: torch.Tensor, means: torch.Tensor, batch_size: int = 8,
+                  progress: bool = False) -> AblationResult:
     """The bias hypothesis test: patch the massive entries at ``site`` to zero (perplexity should explode) and
     to their mean over many sequences (perplexity should barely move). Streams over batches of ``ids``."""
+    from tqdm.auto import tqdm
+
     from actlab.stats.calibration import next_token_nll
 
     nll = {"base": 0.0, "zero": 0.0, "mean": 0.0}
@@ -244,7 +250,8 @@ def ablation_test(model, site: str, ids: torch.Tensor, means: torch.Tensor, batc
     n_tok = 0
     n_batches = 0
     with torch.no_grad():
-        for s in range(0, len(ids), batch_size):
+        for s in tqdm(range(0, len(ids), batch_size), desc="ablation", unit="batch", disable=not progress,
+                      leave=False):
             x = ids[s:s + batch_size].to(model.device)
             base = model(x, use_cache=False).logits.float()
             nll["base"] += next_token_nll(base, x)

@@ -1,16 +1,23 @@
 """``actlab stats MODEL --data PATH --tokens N --out DIR``: one streaming pass (massive activations, sparsity,
-linear-input ranges/outliers), then the ablation test, the attention-sink check and the calibration-set study;
-writes ``stats.json``, ``report.md``, PNG plots and ``inputs.safetensors`` (the token ids measured)."""
+linear-input ranges/outliers), then the ablation test, the attention-sink check and the calibration-set study
+(a progress bar names each); writes ``stats.json``, ``report.md``, PNG plots and ``inputs.safetensors`` (the token
+ids measured), all or nothing, into a locked output folder."""
 from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +36,7 @@ class StatsConfig:
     out: str = "stats_out"
     """output folder (report.md, stats.json, PNGs)"""
     data: str | None = None
-    """text source (.txt/.jsonl/.parquet/folder, see actlab.data); default: the bundled demo corpus"""
+    """text source (.txt/.jsonl/.parquet/folder, see actlab.data) or 'demo'; default: the bundled demo corpus"""
     tokens: int = 8192
     """tokens for the streaming statistics pass"""
     context_length: int = 256
@@ -65,18 +72,58 @@ class StatsConfig:
 
 
 def _docs(path: str | None) -> tuple[list[str], str]:
-    from actlab.data import demo_corpus, load_texts
+    """Documents of a data argument (None / 'demo': the bundled demo corpus; see actlab.data.resolve_data)."""
+    from actlab.data import load_texts, resolve_data
 
-    p = demo_corpus() if path is None else Path(path)
-    if not Path(p).exists():
-        raise FileNotFoundError(f"--data {p} does not exist")
+    p = resolve_data(path)
     return load_texts(p), str(p)
 
 
-def _contexts(model, docs: list[str], n_tokens: int, L: int, seed: int) -> torch.Tensor:
+def _contexts(model: Model, docs: list[str], n_tokens: int, L: int, seed: int) -> torch.Tensor:
     from actlab.data import pack_contexts
 
     return pack_contexts(model.tokenizer, docs, L, seed=seed, max_contexts=max(1, math.ceil(n_tokens / L))).input_ids
+
+
+def probe_contexts(model: Model, docs: list[str], n_tokens: int, L: int, seed: int = 0,
+                   src: str = "the data") -> tuple[torch.Tensor, list[str]]:
+    """``(ids [n, L'], notes)``: up to ``ceil(n_tokens / L)`` packed contexts; a text shorter than one context is
+    used whole as a single context (``L'`` = its length), with a note saying so."""
+    from actlab.data import iter_contexts
+    from actlab.data.pack import doc_tokens
+
+    n_ctx = max(1, math.ceil(n_tokens / L))
+    rows = [c[0] for c, _ in zip(iter_contexts(model.tokenizer, docs, L, seed), range(n_ctx))]
+    if rows:
+        return torch.stack(rows), []
+    n = sum(len(t) for t in doc_tokens(model.tokenizer, docs))
+    if n < 2:
+        raise ValueError(f"{src} holds {n} token(s); the statistics need at least 2")
+    ids = next(iter_contexts(model.tokenizer, docs, n, seed))[0][None]
+    return ids, [f"{src} holds only {n} tokens, fewer than one context of {L}: the text's own length ({n} tokens) is "
+                 f"used as the context"]
+
+
+def _split(m: Model, docs: list[str], src: str, cfg: StatsConfig
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, list[str]]:
+    """(statistics contexts, held-out contexts, calibration pool, context length, notes) from the packed data;
+    short data shrinks what it must (context, statistics tokens, held-out text) and says so in the notes."""
+    L = cfg.context_length
+    n_stats = max(1, cfg.tokens // L)
+    n_eval = math.ceil(max(cfg.ablation_tokens, cfg.eval_tokens) / L)
+    n_cal = math.ceil(cfg.calib_contexts * cfg.calib_length / L) if cfg.eval_tokens else 0
+    allids, notes = probe_contexts(m, docs, (n_stats + n_eval + n_cal) * L, L, cfg.seed, src)
+    L = allids.shape[1]
+    if len(allids) < n_stats:
+        if not notes:
+            notes.append(f"{src} holds {len(allids)} contexts of {L} tokens, fewer than --tokens asks for "
+                         f"({n_stats}): the statistics use all {allids.numel()} tokens")
+        n_stats = len(allids)
+    held = allids[n_stats:n_stats + n_eval]
+    if (cfg.ablation_tokens or cfg.eval_tokens) and not len(held):
+        notes.append("no held-out text is left after the statistics contexts: the ablation test and the "
+                     "calibration study are skipped (give more text or fewer --tokens)")
+    return allids[:n_stats], held, allids[n_stats + n_eval:], L, notes
 
 
 @dataclass
@@ -91,32 +138,32 @@ class Report:
     timing: dict = field(default_factory=dict)
 
 
-def run_stats(cfg: StatsConfig, model=None, progress: bool = True) -> Report:
-    """Compute the report for ``cfg`` and write it into ``cfg.out``."""
-    from safetensors.torch import save_file
+def run_stats(cfg: StatsConfig, model: Model | None = None, progress: bool = True) -> Report:
+    """Compute the report for ``cfg`` and write it into ``cfg.out`` (locked for the run; see ``write_report``)."""
+    from actlab.artifact import folder_lock
+
+    out = Path(cfg.out)
+    with folder_lock(out, what="actlab stats"):
+        for stale in out.glob(".report-*.tmp"):       # staging folders of a killed run (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        return _run(cfg, out, model, progress)
+
+
+def _run(cfg: StatsConfig, out: Path, model: Model | None, progress: bool) -> Report:
+    from tqdm.auto import tqdm
 
     from actlab import load_model
     from actlab.stats.collect import collect, make_collector
+    from actlab.stats.sections import (attention_section, ablation_section, calibration_section, massive_section,
+                                       outlier_section, sparsity_section)
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     m = model if model is not None else load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     if not m.is_causal_lm:
         raise ValueError(f"actlab stats needs a causal LM with a tokenizer; {m.name} is {m.family}")
     docs, src = _docs(cfg.data)
-    L = cfg.context_length
-    n_stats = max(1, cfg.tokens // L)
-    n_eval = math.ceil(max(cfg.ablation_tokens, cfg.eval_tokens) / L)
-    n_cal = math.ceil(cfg.calib_contexts * cfg.calib_length / L) if cfg.eval_tokens else 0
-    allids = _contexts(m, docs, (n_stats + n_eval + n_cal) * L, L, cfg.seed)
-    if len(allids) < n_stats:
-        raise ValueError(f"{src} holds only {len(allids)} contexts of {L} tokens; --tokens asks for {n_stats}")
-    ids = allids[:n_stats]
-    held = allids[n_stats:n_stats + n_eval]
-    calib_pool = allids[n_stats + n_eval:]
-    tmp = out / f".{INPUTS}.tmp"
-    save_file({"input_ids": ids.contiguous()}, str(tmp))
-    tmp.replace(out / INPUTS)
+    ids, held, calib_pool, L, notes = _split(m, docs, src, cfg)
+    for n in notes:
+        log.warning("%s", n)
 
     eps = None if cfg.sparsity_eps is None else ("auto" if cfg.sparsity_eps < 0 else cfg.sparsity_eps)
     col, plan = make_collector(m, sparsity_eps=eps, top_k=cfg.top_k)
@@ -124,45 +171,94 @@ def run_stats(cfg: StatsConfig, model=None, progress: bool = True) -> Report:
     collect(m, ids, col, plan, cfg.batch_size, progress)
     dt = time.perf_counter() - t0
     rep = Report(meta={"format_version": FORMAT_VERSION, "model": m.name, "revision": m.revision, "data": src,
-                       "n_tokens": col.n_tokens, "n_contexts": col.n_seq, "context_length": L,
+                       "n_tokens": col.n_tokens, "n_contexts": col.n_seq, "context_length": L, "notes": notes,
                        "config": asdict(cfg)})
     rep.timing = {"stats_pass_s": dt, "tokens_per_s": col.n_tokens / dt, "accumulator_s": col.seconds}
-
-    from actlab.stats.sections import (attention_section, ablation_section, calibration_section, massive_section,
-                                       outlier_section, sparsity_section)
-
     rep.massive = massive_section(m, col)
     rep.sparsity = sparsity_section(m, col)
     rep.outliers, heat = outlier_section(col)
-    if cfg.ablation_tokens and rep.massive.get("first_layer") is not None and len(held):
-        rep.massive["ablation"] = ablation_section(m, col, held[: math.ceil(cfg.ablation_tokens / L)],
-                                                   rep.massive["first_layer"], cfg.batch_size)
-    if cfg.sink_contexts and rep.massive.get("first_layer") is not None:
-        rep.massive["attention_sink"] = attention_section(m, ids[: cfg.sink_contexts], rep.massive["first_layer"])
-    if cfg.eval_tokens and len(held):
-        rep.calibration = calibration_section(m, docs, held[: math.ceil(cfg.eval_tokens / L)], calib_pool, cfg)
-    rep.timing["total_s"] = time.perf_counter() - t0
-    write_report(rep, out, heat)
+    first = rep.massive.get("first_layer")
+    steps = [("ablation test", bool(cfg.ablation_tokens and first is not None and len(held))),
+             ("attention sink", bool(cfg.sink_contexts and first is not None)),
+             ("calibration study", bool(cfg.eval_tokens and len(held))), ("writing the report", True)]
+    bar = tqdm(total=sum(on for _, on in steps), desc="stats", unit="section", disable=not progress,
+               dynamic_ncols=True, mininterval=0)
+    try:
+        for name, on in steps:
+            if not on:
+                continue
+            bar.set_description(f"stats: {name}")
+            if name == "ablation test":
+                rep.massive["ablation"] = ablation_section(m, col, held[: math.ceil(cfg.ablation_tokens / L)],
+                                                           first, cfg.batch_size, progress)
+            elif name == "attention sink":
+                rep.massive["attention_sink"] = attention_section(m, ids[: cfg.sink_contexts], first)
+            elif name == "calibration study":
+                rep.calibration = calibration_section(m, docs, held[: math.ceil(cfg.eval_tokens / L)], calib_pool,
+                                                      cfg, progress)
+            else:
+                rep.timing["total_s"] = time.perf_counter() - t0
+                write_report(rep, out, heat, ids)
+            bar.update(1)
+    finally:
+        bar.close()
     return rep
 
 
-def write_report(rep: Report, out: Path, heat: dict[str, np.ndarray]) -> None:
-    """stats.json, report.md and the PNG plots, each written atomically."""
+def write_report(rep: Report, out: Path, heat: dict[str, np.ndarray], ids: torch.Tensor | None = None) -> None:
+    """stats.json, report.md, the PNG plots and inputs.safetensors, all or nothing: each file is written into a
+    staging folder inside ``out`` and only when every one is complete are they renamed into place (renames need no
+    space), so a failure (a full disk) leaves the previous complete report and no temporary file behind."""
+    from actlab.artifact import ArtifactError, atomic_write_json, atomic_write_text, save_tensors
     from actlab.stats import plots
     from actlab.stats.markdown import render
-    from actlab.utils import atomic_write_bytes, atomic_write_json
 
-    d = asdict(rep)
-    atomic_write_json(out / STATS_JSON, _jsonable(d))
-    if rep.massive.get("layers"):
-        plots.plot_massive(rep.massive["layers"], out / PLOTS["massive"])
-    if rep.sparsity.get("layers"):
-        plots.plot_sparsity(rep.sparsity["layers"], out / PLOTS["sparsity"])
-    if heat:
-        plots.plot_channel_ranges(heat, out / PLOTS["ranges"])
-    if rep.calibration.get("rows"):
-        plots.plot_calibration(rep.calibration["fp_ppl"], rep.calibration["rows"], out / PLOTS["calibration"])
-    atomic_write_bytes(out / REPORT_MD, render(d, PLOTS, out).encode())
+    out = Path(out)
+    stage = out / f".report-{os.getpid()}.tmp"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+        d = asdict(rep)
+        atomic_write_json(stage / STATS_JSON, _jsonable(d))
+        if ids is not None:
+            save_tensors(stage / INPUTS, {"input_ids": ids})
+        if rep.massive.get("layers"):
+            plots.plot_massive(rep.massive["layers"], stage / PLOTS["massive"])
+        if rep.sparsity.get("layers"):
+            plots.plot_sparsity(rep.sparsity["layers"], stage / PLOTS["sparsity"])
+        if heat:
+            plots.plot_channel_ranges(heat, stage / PLOTS["ranges"])
+        if rep.calibration.get("rows"):
+            plots.plot_calibration(rep.calibration["fp_ppl"], rep.calibration["rows"], stage / PLOTS["calibration"])
+        atomic_write_text(stage / REPORT_MD, render(d, PLOTS, stage))
+        names = sorted(p.name for p in stage.iterdir())
+    except BaseException as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise ArtifactError(f"could not write the report into {out}: {e}; the previous report (if any) is "
+                                f"unchanged") from e
+        if isinstance(e, ArtifactError):
+            raise ArtifactError(f"{e}; the previous report in {out} (if any) is unchanged") from e
+        raise
+    for name in names:
+        os.replace(stage / name, out / name)
+    _fsync_dir(out)
+    stage.rmdir()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames durable (no-op where a directory cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _jsonable(x):

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from actlab.stats.collect import StatsCollector, group_kind, layer_index
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +20,7 @@ def _layer_sites(col_dict: dict, kind: str) -> list[str]:
     return sorted((s for s in col_dict if s.endswith(kind)), key=layer_index)
 
 
-def massive_section(m, col: StatsCollector) -> dict:
+def massive_section(m: Model, col: StatsCollector) -> dict:
     """Per-layer massive-activation table, first layer where they appear, channels recurring across inputs."""
     from actlab.stats.massive import first_massive_layer
 
@@ -34,7 +38,7 @@ def massive_section(m, col: StatsCollector) -> dict:
     return out
 
 
-def sparsity_section(m, col: StatsCollector) -> dict:
+def sparsity_section(m: Model, col: StatsCollector) -> dict:
     """Per-layer active fraction of MLP hidden units, and the FLOP savings it would allow."""
     from actlab.stats.sparsity import flop_savings, is_gated
 
@@ -72,16 +76,17 @@ def outlier_section(col: StatsCollector) -> tuple[dict, dict[str, np.ndarray]]:
     return {"rule": rule, "groups": groups, "kinds": out_kinds}, heat
 
 
-def ablation_section(m, col: StatsCollector, held: torch.Tensor, first: int, batch_size: int) -> dict:
+def ablation_section(m: Model, col: StatsCollector, held: torch.Tensor, first: int, batch_size: int,
+                     progress: bool = False) -> dict:
     """Zero vs mean patching of the massive entries at the first layer where they appear."""
     from actlab.stats.massive import ablation_test
 
     site = f"blocks.{first}.resid_post"
-    res = ablation_test(m, site, held, col.massive[site].channel_means(), batch_size)
+    res = ablation_test(m, site, held, col.massive[site].channel_means(), batch_size, progress)
     return {**asdict(res), "n_tokens": int(held.numel())}
 
 
-def attention_section(m, ids: torch.Tensor, first: int) -> dict:
+def attention_section(m: Model, ids: torch.Tensor, first: int) -> dict:
     """Attention mass on the tokens that carry massive activations, per layer, vs uniform causal attention."""
     from actlab.stats.massive import attention_sink, massive_mask
 
@@ -103,7 +108,8 @@ def attention_section(m, ids: torch.Tensor, first: int) -> dict:
             "mean_mass_after_first_layer": float(np.mean(mass[first + 1:])) if len(mass) > first + 1 else None}
 
 
-def calibration_section(m, docs: list[str], held: torch.Tensor, calib_pool: torch.Tensor, cfg) -> dict:
+def calibration_section(m: Model, docs: list[str], held: torch.Tensor, calib_pool: torch.Tensor, cfg,
+                        progress: bool = False) -> dict:
     """Held-out perplexity of W8A8 fake quantization calibrated on in-distribution text, random punctuation and
     another domain (Python source code)."""
     from actlab.data import pack_contexts
@@ -117,7 +123,7 @@ def calibration_section(m, docs: list[str], held: torch.Tensor, calib_pool: torc
     sets["random punctuation"] = pack_contexts(m.tokenizer, [punctuation_text(need * 4, cfg.seed)], cl,
                                                max_contexts=n).input_ids
     sets["python code"] = pack_contexts(m.tokenizer, [code_text(need * 8)], cl, max_contexts=n).input_ids
-    fp, rows = calibration_study(m, held, sets, cfg.batch_size)
+    fp, rows = calibration_study(m, held, sets, cfg.batch_size, progress=progress)
     rows_d = [asdict(r) for r in rows]
     spread = {}
     for meth in dict.fromkeys(r.method for r in rows):

@@ -61,12 +61,12 @@ def train_checkpoints(cfg: TrainConfig, progress: bool = True) -> list[Path]:
     from tqdm.auto import tqdm
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from actlab.data import demo_corpus, load_texts
+    from actlab.data import load_texts
     from actlab.models.tiny import byte_tokenizer
 
     torch.manual_seed(cfg.seed)
     tok = byte_tokenizer()
-    docs = load_texts(cfg.data or demo_corpus())
+    docs = load_texts(cfg.data or None)
     ids: list[int] = []
     for d in docs:
         ids += tok(d, add_special_tokens=True)["input_ids"]

@@ -1,10 +1,13 @@
-"""The capture/intervention core: hook engine, interventions, position selectors, serialization."""
-from actlab.core.hooks import Ctx, HookEngine, StopForward
+"""The capture/intervention core: hook engine, recordings (with gradients), interventions, position selectors,
+serialization."""
+from actlab.core.hooks import Ctx, Handler, HookEngine, StopForward
 from actlab.core.interventions import (OPS, Ablate, Add, Clamp, Fn, Intervention, Patch, Replace, Scale,
                                        check_tensor, register_op)
-from actlab.core.positions import PassInfo, select_mask
+from actlab.core.positions import PassInfo, Positions, position_ids_from_mask, select_mask
+from actlab.core.recording import Recording, take_positions
 from actlab.core.serialize import load_interventions, save_interventions
 
-__all__ = ["Ctx", "HookEngine", "StopForward", "OPS", "Ablate", "Add", "Clamp", "Fn", "Intervention", "Patch",
+__all__ = ["Ctx", "Handler", "HookEngine", "StopForward", "Recording", "take_positions", "Positions",
+           "position_ids_from_mask", "OPS", "Ablate", "Add", "Clamp", "Fn", "Intervention", "Patch",
            "Replace", "Scale", "check_tensor", "register_op", "PassInfo", "select_mask", "load_interventions",
            "save_interventions"]

@@ -148,7 +148,7 @@ def position_ids_from_mask(mask: torch.Tensor, n: int | None = None) -> torch.Te
     return ids if n is None else ids[:, ids.shape[1] - n:]
 
 
-def positions_to_json(sel: Positions):
+def positions_to_json(sel: Positions) -> str | int | list | dict | None:
     """JSON form of a selector (tensors are stored separately by the caller)."""
     if isinstance(sel, slice):
         return {"slice": [sel.start, sel.stop, sel.step]}
@@ -159,7 +159,7 @@ def positions_to_json(sel: Positions):
     return sel
 
 
-def positions_from_json(obj) -> Positions:
+def positions_from_json(obj: str | int | list | dict | None) -> Positions:
     if isinstance(obj, dict) and "slice" in obj:
         return slice(*obj["slice"])
     return obj

@@ -42,7 +42,7 @@ class Recording:
     ``loss.backward()``, ``rec.grad(site)`` is ``d loss / d rec[site]`` (same shape).
     """
 
-    def __init__(self, sites: list[str], grad: bool = False):
+    def __init__(self, sites: list[str], grad: bool = False) -> None:
         self.steps: dict[str, list[torch.Tensor]] = {s: [] for s in sites}
         self.grad_enabled = grad
         self._held: dict[str, list[tuple[torch.Tensor, torch.Tensor | None]]] = {s: [] for s in sites}

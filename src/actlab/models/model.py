@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import torch
 
@@ -14,6 +14,9 @@ from actlab.core.recording import Recording, take_positions
 from actlab.core.serialize import normalize_mapping
 from actlab.models.sites import SiteMap
 from actlab.utils import parse_dtype
+
+if TYPE_CHECKING:
+    from actlab.models.adapter import Adapter
 
 __all__ = ["Model", "Recording", "take_positions"]
 
@@ -28,7 +31,7 @@ class Model:
     ``model.module.requires_grad_(True)`` for methods that need weight gradients.
     """
 
-    def __init__(self, module: torch.nn.Module, tokenizer: Any = None, name: str = "model", revision: str = ""):
+    def __init__(self, module: torch.nn.Module, tokenizer: Any = None, name: str = "model", revision: str = "") -> None:
         self.module = module
         self.tokenizer = tokenizer
         self.name = name
@@ -51,7 +54,7 @@ class Model:
         return self.sitemap.names
 
     @property
-    def adapter(self):
+    def adapter(self) -> Adapter:
         """The architecture adapter (``actlab.models.Adapter``): module paths, head geometry, weight views."""
         return self.sitemap.adapter
 

@@ -8,15 +8,24 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
-import uuid
 from pathlib import Path
 
 import pytest
 import torch
 
-from actlab.artifact import (ArtifactError, atomic_write_bytes, atomic_write_json, check_finite, folder_lock,
-                             load_artifact, load_tensors, read_json, save_artifact, save_tensors, tensor_metadata)
+from actlab.artifact import (
+    ArtifactError,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_finite,
+    folder_lock,
+    load_artifact,
+    load_tensors,
+    read_json,
+    save_artifact,
+    save_tensors,
+    tensor_metadata,
+)
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 
@@ -191,7 +200,7 @@ def _try_mount(folder: Path, size: str) -> str | None:
     if shutil.which("mount") is None:
         return "no mount command"
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                       capture_output=True, text=True)
+                       check=False, capture_output=True, text=True)
     return None if r.returncode == 0 else f"cannot mount a tmpfs here: {(r.stderr or r.stdout).strip()}"
 
 
@@ -240,21 +249,20 @@ def test_lock_held_by_another_process(tmp_path):
     import actlab.artifact as A
 
     folder = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), "30", A.__file__], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), "30", A.__file__], stdout=subprocess.PIPE,
+                            text=True)
     try:
         assert proc.stdout.readline().strip() == "held"
-        with pytest.raises(ArtifactError, match=rf"run is in use by another actlab process \(pid {proc.pid}\)"):
-            with folder_lock(folder, what="train"):
-                pass
+        with pytest.raises(ArtifactError, match=rf"run is in use by another actlab process \(pid {proc.pid}\)"), \
+                folder_lock(folder, what="train"):
+            pass
     finally:
         proc.kill()
         proc.wait()
     with folder_lock(folder) as lock:  # released when its holder died
         assert lock.read_text().strip() == str(os.getpid())
-    with folder_lock(folder):  # and released again on exit
-        with pytest.raises(ArtifactError, match=rf"pid {os.getpid()}"):
-            with folder_lock(folder):
-                pass
+    with folder_lock(folder), pytest.raises(ArtifactError, match=rf"pid {os.getpid()}"), folder_lock(folder):
+        pass  # a second holder in this very process is refused too
 
 
 # -- legacy fixtures (written by main at 70de782, see tests/fixtures/legacy/README.md) ------------------------

@@ -15,9 +15,10 @@ import json
 import os
 import secrets
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:   # torch is imported where tensors are handled, so locks and JSON need no torch import
     import torch
@@ -217,6 +218,15 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     return _atomic(path, lambda tmp: save_file(ts, str(tmp), metadata=meta))
 
 
+def _read_errors() -> tuple[type[BaseException], ...]:
+    from safetensors import SafetensorError
+
+    return (SafetensorError, OSError, RuntimeError, ValueError, json.JSONDecodeError)
+
+
+_READ_ERRORS = _read_errors()
+
+
 def _open_error(path: Path, e: BaseException) -> ArtifactError:
     return ArtifactError(f"{path} is not a readable safetensors file (truncated or corrupted?): {e}")
 
@@ -231,7 +241,7 @@ def tensor_metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         with safe_open(str(path), "pt", device="cpu") as f:
             meta = dict(f.metadata() or {})
-    except Exception as e:   # SafetensorError and friends
+    except _READ_ERRORS as e:
         raise _open_error(path, e) from None
     meta.pop(CRC_KEY, None)
     return meta
@@ -261,7 +271,7 @@ def load_tensors(path: str | os.PathLike, *, names: Iterable[str] | None = None,
                 out[n] = f.get_tensor(n)
     except ArtifactError:
         raise
-    except Exception as e:
+    except _READ_ERRORS as e:
         raise _open_error(path, e) from None
     size = path.stat().st_size
     for n, t in out.items():

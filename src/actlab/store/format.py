@@ -20,6 +20,7 @@ META_KEYS = (TOKENS, DOC, POS)
 
 ST_DTYPES = {"F32": (np.float32, torch.float32), "F16": (np.float16, torch.float16),
              "BF16": (np.uint16, torch.bfloat16), "I32": (np.int32, torch.int32), "I64": (np.int64, torch.int64)}
+ST_CODES = {tt: code for code, (_, tt) in ST_DTYPES.items()}
 
 
 class StoreError(Exception):

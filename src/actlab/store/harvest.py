@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Iterator
 import torch
 
 from actlab import distributed as D
+from actlab.artifact import ArtifactError, atomic_write_json
 from actlab.data import data_fingerprint, iter_contexts, load_texts, resolve_data
 from actlab.store.fingerprint import weights_fingerprint
 from actlab.store.format import (DOC, FORMAT, FORMAT_VERSION, MANIFEST, POS, PROGRESS, TOKENS, StoreError,
                                  load_manifest)
 from actlab.store.reader import ActivationStore
 from actlab.store.writer import ShardWriter
-from actlab.utils import atomic_write_json, dtype_name, parse_dtype
+from actlab.utils import dtype_name, parse_dtype
 
 if TYPE_CHECKING:
     from actlab.models import Model
@@ -205,6 +206,15 @@ def _load_progress(root: Path, rank: int, ident_hash: str) -> list[dict]:
     return good
 
 
+def _write_json(path: Path, obj: dict) -> None:
+    """Rewrite a manifest/progress file atomically; a failure (a full disk) says that the complete shards are kept."""
+    try:
+        atomic_write_json(path, obj)
+    except ArtifactError as e:
+        raise StoreError(f"writing {path.name} to {path.parent} failed: {e}. The shards written before it are "
+                         f"complete and kept; free space and rerun the same command to resume.") from e
+
+
 def _manifest(base: dict, progress: list[dict], complete: bool) -> dict:
     shards = sorted((e for p in progress for e in p["shards"]), key=lambda e: (e["rank"], e["index"]))
     dims = next((p["dims"] for p in progress if p.get("dims")), {})
@@ -240,7 +250,7 @@ def harvest(model: Model, cfg: HarvestConfig) -> ActivationStore:
         base["created"] = existing.get("created", base["created"])
     if existing is None and rank == 0:
         root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(root / MANIFEST, _manifest(base, [], False))
+        _write_json(root / MANIFEST, _manifest(base, [], False))
     D.barrier()
     # temporary files of a killed run: this rank's half-written shards and progress, rank 0's manifest
     stale = [f".shard-r{rank:03d}-*.tmp", f".{PROGRESS.format(rank=rank)}.*.tmp"]
@@ -253,7 +263,7 @@ def harvest(model: Model, cfg: HarvestConfig) -> ActivationStore:
     if rank == 0:
         progress = [json.loads((root / PROGRESS.format(rank=r)).read_text()) for r in range(world)
                     if (root / PROGRESS.format(rank=r)).exists()]
-        atomic_write_json(root / MANIFEST, _manifest(base, progress, all(p.get("done") for p in progress)
+        _write_json(root / MANIFEST, _manifest(base, progress, all(p.get("done") for p in progress)
                                                      and len(progress) == world))
     D.barrier()
     return ActivationStore(root)
@@ -277,9 +287,9 @@ def _run_rank(model: Model, cfg: HarvestConfig, docs, root: Path, rank: int, wor
 
     def on_shard(entry: dict) -> None:
         state["shards"] = state["shards"] + [entry]
-        atomic_write_json(ppath, state)
+        _write_json(ppath, state)
         if world == 1:
-            atomic_write_json(root / MANIFEST, _manifest(base, [state], False))
+            _write_json(root / MANIFEST, _manifest(base, [state], False))
 
     writer: ShardWriter | None = None
     bar = tqdm(total=(cfg.tokens // world if cfg.tokens else None), initial=skip, unit="tok", unit_scale=True,
@@ -337,4 +347,4 @@ def _run_rank(model: Model, cfg: HarvestConfig, docs, root: Path, rank: int, wor
         if not ok and writer is not None:
             writer.abort()
     state["done"] = True
-    atomic_write_json(ppath, state)
+    _write_json(ppath, state)

@@ -2,29 +2,45 @@
 forward pass overlaps with serialization, checksums and disk writes. Memory: one shard buffer plus a bounded queue."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
+import struct
 import threading
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import save_file
 
-from actlab.store.format import SHARD, StoreError, crc_of, read_header
+from actlab.store.format import SHARD, ST_CODES, StoreError, crc_of, read_header
 
 log = logging.getLogger(__name__)
 
 
+def encode_header(tensors: dict[str, torch.Tensor]) -> bytes:
+    """The safetensors header (length prefix + JSON padded to 8 bytes) for tensors laid out in the given order."""
+    header, at = {}, 0
+    for k, t in tensors.items():
+        n = t.numel() * t.element_size()
+        header[k] = {"dtype": ST_CODES[t.dtype], "shape": list(t.shape), "data_offsets": [at, at + n]}
+        at += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
 def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Serialize to ``path`` and fsync (the single place bytes hit the disk; tests patch it to simulate ENOSPC)."""
-    save_file(tensors, str(path))
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Write a plain safetensors file (header, then each tensor's bytes) with the umask's mode and fsync it: the
+    shard format's own raw writer (FORMAT.md), the single place shard bytes hit the disk (tests patch it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    with os.fdopen(fd, "wb") as f:
+        f.write(encode_header(tensors))
+        for t in tensors.values():
+            if t.numel():
+                f.write(memoryview(t.contiguous().view(torch.uint8).numpy()))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

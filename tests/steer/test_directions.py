@@ -86,7 +86,8 @@ def test_direction_artifact_and_cli_replay(tiny, tmp_path, capsys):
         "blocks.1.resid_post"]
     folder = d.save(tmp_path / "dir")
     js = json.loads((folder / "direction.json").read_text())
-    assert js["kind"] == "actlab.direction" and js["model"] == "tiny-llama" and js["method"] == "mean_diff"
+    assert js["artifact"]["kind"] == "steer.direction" and js["artifact"]["format_version"] == 1
+    assert js["model"] == "tiny-llama" and js["method"] == "mean_diff"
     assert js["position"] == "mean" and len(js["data_hash"]) == 16 and js["norms"]["vector"] > 0
     d2 = Direction.load(folder)
     assert torch.equal(d2.vector, d.vector) and d2.site == d.site
@@ -106,3 +107,11 @@ def test_direction_artifact_and_cli_replay(tiny, tmp_path, capsys):
     assert direct in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="no direction.json"):
         Direction.load(tmp_path)
+    js["artifact"]["format_version"] = 99  # a newer actlab's file is refused, naming the file
+    (folder / "direction.json").write_text(json.dumps(js))
+    with pytest.raises(ValueError, match=r"direction.json has format_version 99"):
+        Direction.load(folder)
+    js["artifact"]["kind"] = "patch.result"
+    (folder / "direction.json").write_text(json.dumps(js))
+    with pytest.raises(ValueError, match=r"is a 'patch.result' artifact; expected 'steer.direction'"):
+        Direction.load(folder)

@@ -16,7 +16,7 @@ import torch
 from actlab.core import Add, Intervention
 from actlab.core.interventions import check_tensor, is_zero, register_op, row_alpha
 from actlab.steer.directions import require_finite
-from actlab.utils import atomic_write_json
+from actlab.artifact import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,17 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from actlab.utils import atomic_write_json
-
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+KIND = "steer.direction"
+LEGACY_KIND = "actlab.direction"
 METHODS = ("mean_diff", "pca", "probe")
 POSITION_RULES = ("last", "mean", "post_inst", "response_mean")
 CFG_FILE = "direction.json"
@@ -132,40 +132,50 @@ class Direction:
 
     # -- storage ------------------------------------------------------------------------------------------
     def _json(self) -> dict:
+        """The JSON-able fields (everything but the vector)."""
         d = asdict(self)
         d.pop("vector")
-        return {"format_version": FORMAT_VERSION, "kind": "actlab.direction", **d}
+        return d
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Folder with direction.json + direction.safetensors (written atomically)."""
-        from safetensors.torch import save_file
+        """Folder with direction.json + direction.safetensors (an ``actlab.artifact`` of kind ``steer.direction``,
+        written atomically, tensors first and the JSON last); a NaN/Inf vector is refused."""
+        from actlab.artifact import save_artifact
 
         require_finite(f"Direction at {self.site!r}: vector (not saved to {folder})", self.vector)
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (TENSOR_FILE + ".tmp")
-        save_file({"vector": self.vector.detach().float().cpu().contiguous()}, str(tmp))
-        os.replace(tmp, folder / TENSOR_FILE)
-        atomic_write_json(folder / CFG_FILE, self._json())
-        return folder
+        return save_artifact(folder, KIND, self._json(), {"vector": self.vector.detach().float().cpu()},
+                             version=FORMAT_VERSION, cfg_file=CFG_FILE, tensors_file=TENSOR_FILE)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "Direction":
-        from safetensors.torch import load_file
+        """Read a folder written by :meth:`save` (or by actlab before artifacts: a ``direction.json`` with
+        ``kind: actlab.direction``); refuses a NaN/Inf vector, a wrong kind or a newer format."""
+        from actlab.artifact import ArtifactError, ArtifactMissingError, load_artifact
 
         folder = Path(folder)
         if not (folder / CFG_FILE).exists():
-            raise FileNotFoundError(f"{folder} holds no {CFG_FILE}; is it a direction folder written by "
-                                    f"Direction.save / actlab steer extract?")
-        js = json.loads((folder / CFG_FILE).read_text())
-        if js.get("kind") != "actlab.direction":
-            raise ValueError(f"{folder / CFG_FILE} is not an actlab direction (kind={js.get('kind')!r})")
-        if js.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{folder} has format_version {js['format_version']}; this actlab reads "
-                             f"<= {FORMAT_VERSION}")
-        js.pop("format_version")
-        js.pop("kind")
-        vec = load_file(str(folder / TENSOR_FILE))["vector"]
+            raise ArtifactMissingError(f"{folder} holds no {CFG_FILE}; is it a direction folder written by "
+                                       f"Direction.save / actlab steer extract?")
+        try:
+            art = load_artifact(folder, KIND, version=FORMAT_VERSION, cfg_file=CFG_FILE, tensors_file=TENSOR_FILE,
+                                legacy=LEGACY_KIND)
+        except ArtifactError as e:
+            if "NaN/Inf" in str(e):  # name what it is, keep the artifact's file + tensor
+                raise ArtifactError(f"{e} (a direction vector contains NaN/Inf; refusing it)") from None
+            raise
+        js = dict(art.config)
+        if art.version == 0:  # written before actlab.artifact: top-level kind and format_version
+            if js.pop("format_version", 0) > 1:
+                raise ArtifactError(f"{folder / CFG_FILE} has a format_version this actlab does not read")
+            js.pop("kind", None)
+        if "vector" not in art.tensors:
+            raise ArtifactError(f"{folder / TENSOR_FILE} holds no tensor 'vector' (has {sorted(art.tensors)})")
+        known = {f.name for f in fields(cls)} - {"vector"}
+        unknown = sorted(set(js) - known)
+        if unknown:
+            raise ArtifactError(f"{folder / CFG_FILE} has unknown direction fields {unknown}; written by a newer "
+                                f"actlab?")
+        vec = art.tensors["vector"]
         require_finite(f"{folder / TENSOR_FILE}: vector", vec)
         return cls(vector=vec, **js)
 

@@ -3,7 +3,7 @@
 """
 from __future__ import annotations
 
-import json
+import io
 import logging
 import math
 import os
@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from actlab.steer.directions import Direction
 from actlab.steer.evaluate import perplexity
-from actlab.utils import atomic_write_json
+from actlab.artifact import atomic_write_bytes, atomic_write_json, folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,10 @@ class SweepResult:
         when a setting qualified and its direction is known, ``best_direction/`` and ``best_interventions.json``
         (replayable with ``actlab generate --intervention``)."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        with folder_lock(folder, what="steer sweep save"):
+            return self._save(folder, plot)
+
+    def _save(self, folder: Path, plot: bool) -> Path:
         atomic_write_json(folder / "sweep.json", {
             "format_version": 1, "kind": "actlab.steer.sweep", "config": self.config,
             "baseline": asdict(self.baseline), "best": asdict(self.best) if self.best else None,
@@ -159,11 +162,10 @@ class SweepResult:
         import matplotlib.pyplot as plt
 
         fig = self.figure()
-        tmp = Path(str(path) + ".tmp.png")
-        fig.savefig(tmp, dpi=110)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
         plt.close(fig)
-        os.replace(tmp, path)
-        return Path(path)
+        return atomic_write_bytes(path, buf.getvalue())
 
 
 def _generate(model, prompts, cfg: SweepConfig, direction: Direction | None = None,
@@ -262,7 +264,6 @@ def sweep(model, directions: dict[str, Direction] | Sequence[Direction], prompts
 
 def load_sweep(folder: str | os.PathLike) -> dict:
     """The JSON written by ``SweepResult.save``."""
-    p = Path(folder) / "sweep.json"
-    if not p.exists():
-        raise FileNotFoundError(f"{p} does not exist")
-    return json.loads(p.read_text())
+    from actlab.artifact import read_json
+
+    return read_json(Path(folder) / "sweep.json", what="steer sweep")

@@ -6,7 +6,6 @@ embeddings through the core), other models (images) at their input tensor.
 from __future__ import annotations
 
 import html
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,13 @@ from typing import Callable
 import torch
 
 from actlab.core import Fn
-from actlab.utils import atomic_write_bytes
+from actlab.artifact import ArtifactError, atomic_write_text, load_artifact, save_artifact
+
+KIND = "attribute.attribution"
+FORMAT_VERSION = 1
+CFG_FILE = "attribution.json"
+TENSOR_FILE = "attribution.safetensors"
+HTML_FILE = "tokens.html"
 
 
 class InputSpace:
@@ -141,6 +146,13 @@ class Attribution:
     tokens: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
+    @property
+    def completeness(self) -> dict | None:
+        """For path methods (IG): ``{sum_attr, f_diff, delta, relative_error}``; None for gradient methods."""
+        if self.delta is None or self.f_x is None or self.f_baseline is None:
+            return None
+        return completeness_report(self.delta, self.f_x, self.f_baseline)
+
     def top(self, k: int = 5, sign: int = 1) -> list[int]:
         """Indices of the ``k`` largest (sign=1) or most negative (sign=-1) token scores."""
         return (self.scores.flatten() * sign).topk(min(k, self.scores.numel())).indices.tolist()
@@ -173,21 +185,37 @@ class Attribution:
         return f"<div style='font-family: monospace'>{head}</p><p>{''.join(spans)}</p></div>"
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """``attribution.safetensors`` + ``attribution.json`` (+ ``tokens.html`` for text) written atomically."""
-        from safetensors.torch import save_file
-
+        """``attribution.safetensors`` + ``attribution.json`` (+ ``tokens.html`` for text): an ``actlab.artifact``
+        folder of kind ``attribute.attribution`` (every file atomic, the JSON last)."""
+        js = {"method": self.method, "f_x": self.f_x, "f_baseline": self.f_baseline, "delta": self.delta,
+              "tokens": self.tokens, "meta": self.meta}
+        if self.completeness is not None:
+            js["completeness"] = self.completeness
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "attribution.safetensors.tmp"
-        save_file({"attr": self.attr.float().contiguous().cpu(), "scores": self.scores.float().contiguous().cpu()},
-                  str(tmp))
-        os.replace(tmp, folder / "attribution.safetensors")
-        js = {"format_version": 1, "kind": "actlab.attribution", "method": self.method, "f_x": self.f_x,
-              "f_baseline": self.f_baseline, "delta": self.delta, "tokens": self.tokens, "meta": self.meta}
-        atomic_write_bytes(folder / "attribution.json", (json.dumps(js, indent=2) + "\n").encode())
         if self.tokens:
-            atomic_write_bytes(folder / "tokens.html", self.to_html().encode())
-        return folder
+            atomic_write_text(folder / HTML_FILE, self.to_html())
+        return save_artifact(folder, KIND, js, {"attr": self.attr.float().cpu(), "scores": self.scores.float().cpu()},
+                             version=FORMAT_VERSION, tensors_file=TENSOR_FILE, cfg_file=CFG_FILE)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> Attribution:
+        """Read a folder written by ``save`` (or by actlab before artifacts: kind ``actlab.attribution``)."""
+        a = load_artifact(folder, KIND, version=FORMAT_VERSION, tensors_file=TENSOR_FILE, cfg_file=CFG_FILE,
+                          legacy="actlab.attribution")
+        js, ts = a.config, a.tensors
+        missing = {"attr", "scores"} - set(ts)
+        if missing:
+            raise ArtifactError(f"{Path(folder) / TENSOR_FILE} lacks {sorted(missing)} (it has {sorted(ts)})")
+        return cls(ts["attr"], ts["scores"], js["method"], js.get("f_x"), js.get("f_baseline"), js.get("delta"),
+                   js.get("tokens", []), js.get("meta", {}))
+
+
+def completeness_report(delta: float, f_x: float, f_baseline: float) -> dict:
+    """Completeness of a path attribution: ``sum(attr)`` against ``f(x) - f(baseline)``; ``relative_error`` =
+    ``|delta| / |f(x) - f(baseline)|`` (inf when the two outputs are equal and delta is not 0)."""
+    gap = f_x - f_baseline
+    rel = abs(delta) / abs(gap) if gap != 0 else (0.0 if delta == 0 else float("inf"))
+    return {"sum_attr": gap + delta, "f_diff": gap, "delta": delta, "relative_error": rel}
 
 
 def reduce_scores(attr: torch.Tensor, text: bool) -> torch.Tensor:

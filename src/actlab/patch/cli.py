@@ -163,71 +163,30 @@ def cmd_path(a) -> None:
 
 def cmd_subspace(a) -> None:
     import json
-    from pathlib import Path
 
-    import torch
-
-    from actlab.patch.common import make_pairs
-    from actlab.patch.subspace import (das, illusion_check, lm_score, lm_target_loss, load_basis, readout_weight,
-                                       subspace_effect)
-    from actlab.utils import atomic_write_json
+    from actlab.patch import subspace_experiment
 
     m = _load(a)
-    met = _metric(m, a)
-    pairs = make_pairs(m, a.clean, a.corrupt, align=a.align)
-    base, source = pairs.inputs("corrupt"), pairs.inputs("clean")  # move the corrupted run towards clean
-    pos = a.positions if a.positions in ("last", "all") else int(a.positions)
-    if a.direction_file:
-        try:
-            basis, dsite = load_basis(a.direction_file)
-        except (ValueError, KeyError, FileNotFoundError) as e:
-            raise SystemExit(f"error: {e}") from None
-        if a.site is None:
-            a.site = dsite
-        elif dsite is not None and dsite != a.site:
-            print(f"note: the direction was made at {dsite}; patching it at --site {a.site}")
-        if a.site is None:
-            raise SystemExit(f"error: give --site ({a.direction_file} names no site)")
-    elif a.das:
-        if a.site is None:
-            raise SystemExit("error: give --site (the site whose subspace DAS learns)")
-        res = das(m, base, source, a.site, lm_target_loss(_answer_id(m, a.correct)), k=a.das, steps=a.steps, lr=a.lr,
-                  positions=pos, progress=True)
-        basis = res.basis
-        print(f"DAS loss {res.losses[0]:.4f} -> {res.losses[-1]:.4f}")
-    else:
+    if not a.direction_file and not a.das:
         raise SystemExit("error: give --direction-file or --das K")
-    score = lm_score(met)
-    eff = subspace_effect(m, base, source, a.site, basis, score, positions=pos)
-    full = subspace_effect(m, base, source, a.site, None, score, positions=pos)
-    out = {"site": a.site, "k": int(basis.shape[0]) if basis.dim() == 2 else 1, "base": eff.base,
-           "source": eff.source, "patched": eff.patched, "normalized": eff.normalized,
-           "full_patch_normalized": full.normalized}
-    print(f"subspace patch at {a.site}: normalised effect {eff.normalized:+.3f} (whole site: {full.normalized:+.3f})")
+    pos = a.positions if a.positions in ("last", "all") else int(a.positions)
     try:
-        W = readout_weight(m, a.site)
-    except ValueError as e:
-        W = None
-        print(f"illusion check skipped: {e}")
-    if W is not None:
-        v = basis if basis.dim() == 1 else basis[0]
-        acts = m.record(a.clean + a.corrupt, [a.site])[a.site]
-        rep = illusion_check(v, W, lambda d: subspace_effect(m, base, source, a.site, d, score,
-                                                             positions=pos).normalized,
-                             acts=acts.reshape(-1, acts.shape[-1]), full_effect=full.normalized)
-        out["illusion_check"] = rep.summary()
-        print(f"illusion check (first direction): row {rep.effect_row:+.3f}  null {rep.effect_null:+.3f}  "
-              f"flags {rep.flags or 'none'}")
+        rep = subspace_experiment(m, a.clean, a.corrupt, _metric(m, a), a.site, basis=a.direction_file, das_k=a.das,
+                                  das_target=_answer_id(m, a.correct), steps=a.steps, lr=a.lr, positions=pos,
+                                  align=a.align, progress=True)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    for note in rep.notes:
+        print(f"note: {note}")
+    if rep.das_losses:
+        print(f"DAS loss {rep.das_losses[0]:.4f} -> {rep.das_losses[-1]:.4f}")
+    print(f"subspace patch at {rep.site}: normalised effect {rep.effect.normalized:+.3f} (whole site: "
+          f"{rep.full.normalized:+.3f})")
+    if rep.illusion is not None:
+        i = rep.illusion
+        print(f"illusion check (first direction): row {i['effect_row']:+.3f}  null {i['effect_null']:+.3f}  "
+              f"flags {i['flags'] or 'none'}")
     if a.out:
-        folder = Path(a.out)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / "effect.json", out)
-        from safetensors.torch import save_file
-
-        tmp = folder / "basis.safetensors.tmp"
-        save_file({"direction": torch.as_tensor(basis).detach().contiguous().cpu()}, str(tmp))
-        import os
-
-        os.replace(tmp, folder / "basis.safetensors")
-        print(f"wrote {folder}/effect.json, basis.safetensors")
-    print(json.dumps({k: v for k, v in out.items() if k != "illusion_check"}))
+        rep.save(a.out)
+        print(f"wrote {a.out}/effect.json, basis.safetensors")
+    print(json.dumps({k: v for k, v in rep.to_dict().items() if k not in ("illusion_check", "notes")}))

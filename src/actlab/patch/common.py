@@ -6,7 +6,6 @@ Patching compares a *clean* run with a *corrupted* one; every method here reads 
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +13,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from actlab.utils import atomic_write_json
+from actlab.artifact import ArtifactError, atomic_write_bytes, load_artifact, save_artifact
 
+KIND = "patch.result"
 RESULT_TENSORS = "result.safetensors"
 RESULT_JSON = "result.json"
 FORMAT_VERSION = 1
@@ -246,38 +246,29 @@ class PatchResult:
         return (self.values - self.base) / den
 
     def to_dict(self) -> dict:
-        return {"format_version": FORMAT_VERSION, "kind": "actlab.patch_result", "dims": list(self.dims),
-                "labels": self.labels, "clean": self.clean, "corrupt": self.corrupt, "metric": self.metric,
-                "method": self.method, "direction": self.direction, "meta": self.meta}
+        return {"dims": list(self.dims), "labels": self.labels, "clean": self.clean, "corrupt": self.corrupt,
+                "metric": self.metric, "method": self.method, "direction": self.direction, "meta": self.meta}
 
     def save(self, folder: str | os.PathLike, heatmap: bool = True) -> Path:
-        """Write ``result.json`` + ``result.safetensors`` (+ ``heatmap.png``) into ``folder`` atomically."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        ts = {"values": self.values.detach().float().cpu().contiguous()}
+        """Write ``result.json`` + ``result.safetensors`` (+ ``heatmap.png``) into ``folder`` (an ``actlab.artifact``
+        folder of kind ``patch.result``; every file atomic, the JSON last)."""
+        ts = {"values": self.values.detach().float().cpu()}
         if self.per_pair is not None:
-            ts["per_pair"] = self.per_pair.detach().float().cpu().contiguous()
-        tmp = folder / (RESULT_TENSORS + ".tmp")
-        save_file(ts, str(tmp))
-        os.replace(tmp, folder / RESULT_TENSORS)
-        atomic_write_json(folder / RESULT_JSON, self.to_dict())
+            ts["per_pair"] = self.per_pair.detach().float().cpu()
+        folder = save_artifact(folder, KIND, self.to_dict(), ts, version=FORMAT_VERSION, tensors_file=RESULT_TENSORS,
+                               cfg_file=RESULT_JSON)
         if heatmap:
             self.heatmap(folder / "heatmap.png")
         return folder
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> "PatchResult":
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        if not (folder / RESULT_JSON).exists():
-            raise FileNotFoundError(f"{folder} holds no {RESULT_JSON} (not a saved PatchResult)")
-        js = json.loads((folder / RESULT_JSON).read_text())
-        if js.get("kind") != "actlab.patch_result":
-            raise ValueError(f"{folder / RESULT_JSON} is not a patch result (kind={js.get('kind')!r})")
-        ts = load_file(str(folder / RESULT_TENSORS))
+    def load(cls, folder: str | os.PathLike) -> PatchResult:
+        """Read a folder written by ``save`` (or by actlab before artifacts: kind ``actlab.patch_result``)."""
+        a = load_artifact(folder, KIND, version=FORMAT_VERSION, tensors_file=RESULT_TENSORS, cfg_file=RESULT_JSON,
+                          legacy="actlab.patch_result")
+        js, ts = a.config, a.tensors
+        if "values" not in ts:
+            raise ArtifactError(f"{Path(folder) / RESULT_TENSORS} holds no 'values' tensor (it has {sorted(ts)})")
         return cls(ts["values"], tuple(js["dims"]), js["labels"], js["clean"], js["corrupt"], js["metric"],
                    js["method"], js["direction"], ts.get("per_pair"), js.get("meta", {}))
 
@@ -332,17 +323,17 @@ class PatchResult:
 
     def heatmap(self, path: str | os.PathLike, normalized: bool = True, title: str | None = None) -> Path:
         """PNG heat map (see ``heatmap_figure``), written atomically; the saved box takes in every label."""
+        import io
+
         import matplotlib.pyplot as plt
 
         fig = self.heatmap_figure(normalized, title)
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.png")
+        buf = io.BytesIO()
         try:
-            fig.savefig(tmp, dpi=100, bbox_inches="tight")
+            fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         finally:
             plt.close(fig)
-        os.replace(tmp, path)
-        return path
+        return atomic_write_bytes(path, buf.getvalue())
 
 
 MetricLike = Metric | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -112,20 +112,16 @@ def load_basis(path) -> tuple[torch.Tensor, str | None]:
     if p.is_dir():
         raise FileNotFoundError(f"{p} is a folder without direction.json; pass a steer direction folder or a "
                                 f".safetensors file with a 'direction' tensor")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from actlab.artifact import load_tensors
 
-    try:
-        t = load_file(str(p))
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{p} is not a readable safetensors file ({e})") from None
+    t = load_tensors(p)  # unreadable / corrupted / non-finite: ArtifactError naming the file and tensor
     key = "direction" if "direction" in t else ("vector" if set(t) == {"vector"} else None)
     if key is None:
         raise KeyError(f"{p} holds no 'direction' tensor (it has {sorted(t)}); expected a [d] or [k, d] "
                        f"'direction' tensor or a steer direction folder")
     v = t[key].float()
-    if v.dim() not in (1, 2) or not bool(torch.isfinite(v).all()):
-        raise ValueError(f"{p}: '{key}' must be a finite [d] or [k, d] tensor; got shape {list(v.shape)}")
+    if v.dim() not in (1, 2):
+        raise ValueError(f"{p}: '{key}' must be a [d] or [k, d] tensor; got shape {list(v.shape)}")
     return v, None
 
 

@@ -24,7 +24,7 @@ def small():
 # (arch, config, batch, lr); 10 epochs of 8192 rows, 128 latents; calibrated once on this data (1 thread).
 # BatchTopK needs a larger batch than the others: its per-batch budget of B*k latents is noisy at B = 64.
 PLANTED = [("topk", {"k": 3}, 64, 3e-3), ("batchtopk", {"k": 3}, 256, 1e-2), ("relu", {"l1_coef": 2.0}, 64, 3e-3),
-           ("jumprelu", {"l1_coef": 2.0, "jump_init_threshold": 1.0}, 64, 3e-3)]
+           ("jumprelu", {"l1_coef": 2.0, "jump_init_threshold": 1.0}, 64, 3e-3), ("gated", {"l1_coef": 5.0}, 64, 3e-3)]
 
 
 @pytest.mark.parametrize("arch,kw,bs,lr", PLANTED)
@@ -35,6 +35,9 @@ def test_planted_recovery(small, arch, kw, bs, lr):
                      dead_tokens=5000)
     m = Trainer(dc, tc, tensor_source(x, bs)).fit()
     assert recovered(D, m.W_dec.detach(), 0.9) >= 0.9
+    with torch.no_grad():
+        l0 = float((m.encode(x[:2000]) != 0).float().sum(1).mean())
+    assert l0 < 4 * 2.56, l0                        # sparse: 64 atoms active w.p. 0.04 = 2.56 per row
     # the folded model works on raw activations: its reconstructions explain most of the variance
     with torch.no_grad():
         err = m(x[:2000]) - x[:2000]

@@ -15,6 +15,22 @@ ATTN_IN = {"gpt2": "transformer.h.{i}.ln_1", "llama": "model.layers.{i}.input_la
            "mixtral": "model.layers.{i}.input_layernorm", "gpt_neox": "gpt_neox.layers.{i}.input_layernorm"}
 
 
+def random_biases(m):
+    """Every bias random: HF initialises biases to 0, which would hide a dropped or misplaced bias."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for n, p in m.module.named_parameters():
+            if n.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return m
+
+
+@pytest.fixture(scope="module")
+def biased():
+    cache = {}
+    return lambda name: cache[name] if name in cache else cache.setdefault(name, random_biases(load_model(name)))
+
+
 def close(a, b, **kw):
     torch.testing.assert_close(a, b, rtol=kw.get("rtol", 1e-4), atol=kw.get("atol", 1e-5))
 
@@ -50,8 +66,8 @@ def test_every_site_records_and_family_is_adapter_name(tiny, name):
 
 @pytest.mark.parametrize("name", ARCHS)
 @pytest.mark.parametrize("i", [0, 1])
-def test_accessors_match_the_modules_forward(tiny, name, i):
-    m = tiny(name)
+def test_accessors_match_the_modules_forward(biased, name, i):
+    m = biased(name)
     ad = m.adapter
     enc = m.tokenize(TEXTS)
     pre = f"blocks.{i}."
@@ -117,7 +133,7 @@ def _check_experts(m, i, xin, mlp_out):
 def test_edits_through_views_change_the_module(name):
     """A write-through view: editing one head of W_Q moves attn.q by x @ delta on that head only; zeroing W_out
     leaves mlp_out = b_out (an MoE: zeroing every expert's W_out leaves 0)."""
-    m = load_model(name)  # a private copy: the edits stay here
+    m = random_biases(load_model(name))  # a private copy: the edits stay here
     ad = m.adapter
     enc = m.tokenize(TEXTS)
     ln = ATTN_IN[m.family]
@@ -161,8 +177,8 @@ def test_residual_writers_are_views_with_d_model_last(tiny, name):
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-mixtral", "tiny-neox"])
 def test_orthogonalising_every_writer_removes_the_direction(name):
     """Pre-LN models: after W -= (W r) r^T (and b likewise) on every residual writer, no residual site has a
-    component along r. Missing one writer (or one expert) leaves a component."""
-    m = load_model(name)
+    component along r. Missing one writer (or one expert, or a bias) leaves a component."""
+    m = random_biases(load_model(name))
     r = torch.randn(m.d_model)
     r = r / r.norm()
     with torch.no_grad():

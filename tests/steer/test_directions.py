@@ -22,6 +22,8 @@ def test_synthetic_planted_direction_recovered(method):
     pos = torch.randn(n, d, generator=g) + 2.0 * u
     v = direction_from_acts(pos, neg, method)
     assert cos(v, u) > 0.95
+    # swapping the sides flips the direction (pca's sign is aligned with the mean difference, never arbitrary)
+    assert torch.allclose(direction_from_acts(neg, pos, method), -v, atol=1e-3)
     # every method is scaled to the mean difference's projection, so strengths compare across methods
     assert abs(float(v @ torch.nn.functional.normalize(v, dim=0)) - float((pos.mean(0) - neg.mean(0)) @
                                                                         torch.nn.functional.normalize(v, dim=0))) < 1e-4
@@ -58,14 +60,28 @@ def test_massive_channel_masking():
     pos = torch.randn(n, d, generator=g) + 4.0 * u
     neg[:, 7 + 8] += 300 + 100 * torch.randn(n, generator=g)  # a massive, noisy channel
     pos[:, 7 + 8] += 320 + 100 * torch.randn(n, generator=g)  # differs by prompt set, as massive channels do
+    neg[:, 20] += 50  # moderately massive: 50x the median channel, but below 20x the mean magnitude
+    pos[:, 20] += 50
     from actlab.steer.directions import massive_channels
 
     naive = direction_from_acts(pos, neg)
     mask = massive_channels(torch.cat([pos, neg]), 20.0)
-    assert mask == [15]
+    assert mask == [15, 20]
     masked = direction_from_acts(pos, neg, mask=mask)
     assert cos(naive, u) < 0.5 < 0.9 < cos(masked, u)
-    assert float(masked[15]) == 0.0
+    assert float(masked[15]) == 0.0 == float(masked[20])
+
+
+def test_probe_weight_in_input_units():
+    """The probe is fitted on standardised inputs and mapped back: rescaling a channel by s divides its weight by s."""
+    from actlab.steer.directions import logistic_probe
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(400, 8, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] + 0.3 * torch.randn(400, generator=g) > 0).float()
+    s = torch.tensor([10.0, 0.1, 1, 2, 3, 4, 5, 6])
+    w, ws = logistic_probe(x, y), logistic_probe(x * s, y)
+    assert torch.allclose(ws, w / s, rtol=1e-3, atol=1e-5)
 
 
 def test_bad_inputs_have_clear_errors(tiny):

@@ -131,3 +131,14 @@ def test_direction_artifact_and_cli_replay(tiny, tmp_path, capsys):
     (folder / "direction.json").write_text(json.dumps(js))
     with pytest.raises(ValueError, match=r"is a 'patch.result' artifact; expected 'steer.direction'"):
         Direction.load(folder)
+
+
+def test_scales():
+    """raw = the vector, unit = norm 1, resid = units of the median residual norm at the site."""
+    v = torch.tensor([3.0, 4.0])
+    d = Direction(vector=v, site="blocks.0.resid_post", norms={"vector": 5.0, "resid_median": 7.0})
+    assert torch.allclose(d.scaled(2.0, "raw"), 2 * v)
+    assert torch.allclose(d.scaled(2.0, "unit"), 2 * v / 5)
+    assert torch.allclose(d.scaled(2.0, "resid"), 2 * 7.0 * v / 5)
+    with pytest.raises(ValueError, match="needs norms\\['resid_median'\\]"):
+        Direction(vector=v, site="x").scaled(1.0, "resid")

@@ -149,7 +149,7 @@ def layer_masked_forward(model, x: torch.Tensor, mask: torch.Tensor, cfg: LayerM
             raise ValueError(f"layer masking does not support {type(mod).__name__} ({name}); supported: Conv2d, "
                              f"BatchNorm2d, pointwise activations, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), "
                              f"Flatten, Linear")
-    with m.engine.hooks(pairs):
+    with m.hooks(pairs):
         out = m.module(x)
     return (out, tr) if trace else out
 

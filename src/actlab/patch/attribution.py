@@ -5,46 +5,34 @@ whole sites x positions (x heads) grid costs 2 forwards + 1 backward (the source
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from actlab.patch.activation import position_cells
 from actlab.patch.common import MetricLike, PatchResult, PromptPairs, last_logits, make_pairs, site_list
 
+if TYPE_CHECKING:
+    from actlab.models import Model
 
-def grad_record(m, inputs: dict, sites: list[str], metric: MetricLike) -> tuple[dict, dict, torch.Tensor]:
-    """One forward + backward: ``(acts, grads, metric_per_row)`` for the sites (grads of ``metric.sum()``)."""
-    store: dict[str, torch.Tensor] = {}
 
-    def make(site):
-        def handler(act, ctx):
-            if act.requires_grad:
-                # a fresh view that the forward goes on with (per-head sites are views of the module's tensor, and
-                # a view the forward does not use would get no gradient)
-                t = act.view(act.shape)
-                t.retain_grad()
-                store[site] = t
-                return t
-            leaf = act.detach().requires_grad_(True)  # e.g. the embedding output of a frozen model
-            store[site] = leaf
-            return leaf
-        return handler
-
-    with torch.enable_grad(), m.engine.hooks([(s, make(s)) for s in sites]):
+def grad_record(m: Model, inputs: dict, sites: list[str], metric: MetricLike) -> tuple[dict, dict, torch.Tensor]:
+    """One forward + backward: ``(acts, grads, metric_per_row)`` for the sites (grads of ``metric.sum()``), through
+    the core's ``model.recording(sites, grad=True)``."""
+    with m.recording(sites, grad=True) as rec:
         logits = last_logits(m, inputs)
         rows = torch.arange(logits.shape[0], device=logits.device)
         vals = metric(logits, rows)
-        missing = [s for s in sites if s not in store]
+        missing = [s for s in sites if s not in rec]
         if missing:
             raise RuntimeError(f"sites {missing} were not reached by the forward pass")
         vals.sum().backward()
-    acts = {s: t.detach() for s, t in store.items()}
-    grads = {}
-    for s, t in store.items():
-        grads[s] = t.grad.detach() if t.grad is not None else torch.zeros_like(acts[s])
+    acts = {s: rec[s].detach() for s in sites}
+    grads = {s: rec.grad(s).detach() for s in sites}
     return acts, grads, vals.detach()
 
 
-def attribution_patch(m, clean, corrupt=None, metric: MetricLike = None, sites="blocks.*.resid_pre", *,
+def attribution_patch(m: Model, clean, corrupt=None, metric: MetricLike = None, sites="blocks.*.resid_pre", *,
                       positions="each", heads: bool = False, direction: str = "denoise",
                       align: str = "strict") -> PatchResult:
     """Linear estimate of ``activation_patch`` over the same grid; same arguments, same result layout.

@@ -172,19 +172,10 @@ def correlation_scores(m, inputs, site: str, score: Callable, unit_dim: int = -1
 
 def grad_x_act_scores(m, inputs, site: str, score: Callable, unit_dim: int = -1) -> torch.Tensor:
     """Baseline: mean over inputs of gradient x activation per unit (a first-order ACE with ref = 0)."""
-    store = {}
-
-    def handler(act, ctx):
-        t = act.view(act.shape) if act.requires_grad else act.detach().requires_grad_(True)
-        if act.requires_grad:
-            t.retain_grad()
-        store["a"] = t
-        return t  # the forward continues with t, so its gradient is the site's gradient
-
-    with torch.enable_grad(), m.engine.hooks([(site, handler)]):
+    with m.recording([site], grad=True) as rec:
         s = score(m(inputs)).float()
         s.sum().backward()
-    a = store["a"]
-    ga = (a.grad * a).detach().float()
+    a = rec[site]
+    ga = (rec.grad(site) * a).detach().float()
     d = unit_dim % ga.dim()
     return ga.transpose(d, -1).reshape(-1, ga.shape[d]).sum(0) / ga.shape[0]

@@ -60,3 +60,41 @@ def test_fingerprint_sees_one_changed_tensor_and_dtype(tiny):
         big.module.transformer.h[1].mlp.c_fc.weight.mul_(1.01)   # a fine-tune touching every entry
     assert weights_fingerprint(big) != fp
     assert weights_fingerprint(load_model("tiny-gpt2", dtype="bf16")) != fp
+
+
+HOLDER = """
+import sys
+from actlab.store import HarvestConfig, harvest
+H = sys.modules["actlab.store.harvest"]
+def slow(*a, **k):           # hold the folder: announce, then wait to be killed
+    print("running", flush=True)
+    import time
+    time.sleep(120)
+H._run_rank = slow
+from actlab import load_model
+harvest(load_model("tiny-llama"), HarvestConfig(data=sys.argv[1], sites=["blocks.0.resid_post"], out=sys.argv[2],
+                                                 tokens=64, dtype="fp32", context_length=32, batch_size=4,
+                                                 shard_rows=200, progress=False))
+"""
+
+
+def test_second_harvest_into_one_folder_is_refused(tiny, corpus, tmp_path):
+    """Issue 14 item 11: two harvests into one folder both ran; the second is refused naming the first's PID."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "acts"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(corpus), str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line == "running", line + proc.stdout.read()[-2000:]
+        with pytest.raises(StoreError, match=rf"acts is in use by another actlab process \(pid {proc.pid}\)"):
+            harvest(tiny("tiny-llama"), _cfg(corpus, out, 64))
+    finally:
+        proc.kill()
+        proc.wait()
+    st = harvest(tiny("tiny-llama"), _cfg(corpus, out, 64))     # the holder died: the lock went with it
+    assert st.complete and len(st) == 64

@@ -7,6 +7,7 @@ after the last complete shard; different settings on the same folder are refused
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Iterator
 import torch
 
 from actlab import distributed as D
-from actlab.artifact import ArtifactError, atomic_write_json
+from actlab.artifact import ArtifactError, atomic_write_json, folder_lock
 from actlab.data import data_fingerprint, iter_contexts, load_texts, resolve_data
 from actlab.store.fingerprint import weights_fingerprint
 from actlab.store.format import (DOC, FORMAT, FORMAT_VERSION, MANIFEST, POS, PROGRESS, TOKENS, StoreError,
@@ -225,7 +226,8 @@ def _manifest(base: dict, progress: list[dict], complete: bool) -> dict:
 
 
 def harvest(model: Model, cfg: HarvestConfig) -> ActivationStore:
-    """Run (or resume) a harvest and return the store. Under torchrun every rank calls this with equal cfg."""
+    """Run (or resume) a harvest and return the store. Under torchrun every rank calls this with equal cfg. The
+    output folder is locked for the run: a second harvest into it is refused naming the holder's PID."""
     rank, world = D.init_from_env()
     try:
         model.check_sites(cfg.sites)
@@ -235,6 +237,23 @@ def harvest(model: Model, cfg: HarvestConfig) -> ActivationStore:
         raise ValueError(f"{model.name} has no tokenizer; harvest packs text and needs one")
     docs = load_texts(cfg.data, text_field=cfg.text_field)
     root = Path(cfg.out).expanduser()
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"output {str(root)!r} exists and is not a folder")
+    with contextlib.ExitStack() as stack:
+        err = None
+        if rank == 0:   # one lock per harvest: rank 0 holds it and tells the other ranks whether it got it
+            try:
+                stack.enter_context(folder_lock(root, what="actlab harvest"))
+            except ArtifactError as e:
+                err = str(e)
+        err = D.broadcast_object(err)
+        if err:
+            raise StoreError(err)
+        return _harvest(model, cfg, docs, root, rank, world)
+
+
+def _harvest(model: Model, cfg: HarvestConfig, docs: list[str], root: Path, rank: int, world: int
+             ) -> ActivationStore:
     ident = cfg.identity(model, world)
     ident_hash = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     existing = _prepare(root, ident, rank)

@@ -87,7 +87,7 @@ def calibrate(model, ids: torch.Tensor, batch_size: int = 8, layers: list[str] |
             return None
         return h
 
-    with torch.no_grad(), model.engine.hooks([(f"module:{p}:in", make(p)) for p in layers]):
+    with torch.no_grad(), model.hooks([(f"module:{p}:in", make(p)) for p in layers]):
         for s in range(0, len(ids), batch_size):
             model(ids[s:s + batch_size].to(model.device), use_cache=False)
     return Calibration(absmax, {p: sum(v) / len(v) for p, v in pct.items() if v}, percentile, len(ids))
@@ -138,7 +138,7 @@ def quantized(model, calib: Calibration | None, w_bits: int = 8, a_bits: int | N
                         r = am
                     scale = (r / qmax).clamp_min(1e-12)
                 hooks.append((f"module:{p}:in", _act_quant(a_bits, a_granularity, scale, s)))
-        with model.engine.hooks(hooks):
+        with model.hooks(hooks):
             yield
     finally:
         with torch.no_grad(), stats_threads(1, model.device):

@@ -35,7 +35,7 @@ def linear_input_groups(model, include_head: bool = False) -> dict[str, list[str
         return h
 
     x = torch.full((1, 4), _some_token(model), dtype=torch.long, device=model.device)
-    with torch.no_grad(), model.engine.hooks([(f"module:{p}:in", make(p)) for p in paths]):
+    with torch.no_grad(), model.hooks([(f"module:{p}:in", make(p)) for p in paths]):
         model(x, use_cache=False) if model.config is not None else model(x)
     groups = {}
     for ps in seen.values():
@@ -146,7 +146,7 @@ def collect(model, ids: torch.Tensor, col: StatsCollector, plan: dict[str, str],
     ``flush_every`` (about one layer's sites), so at most that many are held at once."""
     from tqdm.auto import tqdm
 
-    from actlab.core.hooks import StopForward
+    from actlab.core import StopForward
 
     if ids.dim() != 2:
         raise ValueError(f"collect needs token ids [n_contexts, length]; got shape {list(ids.shape)}")
@@ -168,7 +168,7 @@ def collect(model, ids: torch.Tensor, col: StatsCollector, plan: dict[str, str],
                 raise StopForward
         return h
 
-    with torch.no_grad(), model.engine.hooks([(s, make(s, k)) for s, k in plan.items()]):
+    with torch.no_grad(), model.hooks([(s, make(s, k)) for s, k in plan.items()]):
         for s in tqdm(range(0, len(ids), batch_size), desc="stats", unit="batch", disable=not progress):
             x = ids[s:s + batch_size].to(model.device)
             current["ids"] = x

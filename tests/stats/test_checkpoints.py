@@ -11,7 +11,7 @@ from actlab import load_model
 from actlab.artifact import load_tensors
 from actlab.cli import main
 from actlab.stats.emergence import EXP_LOG, checkpoint_step, exp_log_curve, r_squared
-from actlab.stats.train_checkpoints import TrainConfig, checkpoint_steps
+from actlab.stats.train_checkpoints import CheckpointSeriesConfig, checkpoint_steps
 
 TRAIN = ["--n-layers", "1", "--d-model", "32", "--d-ff", "64", "--n-heads", "2", "--context-length", "32",
          "--batch-size", "4", "--max-tokens", "4000"]
@@ -55,7 +55,7 @@ def test_train_then_emergence(tmp_path, one_thread, capsys):
         assert f["r2"] == pytest.approx(r_squared(y[:, int(layer)], pred), abs=1e-9)
     assert (em / "emergence.png").stat().st_size > 0
     with pytest.raises(ValueError, match="divisible"):
-        TrainConfig(d_model=30, n_heads=4)
+        CheckpointSeriesConfig(d_model=30, n_heads=4)
 
 
 def test_emergence_fails_when_every_fit_fails(tmp_path, one_thread, cli_error):

@@ -61,3 +61,20 @@ def test_info_plane_fits_then_compresses(one_thread):
         assert min(r[0] for r in p.ixt) > 11.5                                # the 10-unit first layer
         assert p.ity[-1][-1] > p.ity[0][-1] + 0.4                            # fitting
         assert p.ixt[-1][-1] < p.ixt[0][-1] - 2.0                            # compression
+
+
+def test_infoplane_cli_writes_the_run(tmp_path, one_thread):
+    import json
+
+    from actlab.cli import main
+
+    out = tmp_path / "ip"
+    main(["stats", "infoplane", "--epochs", "3", "--activation", "relu", "--out", str(out)])
+    res = json.loads((out / "infoplane.json").read_text())
+    ref = train_info_plane("relu", epochs=3)
+    assert res["activation"] == "relu" and set(res) == {"format_version", "activation", "ebab", "akde"}
+    for k in ("ebab", "akde"):
+        assert res[k]["epochs"] == ref[k].epochs == [1, 2, 3]
+        for key in ("ixt", "ity"):
+            assert res[k][key] == [pytest.approx(row) for row in getattr(ref[k], key)]
+        assert (out / f"infoplane_{k}.png").stat().st_size > 0

@@ -95,10 +95,10 @@ def _emergence(argv: list[str]) -> None:
 
 
 def _train(argv: list[str]) -> None:
-    from actlab.stats.train_checkpoints import TrainConfig, train_checkpoints
+    from actlab.stats.train_checkpoints import CheckpointSeriesConfig, train_checkpoints
 
-    ap = _dataclass_parser(TrainConfig, "actlab stats train-checkpoints")
-    cfg = TrainConfig(**vars(ap.parse_args(argv)))
+    ap = _dataclass_parser(CheckpointSeriesConfig, "actlab stats train-checkpoints")
+    cfg = CheckpointSeriesConfig(**vars(ap.parse_args(argv)))
     paths = train_checkpoints(cfg)
     print(f"wrote {len(paths)} checkpoints under {cfg.out}")
 
@@ -113,16 +113,7 @@ def _infoplane(argv: list[str]) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     ap.add_argument("--out", default="infoplane_out", help="output folder")
     a = ap.parse_args(argv)
-    from pathlib import Path
+    from actlab.stats.info import run_info_plane
 
-    from actlab.stats.info import plot_info_plane, train_info_plane
-    from actlab.utils import atomic_write_json
-
-    res = train_info_plane(a.activation, epochs=a.epochs, weight_decay=a.weight_decay, seed=a.seed)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "infoplane.json", {"format_version": 1, "activation": a.activation,
-                                               **{k: dataclasses.asdict(v) for k, v in res.items()}})
-    for k, v in res.items():
-        plot_info_plane(v, out / f"infoplane_{k}.png")
-    print(f"wrote {out}/infoplane.json and infoplane_*.png")
+    run_info_plane(a.out, a.activation, epochs=a.epochs, weight_decay=a.weight_decay, seed=a.seed)
+    print(f"wrote {a.out}/infoplane.json and infoplane_*.png")

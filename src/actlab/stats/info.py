@@ -172,6 +172,24 @@ def train_info_plane(activation: str = "tanh", widths: tuple[int, ...] = (10, 7,
     return out
 
 
+def run_info_plane(out, activation: str = "tanh", **kw) -> dict[str, InfoPlane]:
+    """``actlab stats infoplane``: ``train_info_plane(activation, **kw)``, then ``infoplane.json`` and one
+    ``infoplane_<estimator>.png`` per estimator in the (locked) folder ``out``."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from actlab.artifact import atomic_write_json, folder_lock
+
+    res = train_info_plane(activation, **kw)
+    out = Path(out)
+    with folder_lock(out, what="actlab stats infoplane"):
+        atomic_write_json(out / "infoplane.json", {"format_version": 1, "activation": activation,
+                                                   **{k: asdict(v) for k, v in res.items()}})
+        for k, v in res.items():
+            plot_info_plane(v, out / f"infoplane_{k}.png")
+    return res
+
+
 def plot_info_plane(plane: InfoPlane, path) -> None:
     """PNG: I(X;T) vs I(T;Y), one trajectory per layer, colour = epoch."""
     import matplotlib

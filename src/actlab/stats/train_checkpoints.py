@@ -13,13 +13,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainConfig:
-    """Tiny causal LM training run that saves checkpoints."""
+class CheckpointSeriesConfig:
+    """A tiny causal LM training run that saves a series of checkpoints (``actlab stats train-checkpoints``)."""
 
     out: str = "ckpts"
     """folder for the step-<N> checkpoint folders"""
-    data: str = ""
-    """text source (default: the bundled demo corpus)"""
+    data: str = "demo"
+    """text source (.txt/.jsonl/.parquet/folder) or 'demo', the bundled demo corpus (default)"""
     n_layers: int = 4
     """transformer blocks"""
     d_model: int = 128
@@ -56,11 +56,11 @@ def checkpoint_steps(steps: int, n: int) -> list[int]:
     return sorted(s)
 
 
-def train_checkpoints(cfg: TrainConfig, progress: bool = True) -> list[Path]:
-    """Run the training and return the checkpoint folders."""
-    from tqdm.auto import tqdm
+def train_checkpoints(cfg: CheckpointSeriesConfig, progress: bool = True) -> list[Path]:
+    """Run the training and return the checkpoint folders (the output folder is locked for the run)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from actlab.artifact import folder_lock
     from actlab.data import load_texts
     from actlab.models.tiny import byte_tokenizer
 
@@ -87,7 +87,15 @@ def train_checkpoints(cfg: TrainConfig, progress: bool = True) -> list[Path]:
         opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) / cfg.steps)))
     save_at = set(checkpoint_steps(cfg.steps, cfg.n_checkpoints))
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, what="actlab stats train-checkpoints"):
+        return _train(cfg, model, tok, data, out, save_at, opt, sched, progress)
+
+
+def _train(cfg: CheckpointSeriesConfig, model, tok, data: torch.Tensor, out: Path, save_at: set[int], opt, sched,
+           progress: bool) -> list[Path]:
+    from tqdm.auto import tqdm
+
+    n_ctx = len(data)
     paths = []
     g = torch.Generator().manual_seed(cfg.seed)
     for step in tqdm(range(cfg.steps + 1), desc="train", disable=not progress):
@@ -108,14 +116,20 @@ def train_checkpoints(cfg: TrainConfig, progress: bool = True) -> list[Path]:
 
 
 def _save(model, tok, path: Path, step: int) -> Path:
-    """Save to a temporary folder, then rename (a crash never leaves a half-written step-<N>)."""
+    """An HF folder (config.json, model.safetensors through actlab.artifact, the tokenizer's own files), written
+    into a temporary folder and renamed (a crash never leaves a half-written step-<N>)."""
     import shutil
+
+    from actlab.artifact import atomic_write_json, save_tensors
 
     tmp = path.with_name(f".{path.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     model.config.actlab_step = step
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.config.architectures = [type(model).__name__]   # what save_pretrained records, so loaders pick the LM
+    save_tensors(tmp / "model.safetensors", {k: v.detach() for k, v in model.state_dict().items()},
+                 metadata={"format": "pt"})
+    atomic_write_json(tmp / "config.json", model.config.to_dict())
     tok.save_pretrained(tmp)
     if path.exists():
         shutil.rmtree(path)

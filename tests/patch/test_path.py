@@ -114,7 +114,7 @@ def test_attention_override(tiny, name):
     m = tiny(name)
     enc = m.tokenize("hello there")
     w = enc["input_ids"].shape[1]
-    vsite = "module:model.layers.0.self_attn.v_proj" if name == "tiny-llama" else "module:transformer.h.0.attn.c_attn"
+    vsite = "blocks.0.attn.v"  # [b, p, kv_heads, d_head]
     with torch.no_grad():
         out = m(enc, output_attentions=True)
         own = out.attentions[0][0]  # [H, dest, src]: the model's own eager pattern
@@ -128,7 +128,7 @@ def test_attention_override(tiny, name):
         with m.intervene(attention_override(m, 0, 3, one_hot_pattern(w, 2))), m.recording(rec_sites) as rec:
             m(enc)
         v = rec[vsite]
-        v = v.view(1, w, 2, 16)[:, :, 1] if name == "tiny-llama" else v[..., 128:].reshape(1, w, 4, 16)[:, :, 3]
+        v = v[:, :, 1] if name == "tiny-llama" else v[:, :, 3]  # llama: 4 query heads share 2 KV heads
         z = rec["blocks.0.attn.z"][0, :, 3]
         torch.testing.assert_close(z, v[0, 2].expand(w, -1), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="expected \\[.*dest x src"):

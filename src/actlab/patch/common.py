@@ -187,7 +187,11 @@ def last_logits(m, inputs: dict) -> torch.Tensor:
     if "logits_to_keep" in inspect.signature(m.module.forward).parameters:
         kw["logits_to_keep"] = 1
     out = m(dict(inputs), **kw)
-    logits = out.logits if hasattr(out, "logits") else out[0]
+    logits = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
+    if logits is None or logits.dim() != 3:
+        raise ValueError(f"{m.name} ({m.family}) gives no [batch, pos, vocab] logits (not a causal LM): patching "
+                         f"metrics read the last-position logits; use path_patch / subspace_effect with a score of "
+                         f"your own for this model")
     return logits[:, -1]
 
 

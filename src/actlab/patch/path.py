@@ -7,12 +7,15 @@ docs/patch.md).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from actlab.core import Fn, Intervention, Replace
 from actlab.patch.common import Effect, PatchResult
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 Component = "str | tuple[str, int]"
 
@@ -166,43 +169,32 @@ def circuit_overlap(a: set, b: set, mode: str = "jaccard") -> float:
 
 
 # -- attention-pattern override --------------------------------------------------------------------------
-def _value_site(m, layer: int) -> tuple[str, Callable[[torch.Tensor], torch.Tensor], int]:
-    """(module site producing values, fn -> values [b, p, n_kv, dh], n_kv) for Llama/GPT-2 families."""
-    cfg, fam = m.config, m.family
-    hd = _head_dim(m)
-    if fam in ("llama", "mixtral"):
-        n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        return (f"module:model.layers.{layer}.self_attn.v_proj",
-                lambda t: t.view(*t.shape[:2], n_kv, hd), n_kv)
-    if fam == "gpt2":
-        d = m.d_model
-        return (f"module:transformer.h.{layer}.attn.c_attn",
-                lambda t: t[..., 2 * d:].reshape(*t.shape[:2], d // hd, hd), d // hd)
-    raise ValueError(f"attention overrides need a Llama/Mixtral/GPT-2 model (values read from the v projection); "
-                     f"{m.name} is {fam}")
-
-
-def attention_override(m, layer: int, heads: int | Sequence[int], pattern: torch.Tensor,
+def attention_override(m: Model, layer: int, heads: int | Sequence[int], pattern: torch.Tensor,
                        dest: Sequence[int] | None = None) -> list[tuple[str, Intervention]]:
     """Interventions forcing heads of ``layer`` to attend with ``pattern``; use with ``m.intervene(...)``.
 
     ``pattern``: [dest, src] or [batch, dest, src] rows of attention weights (e.g. ``one_hot_pattern``), applied
-    at the ``dest`` rows (default all). Exact: the head output becomes ``pattern @ V`` with ``V`` read from the v
-    projection of the same forward (so the model's own pattern reproduces its output).
+    at the ``dest`` rows (default all). Exact: the head output becomes ``pattern @ V`` with ``V`` read from the
+    per-head value site ``blocks.{layer}.attn.v`` of the same forward (grouped KV heads mapped), so the model's own
+    pattern reproduces its output. Works on every architecture whose site table has ``attn.v`` and ``attn.z``.
     """
     heads = [heads] if isinstance(heads, int) else list(heads)
-    vsite, to_v, n_kv = _value_site(m, layer)
-    n_h = getattr(m.config, "num_attention_heads", None) or m.config.n_head
+    vsite, zsite = f"blocks.{layer}.attn.v", f"blocks.{layer}.attn.z"
+    missing = [s for s in (vsite, zsite) if s not in m.sites]
+    if missing:
+        raise ValueError(f"attention overrides need the per-head sites {vsite} and {zsite}; {m.name} ({m.family}) "
+                         f"has no {missing[0]}")
     stash: dict[str, torch.Tensor] = {}
 
-    def grab(act, ctx):
-        stash["v"] = to_v(act)
+    def grab(act, ctx):  # [b, p, n_kv, dh]
+        stash["v"] = act
         return act
 
     def edit(act, ctx):  # act: [b, p, H, dh]
         v = stash.get("v")
         if v is None:
-            raise RuntimeError("attention_override: the value projection did not run before attn.z")
+            raise RuntimeError(f"attention_override: {vsite} did not run before {zsite}")
+        n_h, n_kv = act.shape[2], v.shape[2]
         p = pattern.to(device=act.device, dtype=act.dtype)
         if p.dim() == 2:
             p = p[None].expand(act.shape[0], -1, -1)
@@ -213,12 +205,12 @@ def attention_override(m, layer: int, heads: int | Sequence[int], pattern: torch
         rows = list(range(act.shape[1])) if dest is None else list(dest)
         for h in heads:
             if not 0 <= h < n_h:
-                raise ValueError(f"head {h} out of range (layer has {n_h} heads)")
-            vh = v[:, :, h // (n_h // n_kv)]  # [b, p, dh]
+                raise ValueError(f"head {h} out of range (layer {layer} has {n_h} heads)")
+            vh = v[:, :, h // (n_h // n_kv)].to(act.dtype)  # [b, p, dh]
             out[:, rows, h] = (p @ vh)[:, rows]
         return out
 
-    return [(vsite, Fn(fn=grab)), (f"blocks.{layer}.attn.z", Fn(fn=edit))]
+    return [(vsite, Fn(fn=grab)), (zsite, Fn(fn=edit))]
 
 
 def one_hot_pattern(width: int, src: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from actlab.steer import extract
-from actlab.steer.evaluate import ProbeScorer, perplexity
+from actlab.steer.evaluate import ProbeScorer, completion_perplexity
 from actlab.steer.refusal import acts_at
 
 LETTERS = "abcdefghij klmnopqrstuvwxyz"
@@ -39,8 +39,8 @@ def test_extract_batch_16_equals_batch_1(tiny, name, position):
 def test_perplexity_and_probe_batched_equal_single(tiny, name):
     m = tiny(name)
     prompts, completions = texts(2, 8), texts(3, 8)
-    p8 = perplexity(m, prompts, completions, batch_size=8)
-    p1 = perplexity(m, prompts, completions, batch_size=1)
+    p8 = completion_perplexity(m, prompts, completions, batch_size=8)
+    p1 = completion_perplexity(m, prompts, completions, batch_size=1)
     assert p8.per_text == pytest.approx(p1.per_text, rel=1e-4)
     site = "blocks.1.resid_post"
     d = extract(m, texts(4, 4), texts(5, 4), site, batch_size=1)[site]

@@ -3,7 +3,7 @@ prompts at a moderate strength, while perplexity (under the unsteered model) sta
 import pytest
 
 from actlab.steer import extract
-from actlab.steer.evaluate import KeywordScorer, perplexity
+from actlab.steer.evaluate import KeywordScorer, completion_perplexity
 
 TOPICS = ["my holiday", "the weather", "my new job", "a good book", "dinner tonight", "the city", "my friend",
           "the weekend", "music", "the garden", "a long day", "my family", "the news", "a film", "school",
@@ -25,8 +25,8 @@ def test_concept_direction_steers_smollm2(smollm2):
     plain = m.generate(PROMPTS, max_new_tokens=16, chat=True)
     with m.intervene(d.to_interventions(0.45, scale="resid")):  # 0.45 x the median residual norm at the site
         steered = m.generate(PROMPTS, max_new_tokens=16, chat=True)
-    p_plain = perplexity(m, PROMPTS, plain, chat=True).ppl
-    p_steer = perplexity(m, PROMPTS, steered, chat=True).ppl
+    p_plain = completion_perplexity(m, PROMPTS, plain, chat=True).ppl
+    p_steer = completion_perplexity(m, PROMPTS, steered, chat=True).ppl
     assert score(steered) >= score(plain) + 0.5, (plain, steered)
     assert p_steer <= PPL_BOUND * p_plain, (p_plain, p_steer, steered)
 

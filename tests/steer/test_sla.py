@@ -4,7 +4,7 @@ import torch
 
 from actlab import Add
 from actlab.core.hooks import Ctx
-from actlab.steer.sla import ContextSteer, early_logits, generate, sla_logits, vsv_vectors
+from actlab.steer import ContextSteer, early_logits, sla_generate, sla_logits, vsv_vectors
 
 
 def test_sla_changes_the_token_the_early_layer_supports(tiny):
@@ -23,7 +23,7 @@ def test_sla_changes_the_token_the_early_layer_supports(tiny):
         h0 = m.record(prompts, sites=["blocks.0.resid_post"], positions="last")["blocks.0.resid_post"]
         assert torch.allclose(sla_logits(m, prompts, layers=[0], alpha=1.0), early_logits(m, h0), atol=1e-5)
         out_plain = m.generate(prompts, max_new_tokens=3, return_ids=True)
-        out_sla = generate(m, prompts, 3, sla_layers=[0], sla_alpha=0.5, return_ids=True)
+        out_sla = sla_generate(m, prompts, 3, sla_layers=[0], sla_alpha=0.5, return_ids=True)
     n = out_plain.shape[1] - 3
     assert (out_sla[:, n] == z).all() and not (out_plain[:, n] == z).any()
     with pytest.raises(ValueError, match="out of range"):

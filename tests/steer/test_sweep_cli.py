@@ -1,4 +1,5 @@
 """Sweep (layers x strengths, concept vs fluency, plot, best pick) and the `actlab steer` CLI on tiny-llama."""
+import importlib
 import json
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from actlab import load_interventions
 from actlab.cli import main
 from actlab.steer import Direction
-from actlab.steer.evaluate import KeywordScorer, kl_on_neutral, perplexity
+from actlab.steer.evaluate import KeywordScorer, kl_on_neutral, completion_perplexity
 from actlab.steer.sweep import load_sweep, sweep
 
 
@@ -76,11 +77,11 @@ def test_sweep_scores_plots_and_picks(tiny, tmp_path):
 
 def test_perplexity_and_kl(tiny):
     m = tiny("tiny-llama")
-    p = perplexity(m, ["ab", "hello"], ["cd", "x"])
+    p = completion_perplexity(m, ["ab", "hello"], ["cd", "x"])
     assert p.n_tokens == 3 and 1 < p.ppl < 1e4 and len(p.per_text) == 2
     assert kl_on_neutral(m, [], ["hello"]) == 0.0
     with pytest.raises(ValueError, match="2 prompts but 1 completions"):
-        perplexity(m, ["a", "b"], ["c"])
+        completion_perplexity(m, ["a", "b"], ["c"])
     with pytest.raises(ValueError, match="at least one keyword"):
         KeywordScorer([])
 
@@ -139,7 +140,7 @@ def test_batched_strengths_equal_one_setting_per_call(tiny):
     with m.intervene(dirs[0].to_interventions(4.0, scale="unit")):
         texts = m.generate(prompts, max_new_tokens=6)
     assert r.sample == texts[0][:200]
-    assert r.ppl == pytest.approx(perplexity(m, prompts, texts).ppl, rel=1e-4)
+    assert r.ppl == pytest.approx(completion_perplexity(m, prompts, texts).ppl, rel=1e-4)
     assert r.kl == pytest.approx(kl_on_neutral(m, dirs[0].to_interventions(4.0, scale="unit"), prompts), rel=1e-3)
     assert single.rows[0].kl == 0.0 and single.rows[0].concept == single.baseline.concept
 
@@ -167,7 +168,7 @@ def test_per_row_alpha(tiny):
 
 def test_kl_without_cached_base_is_the_same(tiny, monkeypatch):
     """Neutral prompts too many to cache their plain log-probabilities: the KL is computed per batch, unchanged."""
-    import actlab.steer.sweep as S
+    S = importlib.import_module("actlab.steer.sweep")  # the module (actlab.steer.sweep is also the function)
 
     m = tiny("tiny-llama")
     dirs = [z_direction(m, "blocks.1.resid_post")]

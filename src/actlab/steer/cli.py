@@ -121,9 +121,9 @@ def cmd_generate(a) -> None:
         ivs = Direction.load(a.direction).to_interventions(a.alpha, mode=a.mode, scale=a.scale)
     with m.intervene(ivs):
         if a.sla_layers:
-            from actlab.steer.sla import generate
+            from actlab.steer.sla import sla_generate
 
-            outs = generate(m, a.prompt, a.max_new_tokens, sla_layers=[int(x) for x in a.sla_layers.split(",")],
+            outs = sla_generate(m, a.prompt, a.max_new_tokens, sla_layers=[int(x) for x in a.sla_layers.split(",")],
                             sla_alpha=a.sla_alpha, chat=a.chat)
         else:
             outs = m.generate(a.prompt, max_new_tokens=a.max_new_tokens, chat=a.chat)

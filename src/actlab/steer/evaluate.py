@@ -97,7 +97,7 @@ class Perplexity:
 
 
 @torch.no_grad()
-def perplexity(model, prompts: Sequence[str], completions: Sequence[str], *, chat: bool = False,
+def completion_perplexity(model, prompts: Sequence[str], completions: Sequence[str], *, chat: bool = False,
                batch_size: int = 8) -> Perplexity:
     """Teacher-forced perplexity of each completion after its prompt (empty completions are skipped)."""
     if len(prompts) != len(completions):

@@ -69,7 +69,7 @@ def sla(model, layers: Sequence[int], alpha: float = 0.3, final_norm: bool = Tru
         yield SelfLogitsAugmentation(model, layers, alpha, rec, final_norm)
 
 
-def generate(model, prompts, max_new_tokens: int = 32, *, sla_layers: Sequence[int] | None = None,
+def sla_generate(model, prompts, max_new_tokens: int = 32, *, sla_layers: Sequence[int] | None = None,
              sla_alpha: float = 0.3, final_norm: bool = True, **kw):
     """``model.generate`` with self-logits augmentation from ``sla_layers`` (none: plain generate)."""
     if not sla_layers:

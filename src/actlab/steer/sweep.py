@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from actlab.steer.directions import Direction
-from actlab.steer.evaluate import perplexity
+from actlab.steer.evaluate import completion_perplexity
 from actlab.artifact import atomic_write_bytes, atomic_write_json, folder_lock
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ def sweep(model, directions: dict[str, Direction] | Sequence[Direction], prompts
 
     t = time.perf_counter()
     base_texts = _generate(model, prompts, cfg)
-    p = perplexity(model, prompts, base_texts, chat=cfg.chat, batch_size=cfg.batch_size)
+    p = completion_perplexity(model, prompts, base_texts, chat=cfg.chat, batch_size=cfg.batch_size)
     baseline = SweepRow("none", 0.0, float(scorer(base_texts)), p.ppl, 0.0, time.perf_counter() - t, p.n_tokens,
                         base_texts[0][:200])
     enc = {k: v for k, v in model.tokenize(neutral).items()}
@@ -247,7 +247,7 @@ def sweep(model, directions: dict[str, Direction] | Sequence[Direction], prompts
         t = time.perf_counter()
         texts = _generate(model, prompts, cfg, d, cfg.strengths)
         secs = (time.perf_counter() - t) / K
-        p = perplexity(model, prompts * K, texts, chat=cfg.chat, batch_size=cfg.batch_size)
+        p = completion_perplexity(model, prompts * K, texts, chat=cfg.chat, batch_size=cfg.batch_size)
         kls = _kl_per_strength(model, d, enc, base_lp, cfg.strengths, cfg)
         for j, s in enumerate(cfg.strengths):
             sl = slice(j * P, (j + 1) * P)

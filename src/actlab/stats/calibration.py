@@ -27,7 +27,7 @@ def next_token_nll(logits: torch.Tensor, ids: torch.Tensor) -> float:
                                  reduction="sum"))
 
 
-def perplexity(model, ids: torch.Tensor, batch_size: int = 8) -> float:
+def perplexity(model: Model, ids: torch.Tensor, batch_size: int = 8) -> float:
     """exp(mean next-token NLL) over packed contexts ``ids`` ``[n, L]`` (no padding)."""
     if ids.dim() != 2 or ids.shape[1] < 2:
         raise ValueError(f"perplexity needs token ids [n_contexts, length >= 2]; got shape {list(ids.shape)}")
@@ -40,22 +40,29 @@ def perplexity(model, ids: torch.Tensor, batch_size: int = 8) -> float:
     return math.exp(tot / n)
 
 
-def _is_linear(mod: torch.nn.Module) -> bool:
-    return isinstance(mod, torch.nn.Linear) or type(mod).__name__ == "Conv1D"
+def _is_linear(model: Model, mod: torch.nn.Module) -> bool:
+    """``nn.Linear``, or, where the adapter says weights are stored ``[in, out]`` (``adapter.conv1d``, GPT-2), a
+    leaf module with a 2-D weight that is not an embedding."""
+    if isinstance(mod, torch.nn.Linear):
+        return True
+    w = getattr(mod, "weight", None)
+    return (model.adapter.conv1d and isinstance(w, torch.Tensor) and w.dim() == 2
+            and not isinstance(mod, torch.nn.Embedding) and next(mod.children(), None) is None)
 
 
-def weight_out_in(mod: torch.nn.Module) -> torch.Tensor:
-    """The weight as ``[out, in]`` (``nn.Linear`` layout; GPT-2's ``Conv1D`` stores ``[in, out]``)."""
-    return mod.weight if isinstance(mod, torch.nn.Linear) else mod.weight.T
+def weight_out_in(model: Model, mod: torch.nn.Module) -> torch.Tensor:
+    """The weight of a linear layer as ``[out, in]`` (``nn.Linear``'s layout; a view of the parameter)."""
+    return mod.weight if isinstance(mod, torch.nn.Linear) or not model.adapter.conv1d else mod.weight.T
 
 
-def linear_layers(model, include_head: bool = False) -> list[str]:
-    """Module paths of the linear layers of ``model`` (``nn.Linear`` and GPT-2 ``Conv1D``), the LM head excluded
-    unless ``include_head``."""
+def linear_layers(model: Model, include_head: bool = False) -> list[str]:
+    """Module paths of the linear layers of ``model`` (``nn.Linear``, or the adapter's ``[in, out]`` layout), the LM
+    head excluded unless ``include_head``."""
     head = None
     if "logits" in model.sites:
         head = model.sitemap.resolve("logits").module
-    return [n for n, m in model.module.named_modules() if n and _is_linear(m) and (include_head or n != head)]
+    return [n for n, m in model.module.named_modules()
+            if n and _is_linear(model, m) and (include_head or n != head)]
 
 
 @dataclass
@@ -68,7 +75,7 @@ class Calibration:
     n_seq: int
 
 
-def calibrate(model, ids: torch.Tensor, batch_size: int = 8, layers: list[str] | None = None,
+def calibrate(model: Model, ids: torch.Tensor, batch_size: int = 8, layers: list[str] | None = None,
               percentile: float = 99.99) -> Calibration:
     """Record linear-layer input ranges (the hook points quantized kernels see) over calibration contexts."""
     layers = layers if layers is not None else linear_layers(model)
@@ -94,7 +101,7 @@ def calibrate(model, ids: torch.Tensor, batch_size: int = 8, layers: list[str] |
 
 
 @contextlib.contextmanager
-def quantized(model, calib: Calibration | None, w_bits: int = 8, a_bits: int | None = 8,
+def quantized(model: Model, calib: Calibration | None, w_bits: int = 8, a_bits: int | None = 8,
               w_granularity: str = "channel", a_granularity: str = "tensor", a_clip: str = "minmax",
               smoothquant_alpha: float | None = None) -> Iterator[None]:
     """Fake-quantize the linear layers of ``model`` in place for the block (weights restored afterwards).
@@ -119,14 +126,14 @@ def quantized(model, calib: Calibration | None, w_bits: int = 8, a_bits: int | N
         with torch.no_grad(), stats_threads(1, model.device):
             for p in layers:
                 mod = mods[p]
-                w = weight_out_in(mod)
+                w = weight_out_in(model, mod)
                 saved[p] = mod.weight.detach().clone()
                 s = None
                 if smoothquant_alpha is not None:
                     s = smoothquant_scales(calib.absmax[p], w, smoothquant_alpha).to(w)
                     w = w * s[None, :]
                 wq = fake_quant(w, w_bits, "token" if w_granularity == "channel" else "tensor")
-                mod.weight.copy_(wq if isinstance(mod, torch.nn.Linear) else wq.T)
+                weight_out_in(model, mod).copy_(wq)          # writes through the view, whatever the layout
                 if a_bits is None:
                     continue
                 scale = None

@@ -10,6 +10,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,10 +18,14 @@ from actlab.stats.massive import LayerMassive
 from actlab.stats.quant import ChannelStats, stats_threads
 from actlab.stats.sparsity import SparsityStats
 
+if TYPE_CHECKING:
+    from actlab.models import Model
+    from actlab.store import ActivationStore
+
 log = logging.getLogger(__name__)
 
 
-def linear_input_groups(model, include_head: bool = False) -> dict[str, list[str]]:
+def linear_input_groups(model: Model, include_head: bool = False) -> dict[str, list[str]]:
     """Linear layers that read the same tensor (q/k/v, gate/up) grouped under one name, found by watching one
     short forward pass: ``{group_name: [module paths]}``. The group name is the first path with the sibling
     names joined, e.g. ``model.layers.0.self_attn.{q_proj,k_proj,v_proj}``."""
@@ -48,7 +53,7 @@ def linear_input_groups(model, include_head: bool = False) -> dict[str, list[str
     return groups
 
 
-def _some_token(model) -> int:
+def _some_token(model: Model) -> int:
     tok = model.tokenizer
     for attr in ("bos_token_id", "eos_token_id"):
         v = getattr(tok, attr, None) if tok is not None else None
@@ -104,7 +109,7 @@ class StatsCollector:
         self.seconds += time.perf_counter() - t0
 
 
-def make_collector(model, massive: bool = True, sparsity: bool = True, outliers: bool = True,
+def make_collector(model: Model, massive: bool = True, sparsity: bool = True, outliers: bool = True,
                    sparsity_eps: float | None | str = "auto", top_k: int = 10) -> tuple[StatsCollector, dict]:
     """A collector for ``model`` plus the hook plan ``{hook site: collector key}``."""
     from actlab.stats.sparsity import mlp_threshold
@@ -120,26 +125,23 @@ def make_collector(model, massive: bool = True, sparsity: bool = True, outliers:
                 plan[s] = s
     if sparsity:
         eps = mlp_threshold(model) if sparsity_eps == "auto" else sparsity_eps
-        mods = dict(model.module.named_modules())
         for i in range(n):
             s = f"blocks.{i}.mlp_act"
             if s in model.sites:
-                mod = mods[model.sitemap.resolve(s).module]
-                d_ff = getattr(mod, "in_features", None) or mod.weight.shape[0]
-                col.sparsity[s] = SparsityStats(int(d_ff), eps)
+                col.sparsity[s] = SparsityStats(int(model.adapter.d_mlp), eps)
                 plan[s] = s
     if outliers:
         from actlab.stats.calibration import weight_out_in
 
         mods = dict(model.module.named_modules())
         for name, paths in linear_input_groups(model).items():
-            d = weight_out_in(mods[paths[0]]).shape[1]
+            d = weight_out_in(model, mods[paths[0]]).shape[1]
             col.channels[name] = ChannelStats(int(d))
             plan[f"module:{paths[0]}:in"] = name
     return col, plan
 
 
-def collect(model, ids: torch.Tensor, col: StatsCollector, plan: dict[str, str], batch_size: int = 4,
+def collect(model: Model, ids: torch.Tensor, col: StatsCollector, plan: dict[str, str], batch_size: int = 4,
             progress: bool = True, flush_every: int = 6) -> StatsCollector:
     """Run the model over contexts ``ids`` ``[n, L]`` (no padding), feeding every planned site to ``col`` from
     inside the forward pass; the pass stops after the last needed site. Activations are handed over in groups of
@@ -185,7 +187,7 @@ def collect(model, ids: torch.Tensor, col: StatsCollector, plan: dict[str, str],
     return col
 
 
-def collect_from_store(store, col: StatsCollector, site_map: dict[str, str], batch_contexts: int = 8) -> StatsCollector:
+def collect_from_store(store: ActivationStore, col: StatsCollector, site_map: dict[str, str], batch_contexts: int = 8) -> StatsCollector:
     """Feed ``col`` from an ``actlab.store.ActivationStore`` holding whole contexts (rows in context order):
     ``site_map`` maps store site names to collector keys; rows are regrouped into ``[b, L, d]`` sequences."""
     L = store.context_length

@@ -267,7 +267,7 @@ def ablation_test(model: Model, site: str, ids: torch.Tensor, means: torch.Tenso
                           dlog["mean"] / n_batches)
 
 
-def attention_sink(model, ids: torch.Tensor, sink_bp: torch.Tensor) -> list[float]:
+def attention_sink(model: Model, ids: torch.Tensor, sink_bp: torch.Tensor) -> list[float]:
     """Per layer, the mean attention mass (over heads and query positions after the first) that lands on the
     tokens marked in ``sink_bp`` ``[b, p]`` (e.g. the tokens holding massive activations).
 
@@ -276,8 +276,8 @@ def attention_sink(model, ids: torch.Tensor, sink_bp: torch.Tensor) -> list[floa
     sites = [f"blocks.{i}.attn.pattern" for i in range(model.n_layers)]
     missing = [x for x in sites if x not in model.sites]
     if missing:
-        raise ValueError(f"{model.name} has no attention-pattern sites (e.g. {missing[0]!r}); attention_sink needs "
-                         f"one of the families {sorted({'llama', 'mixtral', 'gpt2', 'bert'})}")
+        raise ValueError(f"{model.name} ({model.family}) has no attention-pattern sites (e.g. {missing[0]!r}); "
+                         f"attention_sink reads them")
     pats = model.record(ids.to(model.device), sites)  # [b, q, heads, k]
     sink = sink_bp.to(model.device).float()
     masses = []

@@ -6,11 +6,14 @@ zeros; ``DEFAULT_EPS`` = 1e-2 is documented in docs/stats.md). Counted per token
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from actlab.core.interventions import Intervention, register_op
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 DEFAULT_EPS = 1e-2
 RELU_ACTS = ("relu", "relu2", "relu6", "squared_relu")
@@ -23,16 +26,26 @@ def active_fraction(a: torch.Tensor, eps: float | None = None) -> torch.Tensor:
     return act.float().mean(-1)
 
 
-def mlp_threshold(model) -> float | None:
+def mlp_threshold(model: Model) -> float | None:
     """None (count ``> 0``) for ReLU MLPs, ``DEFAULT_EPS`` for smooth activations (read from the config)."""
     cfg = model.config
     act = str(getattr(cfg, "hidden_act", None) or getattr(cfg, "activation_function", "") or "").lower()
     return None if act in RELU_ACTS else DEFAULT_EPS
 
 
-def is_gated(model) -> bool:
-    """True for gated MLPs (SwiGLU: gate, up, down = three matmuls)."""
-    return model.family in ("llama", "mixtral")
+def is_gated(model: Model) -> bool:
+    """True for gated MLPs (SwiGLU: gate, up, down = three matmuls), as the architecture adapter says: it has a
+    gate projection, per block or per expert."""
+    from actlab.models import Unsupported
+
+    a = model.adapter
+    for probe in (lambda: a.W_gate(0), lambda: a.W_gate_expert(0, 0)):
+        try:
+            probe()
+            return True
+        except (Unsupported, AttributeError, IndexError):
+            continue
+    return False
 
 
 @dataclass

@@ -38,3 +38,28 @@ def test_gradient_changes_selection_towards_aligned_latents():
     aware = m.encode_with_grad(x, g)
     assert plain.argmax() == 0 and aware.argmax() == 1
     assert aware[0, 1] == 1.0                     # the kept latent keeps its plain value
+
+
+def test_planted_quiet_but_important_features():
+    """The spec's planted check: loud atoms (3x) orthogonal to a readout w, quiet atoms along it, L = (w.x_hat - y)^2.
+    At equal k the g-SAE's reconstruction (gradient-aware selection, the paper's inference mode with labels) keeps
+    the readout far better than TopK's. (The spec's other expectation, more quiet atoms recovered at cos > 0.9, is
+    not reached by either trainer here: both leave the quiet atoms' max cosine at ~0.8.)"""
+    from actlab.dictionary.synthetic import planted_quiet
+    data = planted_quiet(8192, seed=0)
+    x, grad, w = data["x"], data["grad"], data["w"]
+    tc = TrainConfig(total_tokens=8192 * 5, batch_size=128, lr=3e-3, warmup_steps=10, progress=False,
+                     dead_tokens=5000, checkpoint_minutes=0)
+
+    def src(epoch):
+        order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(epoch))
+        for i in range(0, x.shape[0] - 127, 128):
+            s = order[i:i + 128]
+            yield x[s], x[s], grad[s]
+    topk = Trainer(DictConfig(arch="topk", d_in=32, d_sae=96, k=3), tc, src).fit()
+    gsae = Trainer(DictConfig(arch="gsae", d_in=32, d_sae=96, k=3, gsae_beta=10.0), tc, src).fit()
+    xt, gt = x[:4000], grad[:4000]
+    with torch.no_grad():
+        down_topk = float(((topk(xt) - xt) @ w).pow(2).mean())
+        down_gsae = float(((gsae.decode(gsae.encode_with_grad(xt, gt)) - xt) @ w).pow(2).mean())
+    assert down_gsae < 0.7 * down_topk, (down_gsae, down_topk)   # measured 0.38 vs 0.65

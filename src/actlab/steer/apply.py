@@ -6,17 +6,22 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
+from actlab.artifact import atomic_write_json
 from actlab.core import Add, Intervention
 from actlab.core.interventions import check_tensor, is_zero, register_op, row_alpha
+from actlab.models import Unsupported
 from actlab.steer.directions import require_finite
-from actlab.artifact import atomic_write_json
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,7 @@ def ablation_sites(n_layers: int) -> list[str]:
     return ["blocks.0.resid_pre"] + [f"blocks.{i}.{k}" for i in range(n_layers) for k in ("attn_out", "mlp_out")]
 
 
-def unit_direction(model, direction: torch.Tensor, what: str) -> torch.Tensor:
+def unit_direction(model: Model, direction: torch.Tensor, what: str) -> torch.Tensor:
     """``direction`` as a float unit vector; refuses a wrong shape, NaN/Inf or a zero vector (which would ablate
     nothing, or write NaN weights once normalised)."""
     if direction.shape != (model.d_model,):
@@ -85,7 +90,7 @@ def unit_direction(model, direction: torch.Tensor, what: str) -> torch.Tensor:
     return (direction.double() / n).float()
 
 
-def ablate_everywhere(model, direction: torch.Tensor) -> list[tuple[str, Intervention]]:
+def ablate_everywhere(model: Model, direction: torch.Tensor) -> list[tuple[str, Intervention]]:
     """Interventions that project ``direction`` out of every residual write (use with ``model.intervene``)."""
     from actlab.core import Ablate
 
@@ -93,78 +98,47 @@ def ablate_everywhere(model, direction: torch.Tensor) -> list[tuple[str, Interve
     return [(s, Ablate(u.clone())) for s in ablation_sites(model.n_layers)]
 
 
-def _proj_out_rows(w: torch.Tensor, r: torch.Tensor) -> None:
-    """w[..., d] -= (w r) r^T: outputs read along the last dim (embeddings, Conv1D weights)."""
-    w -= (w @ r)[..., None] * r
+def _untie_unembedding(model: Model) -> None:
+    """Give the unembedding its own copy of the weights when it shares them with the embedding, so orthogonalising
+    the embedding leaves the readout as it was (the final norm's gain would otherwise break the equivalence)."""
+    ad, module = model.adapter, model.module
+    unembed = ad.unembed
+    if unembed is None or unembed.weight.data_ptr() != ad.W_E.data_ptr():
+        return
+    unembed.weight = torch.nn.Parameter(unembed.weight.detach().clone())
+    if getattr(module.config, "tie_word_embeddings", None) is not None:
+        module.config.tie_word_embeddings = False
+    if hasattr(module, "_tied_weights_keys"):
+        module._tied_weights_keys = {} if isinstance(module._tied_weights_keys, dict) else []
 
 
-def _proj_out_cols(w: torch.Tensor, r: torch.Tensor) -> None:
-    """w[..., d, k] -= r (r^T w): Linear weights whose output dim is d."""
-    w -= r[:, None] * (r @ w)[..., None, :]
-
-
-def orthogonalize_(module: torch.nn.Module, family: str, direction: torch.Tensor) -> list[str]:
-    """Edit ``module`` in place so no residual write has a component along ``direction``; returns edited names."""
-    require_finite("orthogonalize_: direction", direction)
-    if not float(direction.double().norm()) > 0:
-        raise ValueError("orthogonalize_: direction has norm 0; nothing to project out")
-    r = (direction.double() / direction.double().norm())
+def orthogonalize_(model: Model, direction: torch.Tensor) -> list[str]:
+    """Edit ``model``'s weights in place so that no residual write (every ``model.adapter.residual_writers()``
+    weight and bias: embeddings, attention outputs, MLP outputs / experts) has a component along ``direction``;
+    returns the edited labels. Pre-norm stacks only: a post-norm block (BERT) writes ``LayerNorm(x + out)``, which
+    re-mixes the direction, so no weight edit equals ``ablate_everywhere`` there."""
+    ad = model.adapter
+    r = unit_direction(model, direction, "orthogonalize_").double().cpu()
+    if ad.final_norm is None:
+        raise Unsupported(ad.name, "weight orthogonalisation needs a pre-norm stack ending in a final norm; this "
+                                   "architecture is post-norm (LayerNorm(x + out) re-mixes the direction into the "
+                                   "residual stream), so no weight edit equals ablate_everywhere")
     edited = []
-
-    def rows(name, p):
-        w = p.data.double()
-        _proj_out_rows(w, r)
-        require_finite(f"orthogonalised weight {name}", w)
-        p.data.copy_(w)
-        edited.append(name)
-
-    def cols(name, p):
-        w = p.data.double()
-        _proj_out_cols(w, r)
-        require_finite(f"orthogonalised weight {name}", w)
-        p.data.copy_(w)
-        edited.append(name)
-
     with torch.no_grad():
-        if family in ("llama", "mixtral"):
-            cfg = module.config
-            if getattr(cfg, "tie_word_embeddings", False):  # keep the unembedding as it was: untie it
-                module.lm_head.weight = torch.nn.Parameter(module.lm_head.weight.detach().clone())
-                cfg.tie_word_embeddings = False
-                if hasattr(module, "_tied_weights_keys"):
-                    module._tied_weights_keys = {} if isinstance(module._tied_weights_keys, dict) else []
-            rows("model.embed_tokens.weight", module.model.embed_tokens.weight)
-            for i, layer in enumerate(module.model.layers):
-                o = layer.self_attn.o_proj
-                cols(f"model.layers.{i}.self_attn.o_proj.weight", o.weight)
-                if o.bias is not None:
-                    rows(f"model.layers.{i}.self_attn.o_proj.bias", o.bias)
-                mlp = layer.mlp
-                if hasattr(mlp, "down_proj"):
-                    cols(f"model.layers.{i}.mlp.down_proj.weight", mlp.down_proj.weight)
-                    if mlp.down_proj.bias is not None:
-                        rows(f"model.layers.{i}.mlp.down_proj.bias", mlp.down_proj.bias)
-                elif hasattr(mlp, "experts") and isinstance(getattr(mlp.experts, "down_proj", None), torch.Tensor):
-                    cols(f"model.layers.{i}.mlp.experts.down_proj", mlp.experts.down_proj)
-                else:
-                    raise NotImplementedError(f"cannot orthogonalise the MLP of layer {i} ({type(mlp).__name__})")
-        elif family == "gpt2":
-            tr = module.transformer
-            if getattr(module.config, "tie_word_embeddings", True):
-                module.lm_head.weight = torch.nn.Parameter(module.lm_head.weight.detach().clone())
-                module.config.tie_word_embeddings = False
-            rows("transformer.wte.weight", tr.wte.weight)
-            rows("transformer.wpe.weight", tr.wpe.weight)
-            for i, blk in enumerate(tr.h):
-                for name, lin in (("attn.c_proj", blk.attn.c_proj), ("mlp.c_proj", blk.mlp.c_proj)):
-                    rows(f"transformer.h.{i}.{name}.weight", lin.weight)  # Conv1D: [in, out]
-                    rows(f"transformer.h.{i}.{name}.bias", lin.bias)
-        else:
-            raise NotImplementedError(f"weight orthogonalisation supports llama/mixtral/gpt2 families, not {family!r}")
+        _untie_unembedding(model)
+        for label, w, b in ad.residual_writers():
+            for name, t in ((label, w), (f"{label}.bias", b)):
+                if t is None:
+                    continue
+                rr = r.to(t.device)
+                new = t.double() - (t.double() @ rr)[..., None] * rr  # remove the component along r (last dim)
+                require_finite(f"orthogonalised weight {name}", new)
+                t.copy_(new.to(t.dtype))
+                edited.append(name)
     return edited
 
 
-def orthogonalize_model(model, direction: torch.Tensor, out_dir: str | os.PathLike, *, meta: dict | None = None
+def orthogonalize_model(model: Model, direction: torch.Tensor, out_dir: str | os.PathLike, *, meta: dict | None = None
                         ) -> Path:
     """Write an edited copy of ``model`` to ``out_dir`` (HF folder) with ``direction`` removed from every residual
     write; loading it with ``actlab.load_model(out_dir)`` equals running ``ablate_everywhere``. The live model is
@@ -173,19 +147,22 @@ def orthogonalize_model(model, direction: torch.Tensor, out_dir: str | os.PathLi
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new folder for the edited model")
-    module = copy.deepcopy(model.module)
-    edited = orthogonalize_(module, model.family, direction.detach().cpu().float())
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    module.save_pretrained(tmp)
-    if model.tokenizer is not None:
-        model.tokenizer.save_pretrained(tmp)
-    atomic_write_json(tmp / "actlab_edit.json", {"format_version": 1, "kind": "actlab.orthogonalized",
-                                                 "base_model": model.name, "base_revision": model.revision,
-                                                 "edited": edited, "meta": meta or {}})
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
+    edit = copy.deepcopy(model)  # the module, its site table and adapter, bound together
+    edited = orthogonalize_(edit, direction.detach().float())
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # never another writer's
+    try:
+        edit.module.save_pretrained(tmp)
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "actlab_edit.json", {"format_version": 1, "kind": "actlab.orthogonalized",
+                                                     "base_model": model.name, "base_revision": model.revision,
+                                                     "architecture": model.family, "edited": edited,
+                                                     "meta": meta or {}})
+        if out.exists():
+            out.rmdir()  # empty (checked above); a non-empty folder appearing meanwhile makes this fail
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote orthogonalised model to %s (%d tensors edited)", out, len(edited))
     return out

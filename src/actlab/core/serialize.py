@@ -9,7 +9,14 @@ from pathlib import Path
 
 import torch
 
-from actlab.artifact import ArtifactError, ArtifactMissingError, atomic_write_json, load_tensors, read_json, save_tensors
+from actlab.artifact import (
+    ArtifactError,
+    ArtifactMissingError,
+    atomic_write_json,
+    load_tensors,
+    read_json,
+    save_tensors,
+)
 from actlab.core.interventions import OPS, Intervention, Patch
 from actlab.core.positions import positions_from_json, positions_to_json
 

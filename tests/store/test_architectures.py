@@ -1,8 +1,10 @@
-"""Issue 14 item 1 (store part): a harvested context's rows equal that context recorded alone (its batch mates,
-batch size and the shard it lands in change nothing), on GPT-2 (learned absolute positions) and the other tiny
-causal architectures."""
+"""harvest on every tiny architecture; issue 14 item 1 (store part): a harvested context's rows equal that context
+recorded alone (its batch mates, batch size and the shard it lands in change nothing), on GPT-2 (learned absolute
+positions) and every other architecture."""
 import pytest
 import torch
+
+from actlab.models.tiny import TINY
 
 from actlab.data import iter_contexts, load_texts
 from actlab.store import HarvestConfig, harvest
@@ -10,7 +12,7 @@ from actlab.store import HarvestConfig, harvest
 SITES = ["blocks.0.resid_post", "blocks.1.mlp_out"]
 
 
-@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-neox"])
+@pytest.mark.parametrize("name", sorted(TINY))
 def test_harvested_rows_equal_context_alone(tiny, corpus, tmp_path, name):
     m = tiny(name)
     L = 24
@@ -21,5 +23,6 @@ def test_harvested_rows_equal_context_alone(tiny, corpus, tmp_path, name):
         rows = list(range(i * L, (i + 1) * L))
         assert torch.equal(st.tokens(rows).long(), ctxs[i])
         alone = m.record(ctxs[i][None], SITES)
+        assert st.manifest["model"]["family"] == m.family
         for s in SITES:
             torch.testing.assert_close(st.read(s, rows), alone[s][0], rtol=1e-5, atol=1e-6)

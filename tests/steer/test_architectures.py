@@ -6,7 +6,7 @@ import torch
 
 from actlab import load_model
 from actlab.models import Unsupported
-from actlab.steer import ablate_everywhere, extract, orthogonalize_model
+from actlab.steer import ablate_everywhere, early_logits, extract, orthogonalize_model, sla_logits
 
 ARCHS = ["tiny-gpt2", "tiny-llama", "tiny-bert", "tiny-mixtral", "tiny-neox"]
 POS = ["hello there my friend", "good day", "a fine morning it is today", "yes"]
@@ -59,3 +59,23 @@ def test_orthogonalise(tiny, name, tmp_path):
     assert torch.allclose(e(POS).logits[mask], abl[mask], atol=1e-4)
     assert not torch.allclose(abl[mask], before[mask], atol=1e-3)  # the ablation did something
     assert torch.equal(m(POS).logits, before)  # the live model is untouched
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_self_logits_augmentation(tiny, name):
+    """SLA reads the final norm and unembedding from the adapter: alpha 0 = the plain logits, alpha 1 = the logit
+    lens of the chosen layer through the model's own final norm and head; an encoder without a head says so."""
+    m = tiny(name)
+    if m.adapter.unembed is None:
+        with pytest.raises(ValueError, match="final norm|no unembedding"):
+            sla_logits(m, POS[:2], layers=[0], alpha=0.5)
+        return
+    plain = m(POS[:2]).logits[:, -1]
+    assert torch.equal(sla_logits(m, POS[:2], layers=[0], alpha=0.0), plain)
+    h0 = m.record(POS[:2], sites=["blocks.0.resid_post"], positions="last")["blocks.0.resid_post"]
+    lens = sla_logits(m, POS[:2], layers=[0], alpha=1.0)
+    assert torch.allclose(lens, early_logits(m, h0), atol=1e-5)
+    with torch.no_grad():  # the same logit lens by hand: the model's final norm then its head, on the last layer
+        hl = m.record(POS[:2], sites=[f"blocks.{m.n_layers - 1}.resid_post"], positions="last")
+        by_hand = m.adapter.unembed(m.adapter.final_norm(hl[f"blocks.{m.n_layers - 1}.resid_post"]))
+    assert torch.allclose(by_hand, plain, atol=1e-4)  # which is the model's own output at the last layer

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, ClassVar, Iterator, Sequence
 
 import torch
 
@@ -14,17 +14,22 @@ from actlab.core import Intervention
 from actlab.core.interventions import check_tensor, register_op
 from actlab.steer.directions import require_finite
 
+if TYPE_CHECKING:
+    from actlab.models import Model
 
-def early_logits(model, hidden: torch.Tensor, final_norm: bool = True) -> torch.Tensor:
-    """Logit lens: unembed ``hidden [..., d]`` (through the final norm when ``final_norm``)."""
-    mod = model.module
-    norm = getattr(getattr(mod, "model", None), "norm", None) or getattr(getattr(mod, "transformer", None), "ln_f",
-                                                                        None)
+
+def early_logits(model: Model, hidden: torch.Tensor, final_norm: bool = True) -> torch.Tensor:
+    """Logit lens: unembed ``hidden [..., d]`` (through the final norm when ``final_norm``), with the modules the
+    architecture adapter names (``model.adapter.final_norm`` / ``unembed``)."""
+    ad = model.adapter
     if final_norm:
-        if norm is None:
-            raise ValueError(f"{model.name}: no final norm found; use final_norm=False")
-        hidden = norm(hidden)
-    return mod.get_output_embeddings()(hidden)
+        if ad.final_norm is None:
+            raise ValueError(f"{model.name} ({ad.name}) has no final norm; use final_norm=False")
+        hidden = ad.final_norm(hidden)
+    if ad.unembed is None:
+        raise ValueError(f"{model.name} ({ad.name}) has no unembedding (loaded without a language-model head); "
+                         f"self-logits augmentation needs one")
+    return ad.unembed(hidden)
 
 
 class SelfLogitsAugmentation:
@@ -33,7 +38,7 @@ class SelfLogitsAugmentation:
     Reads ``blocks.{l}.resid_post`` of the newest token from a recording made during the same ``generate()``.
     """
 
-    def __init__(self, model, layers: Sequence[int], alpha: float, rec, final_norm: bool = True):
+    def __init__(self, model: Model, layers: Sequence[int], alpha: float, rec, final_norm: bool = True):
         self.model, self.layers, self.alpha, self.rec, self.final_norm = model, list(layers), alpha, rec, final_norm
 
     def mixed(self, logits: torch.Tensor, step: int = -1) -> torch.Tensor:
@@ -50,7 +55,10 @@ class SelfLogitsAugmentation:
         return self.mixed(scores)
 
 
-def _check_layers(model, layers, alpha):
+def _check_layers(model: Model, layers, alpha):
+    if model.adapter.unembed is None:
+        raise ValueError(f"{model.name} ({model.adapter.name}) has no unembedding (loaded without a language-model "
+                         f"head); self-logits augmentation needs one")
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha={alpha} must be in [0, 1]")
     if not layers:
@@ -61,7 +69,7 @@ def _check_layers(model, layers, alpha):
 
 
 @contextlib.contextmanager
-def sla(model, layers: Sequence[int], alpha: float = 0.3, final_norm: bool = True) -> Iterator[
+def sla(model: Model, layers: Sequence[int], alpha: float = 0.3, final_norm: bool = True) -> Iterator[
         SelfLogitsAugmentation]:
     """Context giving a processor to pass as ``model.generate(..., logits_processor=[proc])``."""
     _check_layers(model, layers, alpha)
@@ -69,7 +77,7 @@ def sla(model, layers: Sequence[int], alpha: float = 0.3, final_norm: bool = Tru
         yield SelfLogitsAugmentation(model, layers, alpha, rec, final_norm)
 
 
-def sla_generate(model, prompts, max_new_tokens: int = 32, *, sla_layers: Sequence[int] | None = None,
+def sla_generate(model: Model, prompts, max_new_tokens: int = 32, *, sla_layers: Sequence[int] | None = None,
              sla_alpha: float = 0.3, final_norm: bool = True, **kw):
     """``model.generate`` with self-logits augmentation from ``sla_layers`` (none: plain generate)."""
     if not sla_layers:
@@ -81,7 +89,7 @@ def sla_generate(model, prompts, max_new_tokens: int = 32, *, sla_layers: Sequen
         return model.generate(prompts, max_new_tokens=max_new_tokens, logits_processor=procs, **kw)
 
 
-def sla_logits(model, inputs, layers: Sequence[int], alpha: float, final_norm: bool = True) -> torch.Tensor:
+def sla_logits(model: Model, inputs, layers: Sequence[int], alpha: float, final_norm: bool = True) -> torch.Tensor:
     """Next-token logits of one forward pass with SLA applied (last position), for analysis and tests."""
     _check_layers(model, layers, alpha)
     with sla(model, layers, alpha, final_norm) as proc, torch.no_grad():
@@ -90,7 +98,7 @@ def sla_logits(model, inputs, layers: Sequence[int], alpha: float, final_norm: b
 
 
 # -- visual (context) steering vector -------------------------------------------------------------------------
-def vsv_vectors(model, with_context, without_context, layers: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+def vsv_vectors(model: Model, with_context, without_context, layers: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
     """``v_l = h_l(with)[-1] - h_l(without)[-1]`` at each block's MLP output (one query; two extra forwards)."""
     layers = list(range(model.n_layers)) if layers is None else list(layers)
     sites = [f"blocks.{i}.mlp_out" for i in layers]

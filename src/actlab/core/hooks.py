@@ -192,9 +192,8 @@ class HookEngine:
 
         handle = mod.register_forward_hook(post)
         if spec.pattern:
-            if self._pattern is None:
-                from actlab.models.attention import PatternSwitch
-                self._pattern = PatternSwitch(self.module)
+            if self._pattern is None:  # the site map supplies the switch: the core knows no architecture
+                self._pattern = self.sitemap.pattern_switch()
             self._pattern.acquire()
             return _Handles(handle, _Release(self._pattern))
         if spec.plus_input_of is None:

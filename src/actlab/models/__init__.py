@@ -2,6 +2,8 @@
 from actlab.models.adapter import Adapter, Unsupported
 from actlab.models.load import BUNDLED, load_model, wrap
 from actlab.models.model import Model, Recording
-from actlab.models.sites import SiteMap, SiteSpec
+from actlab.models.sites import SITE_KINDS, SiteMap, SiteSpec
+from actlab.models.tiny import TINY, byte_tokenizer
 
-__all__ = ["Adapter", "Unsupported", "BUNDLED", "load_model", "wrap", "Model", "Recording", "SiteMap", "SiteSpec"]
+__all__ = ["Adapter", "Unsupported", "BUNDLED", "load_model", "wrap", "Model", "Recording", "SiteMap", "SiteSpec",
+           "SITE_KINDS", "TINY", "byte_tokenizer"]

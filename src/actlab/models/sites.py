@@ -115,6 +115,12 @@ class SiteMap:
             f"any module is reachable as 'module:<path>' (see model.module_paths())."
         )
 
+    def pattern_switch(self):
+        """The reference-counted switch to actlab's eager attention, which attention-pattern sites need."""
+        from actlab.models.attention import PatternSwitch
+
+        return PatternSwitch(self.module)
+
     def __contains__(self, name: str) -> bool:
         try:
             self.resolve(name)

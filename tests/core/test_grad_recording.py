@@ -132,5 +132,4 @@ def test_hooks_door_and_module_hook_are_removed(tiny):
     with pytest.raises(TypeError, match="callable"):
         with m.hooks({"blocks.0.resid_post": 3}):
             pass
-    with pytest.warns(DeprecationWarning):
-        assert m.engine is m._engine
+    assert not hasattr(m, "engine")  # the engine is private: the doors above are the public way in

@@ -40,13 +40,6 @@ class Model:
         self._engine = HookEngine(module, self.sitemap)
         self._takes_position_ids: bool | None = None
 
-    @property
-    def engine(self) -> HookEngine:
-        """Deprecated: use ``model.hooks(...)``, ``model.module_hook(...)`` or ``model.recording(..., grad=True)``."""
-        warnings.warn("Model.engine is deprecated: use model.hooks(...), model.module_hook(...) or "
-                      "model.recording(sites, grad=True)", DeprecationWarning, stacklevel=2)
-        return self._engine
-
     # -- facts -----------------------------------------------------------------------------------------
     @property
     def sites(self) -> list[str]:

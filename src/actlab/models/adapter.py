@@ -218,8 +218,8 @@ class Adapter:
 
     @property
     def W_E(self) -> Tensor:
-        """``[vocab, d_model]``."""
-        raise self.unsupported("W_E is not known for this architecture")
+        """``[vocab, d_model]`` (the token embedding's weight)."""
+        return self.embed_module.weight
 
     @property
     def W_pos(self) -> Tensor:
@@ -228,8 +228,10 @@ class Adapter:
 
     @property
     def W_U(self) -> Tensor:
-        """``[d_model, vocab]``."""
-        raise self.unsupported("no unembedding (the model was loaded without a language-model head)")
+        """``[d_model, vocab]`` (the transposed weight of ``unembed``, an nn.Linear)."""
+        if self.unembed is None:
+            raise self.unsupported("no unembedding (the model was loaded without a language-model head)")
+        return self.unembed.weight.T
 
     @property
     def b_U(self) -> Tensor | None:
@@ -255,6 +257,28 @@ class Adapter:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
+
+
+class FusedQKV:
+    """Mixin for one fused q/k/v projection: subclasses give ``_qkv(i, j)`` and ``_qkv_bias(i, j)`` (j: 0 q, 1 k, 2 v)."""
+
+    def W_Q(self, i: int) -> Tensor:
+        return self._qkv(i, 0)
+
+    def W_K(self, i: int) -> Tensor:
+        return self._qkv(i, 1)
+
+    def W_V(self, i: int) -> Tensor:
+        return self._qkv(i, 2)
+
+    def b_Q(self, i: int) -> Tensor | None:
+        return self._qkv_bias(i, 0)
+
+    def b_K(self, i: int) -> Tensor | None:
+        return self._qkv_bias(i, 1)
+
+    def b_V(self, i: int) -> Tensor | None:
+        return self._qkv_bias(i, 2)
 
 
 class Generic(Adapter):

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from actlab.models.adapter import Adapter, Tensor, register
+from actlab.models.adapter import Adapter, FusedQKV, Tensor, register
 from actlab.models.attention import POINT
 from actlab.models.sites import SiteSpec
 
 
 @register
-class GPT2(Adapter):
+class GPT2(FusedQKV, Adapter):
     """``transformer.h.{i}`` with ``attn.c_attn``/``attn.c_proj`` and ``mlp.c_fc``/``mlp.c_proj`` (Conv1D)."""
 
     name = "gpt2"
@@ -68,24 +68,6 @@ class GPT2(Adapter):
         d = self.d_model
         return self._c_attn(i).bias[j * d:(j + 1) * d].view(self.n_heads, self.d_head)
 
-    def W_Q(self, i: int) -> Tensor:
-        return self._qkv(i, 0)
-
-    def W_K(self, i: int) -> Tensor:
-        return self._qkv(i, 1)
-
-    def W_V(self, i: int) -> Tensor:
-        return self._qkv(i, 2)
-
-    def b_Q(self, i: int) -> Tensor | None:
-        return self._qkv_bias(i, 0)
-
-    def b_K(self, i: int) -> Tensor | None:
-        return self._qkv_bias(i, 1)
-
-    def b_V(self, i: int) -> Tensor | None:
-        return self._qkv_bias(i, 2)
-
     def _o(self, i: int) -> torch.nn.Module:
         return self.get(f"{self.block_path(i)}.attn.c_proj")
 
@@ -108,18 +90,8 @@ class GPT2(Adapter):
         return self.get(f"{self.block_path(i)}.mlp.c_proj").bias
 
     @property
-    def W_E(self) -> Tensor:
-        return self.embed_module.weight
-
-    @property
     def W_pos(self) -> Tensor:
         return self.get("transformer.wpe").weight
-
-    @property
-    def W_U(self) -> Tensor:
-        if self.unembed is None:
-            return super().W_U
-        return self.unembed.weight.T
 
     def residual_writers(self) -> list[tuple[str, Tensor, Tensor | None]]:
         out = [("embed", self.W_E, None), ("pos_embed", self.W_pos, None)]

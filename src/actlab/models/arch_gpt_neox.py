@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from actlab.models.adapter import Adapter, Tensor, register
+from actlab.models.adapter import Adapter, FusedQKV, Tensor, register
 from actlab.models.attention import POINT
 from actlab.models.sites import SiteSpec
 
@@ -19,7 +19,7 @@ PARALLEL = ("this model uses GPT-NeoX's parallel residual (x + attn(ln1(x)) + ml
 
 
 @register
-class GPTNeoX(Adapter):
+class GPTNeoX(FusedQKV, Adapter):
     """``gpt_neox.layers.{i}`` with ``attention.{query_key_value,dense}`` and ``mlp.{dense_h_to_4h,dense_4h_to_h}``."""
 
     name = "gpt_neox"
@@ -89,24 +89,6 @@ class GPTNeoX(Adapter):
         b = self._m(i, "attention.query_key_value").bias
         return None if b is None else b.view(self.n_heads, 3, self.d_head)[:, j]
 
-    def W_Q(self, i: int) -> Tensor:
-        return self._qkv(i, 0)
-
-    def W_K(self, i: int) -> Tensor:
-        return self._qkv(i, 1)
-
-    def W_V(self, i: int) -> Tensor:
-        return self._qkv(i, 2)
-
-    def b_Q(self, i: int) -> Tensor | None:
-        return self._qkv_bias(i, 0)
-
-    def b_K(self, i: int) -> Tensor | None:
-        return self._qkv_bias(i, 1)
-
-    def b_V(self, i: int) -> Tensor | None:
-        return self._qkv_bias(i, 2)
-
     def W_O(self, i: int) -> Tensor:
         return self._lin_heads_out(self._m(i, "attention.dense").weight)
 
@@ -124,16 +106,6 @@ class GPTNeoX(Adapter):
 
     def b_out(self, i: int) -> Tensor | None:
         return self._m(i, "mlp.dense_4h_to_h").bias
-
-    @property
-    def W_E(self) -> Tensor:
-        return self.embed_module.weight
-
-    @property
-    def W_U(self) -> Tensor:
-        if self.unembed is None:
-            return super().W_U
-        return self.unembed.weight.T
 
     def residual_writers(self) -> list[tuple[str, Tensor, Tensor | None]]:
         out = [("embed", self.W_E, None)]

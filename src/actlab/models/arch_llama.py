@@ -105,16 +105,6 @@ class Llama(Adapter):
     def b_out(self, i: int) -> Tensor | None:
         return self._mlp(i, "down_proj").bias
 
-    @property
-    def W_E(self) -> Tensor:
-        return self.embed_module.weight
-
-    @property
-    def W_U(self) -> Tensor:
-        if self.unembed is None:
-            return super().W_U
-        return self.unembed.weight.T
-
     def mlp_writers(self, i: int) -> list[tuple[str, Tensor, Tensor | None]]:
         return [(f"blocks.{i}.mlp_out", self.W_out(i), self.b_out(i))]
 

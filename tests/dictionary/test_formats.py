@@ -129,3 +129,31 @@ def test_saelens_gated_by_hand(tmp_path, centre):
     m = load(tmp_path)
     assert torch.allclose(m.encode(x), acts, atol=1e-4)
     assert torch.allclose(m(x), acts @ W_dec + b_dec, atol=1e-4)
+
+
+def test_nonfinite_weights_refused(tmp_path):
+    """NaN/Inf dictionary weights: refused on save, and on load from actlab, SAELens and sparsify folders."""
+    m = build(DictConfig(arch="topk", d_in=4, d_sae=8, k=2, site="blocks.0.resid_post"))
+    m.save(tmp_path / "ok")
+    with torch.no_grad():
+        m.W_dec[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="W_dec' contains NaN/Inf"):
+        m.save(tmp_path / "nan")
+    sd = {k: v.clone() for k, v in load(tmp_path / "ok").state_dict().items()}
+    sd["b_enc"][0] = float("inf")
+    save_file(sd, str(tmp_path / "ok" / "dictionary.safetensors"))          # as a corrupted/legacy writer would
+    with pytest.raises(ValueError, match="b_enc.*NaN/Inf"):
+        load(tmp_path / "ok")
+    w = {"W_enc": torch.zeros(4, 8), "b_enc": torch.zeros(8), "W_dec": torch.full((8, 4), float("nan")),
+         "b_dec": torch.zeros(4)}
+    (tmp_path / "sl").mkdir()
+    save_file(w, str(tmp_path / "sl" / "sae_weights.safetensors"))
+    (tmp_path / "sl" / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": 4, "d_sae": 8}))
+    with pytest.raises(ValueError, match="W_dec.*NaN/Inf"):
+        load(tmp_path / "sl")
+    (tmp_path / "sp" / "layers.0").mkdir(parents=True)
+    save_file({"encoder.weight": torch.zeros(8, 4), "encoder.bias": torch.full((8,), float("nan")),
+               "W_dec": torch.zeros(8, 4), "b_dec": torch.zeros(4)}, str(tmp_path / "sp" / "layers.0" / "sae.safetensors"))
+    (tmp_path / "sp" / "layers.0" / "cfg.json").write_text(json.dumps({"k": 2, "num_latents": 8, "d_in": 4}))
+    with pytest.raises(ValueError, match="encoder.bias.*NaN/Inf"):
+        load(tmp_path / "sp")

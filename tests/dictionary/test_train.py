@@ -122,3 +122,22 @@ def test_transcoder_recovers_a_planted_mlp():
     score, per_unit = mmcs(W_in, t.W_enc.detach())
     assert score > 0.9 and float(per_unit.min()) > 0.9, (score, float(per_unit.min()))
     assert float((acts != 0).float().sum(1).mean()) < 2 * 4.3       # sparse: ~4.3 hidden units active per row
+
+
+def test_training_folder_is_locked(tmp_path, data):
+    """A second training into a folder in use is refused, naming the holder's pid; the lock goes with the run."""
+    import os
+
+    from actlab.artifact import folder_lock
+    x, _, _ = data
+    dc = DictConfig(arch="topk", d_in=32, d_sae=64, k=4)
+    tc = TrainConfig(total_tokens=512, batch_size=128, progress=False, out=str(tmp_path / "run"))
+    with folder_lock(tmp_path / "run", what="another training"):
+        with pytest.raises(ValueError, match=f"in use by another actlab process \\(pid {os.getpid()}\\)"):
+            Trainer(dc, tc, tensor_source(x, 128))
+    tr = Trainer(dc, tc, tensor_source(x, 128))
+    with folder_lock(tmp_path / "run", what="another training"):
+        with pytest.raises(ValueError, match="in use by another actlab process"):
+            tr.fit()
+    tr.fit()
+    assert load(tmp_path / "run").cfg.train["steps"] == 4

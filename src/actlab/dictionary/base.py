@@ -1,11 +1,10 @@
-"""Shared base of every dictionary: config, parameters, encode/decode/forward, save/load (safetensors + JSON).
+"""Shared base of every dictionary: config, parameters, encode/decode/forward, save/load (an actlab artifact).
 
 One layout for all architectures (rows are latents): ``W_enc [n, d_in]``, ``b_enc [n]``, ``W_dec [n, d_out]``,
 ``b_dec [d_out]``; SAEs centre their input with ``b_dec`` (tied), transcoders with their own ``b_pre [d_in]``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -15,11 +14,11 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from actlab.utils import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+KIND = "dictionary"
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "dictionary.safetensors"
 ARCHS: dict[str, type["Dictionary"]] = {}
@@ -249,17 +248,15 @@ class Dictionary(nn.Module):
 
     # -- persistence -----------------------------------------------------------------------------------
     def save(self, path: str | Path, extra_meta: dict | None = None) -> Path:
-        """Write ``cfg.json`` + ``dictionary.safetensors`` into the folder ``path`` (atomically)."""
-        from safetensors.torch import save
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write_bytes(path / WEIGHTS_FILE, save(tensors, metadata={"format": "actlab-dictionary"}))
-        meta = {"format_version": FORMAT_VERSION, **asdict(self.cfg)}
+        """Write ``cfg.json`` + ``dictionary.safetensors`` into the folder ``path`` (an actlab artifact of kind
+        'dictionary', written atomically; NaN/Inf weights are refused)."""
+        from actlab.artifact import save_artifact
+        tensors = {k: v.detach() for k, v in self.state_dict().items()}
+        config = asdict(self.cfg)
         if extra_meta:
-            meta.update(extra_meta)
-        atomic_write_json(path / CFG_FILE, meta)
-        return path
+            config.update(extra_meta)
+        return save_artifact(path, KIND, config, tensors, version=FORMAT_VERSION, tensors_file=WEIGHTS_FILE,
+                             cfg_file=CFG_FILE, metadata={"format": "actlab-dictionary"})
 
 
 def build(cfg: DictConfig, seed: int = 0) -> Dictionary:
@@ -276,19 +273,19 @@ def load(path: str | Path, device: str | torch.device | None = None, *, site: st
     ``site`` / ``site_out`` override the sites named in the folder (peer hook names are mapped to actlab sites
     where possible); ``hookpoint`` picks one SAE of a sparsify folder holding several; ``norm_scaling_factor``
     folds a SAELens ``expected_average_only_in`` input scaling (from the release's pretrained_saes.yaml)."""
-    from safetensors.torch import load_file
+    from actlab.artifact import ArtifactMissingError, load_artifact
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no dictionary at {path}")
+        raise ArtifactMissingError(f"no dictionary at {path}")
     if not (path / WEIGHTS_FILE).exists():
         from actlab.dictionary.formats import load_foreign
         model = load_foreign(path, device=device, hookpoint=hookpoint, norm_scaling_factor=norm_scaling_factor)
-    else:
-        meta = json.loads((path / CFG_FILE).read_text())
-        cfg = DictConfig.from_dict(meta)
+    else:   # legacy: folders written before the artifact module (cfg.json without the "artifact" block)
+        art = load_artifact(path, KIND, version=FORMAT_VERSION, tensors_file=WEIGHTS_FILE, cfg_file=CFG_FILE,
+                            legacy=True)
+        cfg = DictConfig.from_dict(art.config)
         model = ARCHS[cfg.arch](cfg)
-        sd = load_file(str(path / WEIGHTS_FILE))
-        model.load_state_dict(sd)
+        model.load_state_dict(art.tensors)
         model = model.to(device) if device is not None else model
     if site:
         model.cfg.site = site

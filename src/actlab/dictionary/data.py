@@ -106,6 +106,9 @@ def model_source(model: Model, site: str, texts: Sequence[str], batch_size: int,
     ``skip_first`` drops the first positions of every context (BOS rows carry huge, uninformative activations).
     """
     model.check_sites([site] + ([site_out] if site_out else []))
+    if with_grad and not model.is_causal_lm:
+        raise ValueError(f"with_grad uses the next-token loss's gradient, which needs a causal LM; {model.name} "
+                         f"({model.family}) is not one")
 
     def rows_of(ids: torch.Tensor):
         if with_grad:
@@ -151,19 +154,14 @@ def model_source(model: Model, site: str, texts: Sequence[str], batch_size: int,
     return make
 
 
-def _record_with_grad(model, site: str, ids: torch.Tensor, skip_first: int) -> list[torch.Tensor]:
+def _record_with_grad(model: Model, site: str, ids: torch.Tensor, skip_first: int) -> list[torch.Tensor]:
     """(acts, acts, d CE / d acts) at ``site`` for every position (next-token loss, mean over tokens)."""
-    held: dict[str, torch.Tensor] = {}
-
-    def grab(act, ctx):
-        a = act.detach().requires_grad_(True)
-        held["a"] = a
-        return a
-
-    with torch.enable_grad(), model.engine.hooks([(site, grab)]):
-        logits = model.module(input_ids=ids.to(model.device), use_cache=False).logits
+    ids = ids.to(model.device)
+    with model.recording([site], grad=True) as rec:
+        logits = model(ids, use_cache=False).logits
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                                 ids[:, 1:].reshape(-1).to(logits.device))
-        (grad,) = torch.autograd.grad(loss, held["a"])
-    a = _rows(held["a"].detach().float(), skip_first)
-    return [a, a, _rows(grad.float(), skip_first)]
+                                                 ids[:, 1:].reshape(-1))
+        loss.backward()
+        a, g = rec[site].detach().float(), rec.grad(site).float()
+    a = _rows(a, skip_first)
+    return [a, a, _rows(g, skip_first)]

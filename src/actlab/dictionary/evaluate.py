@@ -104,7 +104,7 @@ def density_histogram(density: list[float] | torch.Tensor, path, title: str = ""
     ax.set_title(title or f"{int((d == 0).sum())} dead of {d.numel()} (shown at 1e-7)")
     fig.tight_layout()
     from pathlib import Path
-    from actlab.utils import atomic_write_bytes
+    from actlab.artifact import atomic_write_bytes
     import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -132,8 +132,9 @@ class SpliceResult:
 
 def _ce(model, ids: torch.Tensor, mask: torch.Tensor | None, count: torch.Tensor) -> float:
     """Summed next-token CE over the predictions made at positions where ``count`` [B, L] is True."""
-    with torch.no_grad():
-        logits = model.module(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+    enc = {"input_ids": ids} if mask is None else {"input_ids": ids, "attention_mask": mask}
+    with torch.no_grad():   # position ids follow the mask: left-padded rows equal their unpadded selves
+        logits = model.module(**model.forward_kwargs(enc), use_cache=False).logits.float()
     tgt = ids[:, 1:]
     lp = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tgt.reshape(-1),
                                            reduction="none")
@@ -202,6 +203,9 @@ def splice_ce(model: Model, dictionary: Dictionary, inputs, batch_size: int = 8,
         raise ValueError("the dictionary has no site in its config; set cfg.site (and cfg.site_out)")
     if skip_first < 0:
         raise ValueError(f"skip_first must be >= 0, got {skip_first}")
+    if not model.is_causal_lm:
+        raise ValueError(f"splice_ce measures next-token cross-entropy, which needs a causal LM; {model.name} "
+                         f"({model.family}) is not one")
     model.check_sites([c.site] + ([c.site_out] if c.is_transcoder else []))
     if isinstance(inputs, torch.Tensor):
         chunks = [(inputs[i:i + batch_size], None) for i in range(0, inputs.shape[0], batch_size)]
@@ -227,9 +231,9 @@ def splice_ce(model: Model, dictionary: Dictionary, inputs, batch_size: int = 8,
         scored[:, :-1] &= real[:, 1:]                       # the predicted token must be real too
         scored[:, -1] = False
         totals["clean"] += _ce(model, ids, mask, scored)
-        with model.intervene(splice_fns(dictionary, where)):
+        with model.hooks(splice_fns(dictionary, where)):
             totals["spliced"] += _ce(model, ids, mask, scored)
-        with model.intervene([(zero_site, _zero_fn(where))]):
+        with model.hooks([(zero_site, _zero_fn(where))]):
             totals["zero"] += _ce(model, ids, mask, scored)
         count += int(scored.sum())
     if count == 0:

@@ -1,4 +1,4 @@
-"""Peer formats, so dictionaries move between tools (read from local folders only, safetensors + JSON).
+"""Peer formats, so dictionaries move between tools (local folders only; files through ``actlab.artifact``).
 
 SAELens folder: ``cfg.json`` (architecture, d_in, d_sae, apply_b_dec_to_input, metadata.hook_name, k, ...) +
 ``sae_weights.safetensors`` (``W_enc [d_in, d_sae]``, ``b_enc``, ``W_dec [d_sae, d_out]``, ``b_dec``, plus
@@ -8,16 +8,15 @@ sparsify folder (one per hookpoint): ``cfg.json`` (k, num_latents, d_in, transco
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save
 
 from actlab.dictionary.base import DictConfig, Dictionary, build
 from actlab.dictionary.hooknames import to_site, to_sparsify, to_transformerlens
-from actlab.utils import atomic_write_bytes, atomic_write_json, dtype_name
+from actlab.artifact import atomic_write_json, load_tensors, read_json, save_tensors
+from actlab.utils import dtype_name
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +94,8 @@ def load_saelens(path: str | Path, norm_scaling_factor: float | None = None) -> 
     ``normalize_activations`` 'expected_average_only_in' is folded with ``norm_scaling_factor`` (from the release's
     pretrained_saes.yaml, or ``norm_scaling_factor`` in cfg.json), the per-token modes run at inference."""
     path = Path(path)
-    cfg = json.loads((path / SAELENS_CFG).read_text())
-    w = dict(load_file(str(path / SAELENS_WEIGHTS)))
+    cfg = read_json(path / SAELENS_CFG, what="SAELens config")
+    w = load_tensors(path / SAELENS_WEIGHTS)          # NaN/Inf weights refused, naming the tensor
     arch_in = cfg.get("architecture", "standard")
     d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
     d_out = int(cfg.get("d_out") or d_in) if "transcoder" in arch_in else None
@@ -220,7 +219,7 @@ def export_saelens(model: Dictionary, path: str | Path) -> Path:
     else:
         tensors["b_enc"] = b_enc
     path.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path / SAELENS_WEIGHTS, save({k: v.contiguous().cpu() for k, v in tensors.items()}))
+    save_tensors(path / SAELENS_WEIGHTS, tensors)
     atomic_write_json(path / SAELENS_CFG, cfg)
     return path
 
@@ -230,8 +229,8 @@ def load_sparsify(path: str | Path) -> Dictionary:
     """One sparsify hookpoint folder; the folder name is the hookpoint (mapped to an actlab site: ``layers.8`` ->
     ``blocks.8.resid_post``, ``layers.8.mlp`` -> ``blocks.8.mlp_out``, or ``mlp_in -> mlp_out`` for a transcoder)."""
     path = Path(path)
-    cfg = json.loads((path / SPARSIFY_CFG).read_text())
-    w = load_file(str(path / SPARSIFY_WEIGHTS))
+    cfg = read_json(path / SPARSIFY_CFG, what="sparsify config")
+    w = load_tensors(path / SPARSIFY_WEIGHTS)
     if cfg.get("activation", "topk") != "topk":
         raise ValueError(f"sparsify activation {cfg.get('activation')!r} in {path / SPARSIFY_CFG} is not supported "
                          f"(only topk)")
@@ -283,6 +282,6 @@ def export_sparsify(model: Dictionary, path: str | Path) -> Path:
            "actlab": {"arch": c.arch, **{k: v for k, v in asdict(c).items() if k in _PROVENANCE}}}
     folder = path / (to_sparsify(c.site, c.site_out if c.is_transcoder else "") or "sae")
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / SPARSIFY_WEIGHTS, save({k: v.contiguous().cpu() for k, v in tensors.items()}))
+    save_tensors(folder / SPARSIFY_WEIGHTS, tensors)
     atomic_write_json(folder / SPARSIFY_CFG, cfg)
     return folder

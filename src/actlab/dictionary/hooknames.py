@@ -23,11 +23,14 @@ _SP_SUB = {None: "resid_post", "mlp": "mlp_out", "self_attn": "attn_out", "attn"
            "attention": "attn_out"}
 
 
+# actlab's per-block site kinds (the site table's names; a model may lack some)
+_KINDS = frozenset(_TL.values()) | {"moe.router"}
+
+
 def is_site(name: str) -> bool:
     """An actlab site name (``blocks.N.<kind>`` or a global site)."""
-    from actlab.models.sites import SITE_KINDS
     m = re.match(r"^blocks\.\d+\.(.+)$", name)
-    return (m is not None and m.group(1) in SITE_KINDS) or name in ("embed", "final_norm", "logits")
+    return (m is not None and m.group(1) in _KINDS) or name in ("embed", "final_norm", "logits")
 
 
 def to_site(name: str | None, transcoder_input: bool = False) -> str:

@@ -17,7 +17,8 @@ import torch
 
 from actlab.dictionary.base import DictConfig, Dictionary, build
 from actlab.dictionary.data import Batch, Source, check_batch
-from actlab.utils import atomic_write_bytes, atomic_write_json
+from actlab.artifact import (atomic_write_bytes, atomic_write_json, folder_lock, load_tensors, read_json,
+                             save_tensors)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ class Trainer:
         self.history: list[dict] = []
         self.resumed_from: str | None = None
         if self.out is not None:
-            self._prepare_out()
+            with self._lock():
+                self._prepare_out()
 
     # -- schedule --------------------------------------------------------------------------------------
     def lr_factor(self, step: int) -> float:
@@ -175,8 +177,20 @@ class Trainer:
             y = x
         return x, y, g
 
+    def _lock(self):
+        """Exclusive advisory lock on ``out`` (rank 0): a second training into the same folder is refused."""
+        import contextlib
+        if self.out is None or not self.is_main:
+            return contextlib.nullcontext()
+        return folder_lock(self.out, what=f"training a dictionary ({self.dcfg.arch} {self.dcfg.site})")
+
     # -- training --------------------------------------------------------------------------------------
     def fit(self) -> Dictionary:
+        """Train to ``total_tokens`` (continuing a resumed run), holding the output folder's lock."""
+        with self._lock():
+            return self._fit()
+
+    def _fit(self) -> Dictionary:
         from actlab import distributed as D
         c, st, m = self.cfg, self.state, self.model
         bar = None
@@ -288,7 +302,6 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path | None:
         """Model (unfolded), optimizer moments, dead-latent counters and data position -> out/ckpt-<step>/."""
-        from safetensors.torch import save
         if self.out is None or not self.is_main:
             return None
         st = self.state
@@ -300,7 +313,7 @@ class Trainer:
             for k, v in s.items():
                 tensors[f"opt.{names[id(p)]}.{k}"] = torch.as_tensor(v).contiguous()
         tensors["since_fired"] = self.since_fired.contiguous()
-        atomic_write_bytes(folder / "state.safetensors", save(tensors))
+        save_tensors(folder / "state.safetensors", tensors)
         atomic_write_json(folder / "trainer.json", {"format_version": 1, "state": asdict(st),
                                                     "dict_cfg": asdict(self.dcfg), "train_cfg": asdict(self.cfg)})
         prev = self._pointer()
@@ -311,7 +324,7 @@ class Trainer:
 
     def _pointer(self) -> str | None:
         p = self.out / self.CKPT_POINTER if self.out else None
-        return json.loads(p.read_text())["latest"] if p is not None and p.exists() else None
+        return read_json(p, what="checkpoint pointer")["latest"] if p is not None and p.exists() else None
 
     def _prepare_out(self) -> None:
         """Refuse to train over a finished dictionary (or a checkpoint we will not resume) unless ``overwrite``;
@@ -358,16 +371,15 @@ class Trainer:
         atomic_write_bytes(p, "".join(k + "\n" for k in keep).encode())
 
     def _try_resume(self) -> None:
-        from safetensors.torch import load_file
         name = self._pointer()
         if name is None:
             return
         folder = self.out / name
-        meta = json.loads((folder / "trainer.json").read_text())
+        meta = read_json(folder / "trainer.json", what="trainer checkpoint")
         if DictConfig.from_dict(meta["dict_cfg"]) != self.dcfg:
             raise ValueError(f"checkpoint {folder} was made for a different dictionary config; use another "
                              f"--out or resume=False")
-        tensors = load_file(str(folder / "state.safetensors"))
+        tensors = load_tensors(folder / "state.safetensors")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         params = dict(self.model.named_parameters())
         for n, p in params.items():

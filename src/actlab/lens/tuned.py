@@ -275,9 +275,10 @@ def _train(model: Model, lens: TunedLens, data: Any, final: str, cfg: TunedLensC
                                                      for k in lens.weight)
             loss.backward()
             opt.step()
-            if not math.isfinite(float(loss)):
-                raise FloatingPointError(f"tuned lens loss became {float(loss)} at step {step}; lower lr ({cfg.lr})")
-            history.append(float(loss))
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise FloatingPointError(f"tuned lens loss became {lv} at step {step}; lower lr ({cfg.lr})")
+            history.append(lv)
     lens.metrics = {"train_tokens": int(len(tr)), "eval_tokens": int(n_eval), "loss_first": history[:1],
                     "loss_last": history[-1:]}
     if n_eval:

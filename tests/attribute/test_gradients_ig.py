@@ -13,14 +13,21 @@ def test_ig_completeness_within_reported_delta(tiny, name):
     x, y = m.tokenizer("x")["input_ids"][-1], m.tokenizer("y")["input_ids"][-1]
     target = contrastive_target(x, y)
     a = integrated_gradients(m, "the cat sat on", target, baseline="eos", steps=32)
-    # f(x), f(baseline) computed independently: the plain forward, and the forward with every token = <eos>
+    # f(x), f(baseline) computed independently: the plain forward, and the forward with every token but the first
+    # (kept: keep_first) = <eos>
     with torch.no_grad():
         fx = float(target(m("the cat sat on")))
         ids = m.tokenize("the cat sat on")["input_ids"]
-        fb = float(target(m(torch.full_like(ids, m.tokenizer.eos_token_id))))
+        ids_b = torch.full_like(ids, m.tokenizer.eos_token_id)
+        ids_b[:, 0] = ids[:, 0]
+        fb = float(target(m(ids_b)))
     assert a.f_x == pytest.approx(fx, abs=1e-5) and a.f_baseline == pytest.approx(fb, abs=1e-5)
     assert float(a.attr.sum()) - (fx - fb) == pytest.approx(a.delta, abs=1e-6)  # the reported delta is the error
-    assert abs(a.delta) < 0.01 * abs(fx - fb) + 1e-5  # and it is small (calibrated: ~0 for 32 Gauss-Legendre nodes)
+    assert abs(a.delta) < 0.01 * abs(fx - fb) + 1e-5  # and it is small (the adaptive rule's tolerance: 1%)
+    assert a.meta["converged"] and a.meta["local_error"] >= abs(a.delta) - 1e-6  # the error bound it stopped on
+    assert float(a.attr[0].abs().max()) == 0  # the first token is part of the baseline (keep_first)
+    g = integrated_gradients(m, "the cat sat on", target, baseline="eos", steps=32, rule="gausslegendre")
+    assert abs(g.delta) < 1e-3 * abs(fx - fb) + 1e-5  # smooth tiny model: 32 Gauss-Legendre nodes are ~exact
     assert a.scores.shape == (len(ids[0]),) and a.tokens[1] == "t"
     # a coarse right-Riemann sum converges towards the same attributions as steps grow
     d16 = integrated_gradients(m, "the cat sat on", target, baseline="eos", steps=8, rule="riemann_right").delta
@@ -35,7 +42,7 @@ def test_ig_partial_positions_and_zero_baseline_warning(tiny, caplog):
     assert a.attr[[0, 1, 2, 3, 4, 6]].abs().max() == 0 and a.attr[5].abs().max() > 0
     assert abs(a.delta) < 0.01 * abs(a.f_x - a.f_baseline) + 1e-5
     with caplog.at_level("WARNING"):
-        z = integrated_gradients(m, "the cat sat on", t, baseline="zero", steps=8, rule="trapezoid")
+        z = integrated_gradients(m, "the cat sat on", t, baseline="zero", steps=8, rule="trapezoid", keep_first=False)
     assert abs(z.delta) > 1 and "singular for RMSNorm" in caplog.text  # the reported delta exposes the bad baseline
 
 
@@ -53,7 +60,7 @@ def test_ig_ranks_planted_tokens():
     e[0, :, 2] = torch.tensor([0.3, -0.2, 0.5, 0.1, 0.0, 0.4])
     e[0, 2, 0] = 1.5  # token A at position 2
     e[0, 4, 1] = 2.0  # token B at position 4
-    a = integrated_gradients(m, e, class_target(0), baseline="zero", steps=32)
+    a = integrated_gradients(m, e, class_target(0), baseline="zero", steps=32, rule="gausslegendre")
     scores = a.attr.sum(-1)
     assert scores.argmax().item() == 2 and scores.argmin().item() == 4
     assert abs(a.delta) < 1e-4

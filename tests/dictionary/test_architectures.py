@@ -18,6 +18,7 @@ def test_entry_points(tiny, name):
     site = "blocks.0.resid_post"
     d = site_width(m, site)
     assert d == m.adapter.d_model
+    assert site_width(m, "blocks.0.attn.z") == m.adapter.n_heads * m.adapter.d_head   # heads flattened
     if "blocks.0.mlp_act" in m.sites:
         assert site_width(m, "blocks.0.mlp_act") == m.adapter.d_mlp
     src = model_source(m, site, TEXTS * 4, batch_size=64, context_length=16, contexts_per_forward=4)

@@ -63,3 +63,14 @@ def test_planted_quiet_but_important_features():
         down_topk = float(((topk(xt) - xt) @ w).pow(2).mean())
         down_gsae = float(((gsae.decode(gsae.encode_with_grad(xt, gt)) - xt) @ w).pow(2).mean())
     assert down_gsae < 0.7 * down_topk, (down_gsae, down_topk)   # measured 0.38 vs 0.65
+
+
+def test_training_without_gradients_is_refused():
+    """g-SAE training on plain batches would silently be TopK: refused (beta 0 is TopK by definition, allowed)."""
+    import pytest
+    x = torch.randn(512, 16, generator=torch.Generator().manual_seed(0))
+    tc = TrainConfig(total_tokens=512, batch_size=256, progress=False)
+    from actlab.dictionary import tensor_source
+    with pytest.raises(ValueError, match="needs the downstream-loss gradient"):
+        Trainer(DictConfig(arch="gsae", d_in=16, d_sae=32, k=2), tc, tensor_source(x, 256)).fit()
+    Trainer(DictConfig(arch="gsae", d_in=16, d_sae=32, k=2, gsae_beta=0.0), tc, tensor_source(x, 256)).fit()

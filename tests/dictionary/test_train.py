@@ -83,6 +83,9 @@ def test_resume_is_exact(tmp_path, data):
         assert torch.equal(p1, p2), n1
     again = load(tmp_path / "run")
     assert torch.equal(again.W_dec, full.W_dec) and again.cfg.train["steps"] == 20
+    import json
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10, 20]                  # the crashed run's lines after the checkpoint were dropped
 
 
 def test_bad_inputs(data):

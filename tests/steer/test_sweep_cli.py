@@ -106,7 +106,7 @@ def test_cli_extract_apply_generate_sweep(tmp_path, capsys):
     main(["steer", "generate", "tiny-llama", "--prompt", "hello", "--sla-layers", "0", "--max-new-tokens", "3"])
     assert "### hello" in capsys.readouterr().out
     main(["steer", "sweep", "tiny-llama", "--positive", str(pos), "--negative", str(neg), "--layers", "1",
-          "--prompts", str(prompts), "--keywords", "Z", "--strengths", "1,8", "--max-new-tokens", "4",
+          "--prompts", str(prompts), "--keywords", "Z", "--strengths", "1", "8", "--max-new-tokens", "4",
           "--max-ppl-ratio", "1e6", "--out", str(tmp_path / "sw")])
     assert (tmp_path / "sw" / "sweep.json").exists() and "unsteered" in capsys.readouterr().out
     best = json.loads((tmp_path / "sw" / "best.json").read_text())

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from actlab.artifact import atomic_write_json
-from actlab.core import Add, Intervention
-from actlab.core.interventions import check_tensor, is_zero, register_op, row_alpha
+from actlab.core import Add, Intervention, check_tensor, is_zero, register_op, row_alpha
 from actlab.models import Unsupported
 from actlab.steer.directions import require_finite
 

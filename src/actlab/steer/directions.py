@@ -10,9 +10,9 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -147,7 +147,7 @@ class Direction:
                              version=FORMAT_VERSION, cfg_file=CFG_FILE, tensors_file=TENSOR_FILE)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> "Direction":
+    def load(cls, folder: str | os.PathLike) -> Direction:
         """Read a folder written by :meth:`save` (or by actlab before artifacts: a ``direction.json`` with
         ``kind: actlab.direction``); refuses a NaN/Inf vector, a wrong kind or a newer format."""
         from actlab.artifact import ArtifactError, ArtifactMissingError, load_artifact

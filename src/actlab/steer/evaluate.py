@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -80,6 +80,17 @@ class ProbeScorer:
     def __call__(self, texts: Sequence[str]) -> float:
         s = self.per_text(texts)
         return sum(s) / max(1, len(s))
+
+
+def make_scorer(keywords: Sequence[str] | None = None, target: str | None = None):
+    """A concept scorer: ``KeywordScorer(keywords)`` or ``EmbeddingScorer(target)`` (exactly one of them)."""
+    if keywords and target:
+        raise ValueError("give keywords or a target description, not both")
+    if keywords:
+        return KeywordScorer(list(keywords))
+    if target:
+        return EmbeddingScorer(target)
+    raise ValueError("give --keywords or --target (a description scored with MiniLM)")
 
 
 @dataclass

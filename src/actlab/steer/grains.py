@@ -7,8 +7,8 @@ added at the same site (``blocks.{l}.resid_post``); the default reduction is the
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm

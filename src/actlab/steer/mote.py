@@ -8,13 +8,13 @@ router renormalises). Softmax top-k routers (Mixtral, Qwen-MoE) are supported.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Sequence
+from typing import ClassVar
 
 import torch
 
-from actlab.core import Intervention
-from actlab.core.interventions import register_op
+from actlab.core import Intervention, register_op
 
 OFF_MARGIN = 1e4
 

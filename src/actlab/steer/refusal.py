@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Sequence
 
 import torch
 
@@ -133,8 +133,8 @@ def harm_refusal_directions(model, harmful: Sequence[str], harmless: Sequence[st
     lab = torch.tensor(refused)
     harm, ref = {}, {}
     for s in sites:
-        common = dict(model=model.name, method="mean_diff", data_hash=h,
-                      meta={"n_layers": model.n_layers, "chat": True})
+        common = {"model": model.name, "method": "mean_diff", "data_hash": h,
+                      "meta": {"n_layers": model.n_layers, "chat": True}}
         v = direction_from_acts(inst[s][:nh], inst[s][nh:], paired=False)
         harm[s] = Direction(vector=v, site=s, position="t_inst", norms={
             "vector": float(v.norm()), "resid_median": float(inst[s].norm(dim=-1).median())}, **common)

@@ -5,13 +5,13 @@ norm-preserving hook. Only text models are exercised on these machines; VSV work
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from actlab.core import Intervention
-from actlab.core.interventions import check_tensor, register_op
+from actlab.core import Intervention, check_tensor, register_op
 from actlab.steer.directions import require_finite
 
 if TYPE_CHECKING:

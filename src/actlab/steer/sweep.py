@@ -8,16 +8,16 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from actlab.artifact import atomic_write_bytes, atomic_write_json, folder_lock
 from actlab.steer.directions import Direction
 from actlab.steer.evaluate import completion_perplexity
-from actlab.artifact import atomic_write_bytes, atomic_write_json, folder_lock
 
 log = logging.getLogger(__name__)
 

@@ -66,3 +66,22 @@ def test_context_steering_vector(tiny):
     y = ContextSteer(vec, lam=0.5)(x, Ctx('x', None, None))
     assert torch.allclose(y.norm(dim=-1), x.norm(dim=-1), rtol=1e-5)
     assert torch.equal(ContextSteer(vec, lam=0.0)(x, Ctx('x', None, None)), x)
+
+
+def test_context_steer_formula():
+    """x' = normalize(normalize(x) + lam * s * normalize(v)) * ||x|| with s = 1 + max(0, cos(x, -v)) (adaptive; 1 in
+    simple mode): a token pointing away from v gets the stronger push."""
+    v = torch.tensor([1.0, 0.0, 0.0])
+    x = torch.tensor([[[-2.0, 1.0, 0.0], [2.0, 1.0, 0.0]]])  # first token points away from v, second toward it
+    lam = 0.5
+
+    def expected(xi, s):
+        y = xi / xi.norm() + lam * s * v
+        return y / y.norm() * xi.norm()
+
+    cos_away = float(torch.nn.functional.cosine_similarity(x[0, 0], -v, dim=0))
+    out = ContextSteer(v * 3, lam=lam)(x, Ctx("x", None, None))
+    assert torch.allclose(out[0, 0], expected(x[0, 0], 1 + cos_away), atol=1e-6)
+    assert torch.allclose(out[0, 1], expected(x[0, 1], 1.0), atol=1e-6)  # cos(x, -v) < 0: no extra push
+    simple = ContextSteer(v * 3, lam=lam, adaptive=False)(x, Ctx("x", None, None))
+    assert torch.allclose(simple[0, 0], expected(x[0, 0], 1.0), atol=1e-6)

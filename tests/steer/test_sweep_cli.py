@@ -1,5 +1,6 @@
 """Sweep (layers x strengths, concept vs fluency, plot, best pick) and the `actlab steer` CLI on tiny-llama."""
 import importlib
+import math
 import json
 
 import pytest
@@ -178,3 +179,33 @@ def test_kl_without_cached_base_is_the_same(tiny, monkeypatch):
     fresh = sweep(m, dirs, ["hello", "abc"], KeywordScorer(["Z"], regex=True), **kw)
     assert [r.kl for r in fresh.rows] == pytest.approx([r.kl for r in cached.rows], rel=1e-5)
     assert all(r.kl > 0 for r in fresh.rows)
+
+
+def test_pick_best_rule():
+    """Highest concept among settings within the perplexity bound that beat the unsteered score; ties: lower ppl."""
+    from actlab.steer.sweep import SweepRow, pick_best, qualifying
+
+    def row(site, strength, concept, ppl):
+        return SweepRow(site, strength, concept, ppl, 0.0, 0.0, 1)
+
+    base = row("none", 0.0, 0.5, 10.0)
+    rows = [row("a", 1, 0.4, 11), row("a", 2, 2.0, 15), row("a", 4, 9.0, 50),  # 9.0 breaks the bound (2x)
+            row("b", 1, 2.0, 12), row("b", 2, 1.0, 19)]
+    assert pick_best(rows, base, 2.0) is rows[3]  # concept 2.0 twice: the lower perplexity wins
+    assert [r.strength for r in qualifying(rows, base, 2.0)] == [2, 1, 2]
+    assert pick_best(rows, base, 10.0) is rows[2]
+    assert pick_best(rows, row("none", 0.0, 9.0, 10.0), 10.0) is None
+
+
+def test_completion_perplexity_by_hand(tiny):
+    """Perplexity = exp(mean -log p(completion token | everything before)), checked against one plain forward."""
+    m = tiny("tiny-llama")
+    p = completion_perplexity(m, ["hello", "ab"], [" world", "cde"], batch_size=2)
+    for prompt, comp, got in zip(["hello", "ab"], [" world", "cde"], p.per_text):
+        a = m.tokenizer(prompt)["input_ids"]
+        b = m.tokenizer(comp, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            lp = m(torch.tensor([a + b])).logits[0].float().log_softmax(-1)
+        nll = -sum(float(lp[len(a) - 1 + j, t]) for j, t in enumerate(b))
+        assert got == pytest.approx(math.exp(nll / len(b)), rel=1e-5)
+    assert p.n_tokens == 6 + 3

@@ -76,6 +76,17 @@ BEST_RULE = ("highest concept score among the settings whose perplexity is at mo
              "generations' perplexity and whose concept score beats the unsteered one; ties: lower perplexity")
 
 
+def qualifying(rows: Sequence[SweepRow], baseline: SweepRow, max_ppl_ratio: float) -> list[SweepRow]:
+    """Settings whose perplexity is at most ``max_ppl_ratio`` x the unsteered one and whose concept score beats it."""
+    return [r for r in rows if r.ppl <= max_ppl_ratio * baseline.ppl and r.concept > baseline.concept]
+
+
+def pick_best(rows: Sequence[SweepRow], baseline: SweepRow, max_ppl_ratio: float) -> SweepRow | None:
+    """The best setting by ``BEST_RULE`` (None when no setting qualifies)."""
+    ok = qualifying(rows, baseline, max_ppl_ratio)
+    return max(ok, key=lambda r: (r.concept, -r.ppl)) if ok else None
+
+
 @dataclass
 class SweepResult:
     """Rows per setting plus the unsteered baseline and the chosen setting (see ``BEST_RULE``)."""
@@ -91,7 +102,7 @@ class SweepResult:
         """What ``best.json`` holds: the chosen site, strength (with its scale and mode) and scores, and how it was
         chosen (the rule, the perplexity bound, how many settings qualified); ``best`` is None when none did."""
         bound = self.config.get("max_ppl_ratio", float("nan")) * self.baseline.ppl
-        n_ok = sum(r.ppl <= bound and r.concept > self.baseline.concept for r in self.rows)
+        n_ok = len(qualifying(self.rows, self.baseline, self.config.get("max_ppl_ratio", float("nan"))))
         b = self.best
         return {"best": None if b is None else {
                     "site": b.site, "strength": b.strength, "scale": self.config.get("scale"),
@@ -255,8 +266,7 @@ def sweep(model, directions: dict[str, Direction] | Sequence[Direction], prompts
                                  kls[j], secs, sum(p.n_per_text[sl]), texts[sl][0][:200]))
         bar.update(K)
     bar.close()
-    ok = [r for r in rows if r.ppl <= cfg.max_ppl_ratio * baseline.ppl and r.concept > baseline.concept]
-    best = max(ok, key=lambda r: (r.concept, -r.ppl)) if ok else None
+    best = pick_best(rows, baseline, cfg.max_ppl_ratio)
     if best is None:
         log.warning("no setting raised the concept score within %.2fx the plain perplexity", cfg.max_ppl_ratio)
     return SweepResult(rows, baseline, best, asdict(cfg), {d.site: d for d in dirs})

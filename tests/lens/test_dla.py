@@ -50,6 +50,19 @@ def test_batched_equals_one_at_a_time(biased, name):
         torch.testing.assert_close(batch.values[i], one.values[0], atol=1e-4, rtol=1e-4)
 
 
+def test_unembedding_bias_is_a_component():
+    """A read-out with a bias (none of the tiny models has one): b_U[target] - b_U[contrast] is its own term."""
+    from .conftest import randomize
+
+    m = randomize(load_model("tiny-gpt2"))
+    head = m.adapter.unembed
+    head.bias = torch.nn.Parameter(torch.randn(head.out_features, generator=torch.Generator().manual_seed(3)))
+    r = direct_logit_attribution(m, TEXTS, TARGET, CONTRAST)
+    torch.testing.assert_close(r.total, r.logit, atol=1e-4, rtol=0)
+    b = r.values[:, r.labels.index("unembed.bias")]
+    torch.testing.assert_close(b, (head.bias[TARGET] - head.bias[CONTRAST]).detach().expand(3))
+
+
 def test_component_contribution_is_its_direct_effect(biased):
     """Removing one head's write from the final residual (scale frozen) moves the logit by its contribution: checked
     against the model's own read-out on the edited residual, linearised at the clean scale."""

@@ -104,3 +104,22 @@ def test_smollm2_tuned_lens_lowers_kl(smollm2, one_thread):
     before, after = lens.metrics["eval_kl_logit_lens"], lens.metrics["eval_kl_tuned_lens"]
     for s in lens.sites:
         assert after[s] < before[s], (s, before[s], after[s])
+
+
+def test_first_loss_is_the_logit_lens_kl_final_to_lens(biased, docs):
+    """Full batch, identity start: the first loss is sum over sites of mean KL(final || logit lens) over the training
+    tokens (the paper's direction: the final distribution is the reference)."""
+    from actlab.data import pack_contexts
+    from actlab.lens import kl_final_lens
+
+    m = biased("tiny-gpt2")
+    cfg = TunedLensConfig(layers=[0], steps=1, batch_tokens=10**6, context_length=16, max_contexts=6,
+                          eval_fraction=0.0)
+    lens = train_tuned_lens(m, docs, cfg)
+    ids = pack_contexts(m.tokenizer, docs, 16, seed=0, max_contexts=6).input_ids
+    r = logit_lens(m, ids, "blocks.0.resid_post")
+    assert abs(lens.metrics["loss_first"][0] - float(r.kl.mean())) < 1e-4
+    p, q = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+    lp, lq = p.log_softmax(-1), q.log_softmax(-1)
+    torch.testing.assert_close(kl_final_lens(p, q), (lp.exp() * (lp - lq)).sum(-1))
+    assert not torch.allclose(kl_final_lens(p, q), kl_final_lens(q, p))

@@ -41,7 +41,7 @@ class TunedLensConfig:
     steps: int = 250
     """Optimizer steps."""
     batch_tokens: int = 512
-    """Tokens per step (sampled uniformly from the cached training tokens)."""
+    """Tokens per step (sampled uniformly from the cached training tokens; all of them when there are fewer)."""
     lr: float = 1e-3
     """Learning rate."""
     optimizer: str = "adam"
@@ -265,7 +265,7 @@ def _train(model: Model, lens: TunedLens, data: Any, final: str, cfg: TunedLensC
         it = tqdm(it, desc="tuned lens")
     with _frozen_readout(model):
         for step in it:
-            b = tr[torch.randint(len(tr), (min(cfg.batch_tokens, len(tr)),), generator=g)]
+            b = tr if cfg.batch_tokens >= len(tr) else tr[torch.randint(len(tr), (cfg.batch_tokens,), generator=g)]
             with torch.no_grad():
                 tgt = readout(model, tokens[final][b].to(dev)).float()
             opt.zero_grad(set_to_none=True)

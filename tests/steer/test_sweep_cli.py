@@ -85,9 +85,12 @@ def test_perplexity_and_kl(tiny):
         completion_perplexity(m, ["a", "b"], ["c"])
     with pytest.raises(ValueError, match="at least one keyword"):
         KeywordScorer([])
+    k = KeywordScorer(["ocean", "sea"])
+    assert k.per_text(["The OCEAN and the Sea", "seashell, oceanic", "nothing"]) == [2.0, 2.0, 0.0]
+    assert k(["The OCEAN and the Sea", "nothing"]) == 1.0  # mean matches per text; words match at their start
 
 
-def test_cli_extract_apply_generate_sweep(tmp_path, capsys):
+def test_cli_extract_apply_generate_sweep(tiny, tmp_path, capsys):
     pos, neg, prompts = tmp_path / "pos.txt", tmp_path / "neg.txt", tmp_path / "prompts.txt"
     pos.write_text("ZZZ zz\nZ Z Z\nzzZZ\n")
     neg.write_text("abc def\nhello\nqrs tuv\n")
@@ -96,6 +99,11 @@ def test_cli_extract_apply_generate_sweep(tmp_path, capsys):
           "--position", "mean", "--out", str(tmp_path / "d")])
     assert "blocks.1.resid_post" in capsys.readouterr().out
     assert json.loads((tmp_path / "d" / "direction.json").read_text())["site"] == "blocks.1.resid_post"
+    from actlab.steer import extract
+
+    py = extract(tiny("tiny-llama"), pos.read_text().splitlines(), neg.read_text().splitlines(),
+                 "blocks.1.resid_post", position="mean")["blocks.1.resid_post"]
+    assert torch.allclose(Direction.load(tmp_path / "d").vector, py.vector, atol=1e-6)  # the CLI = the library
     main(["steer", "apply", str(tmp_path / "d"), "--alpha", "3", "--out", str(tmp_path / "s.json")])
     assert "actlab generate" in capsys.readouterr().out
     main(["generate", "tiny-llama", "--prompt", "hello", "--intervention", str(tmp_path / "s.json"),

@@ -12,8 +12,8 @@ import torch
 
 
 class KeywordScorer:
-    """Concept score = mean number of keyword/regex matches per text (case-insensitive, whole words for plain
-    words)."""
+    """Concept score = mean number of keyword/regex matches per text (case-insensitive; a plain word matches at the
+    start of a word, so "sea" also counts "seashell")."""
 
     name = "keywords"
 

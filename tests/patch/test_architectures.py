@@ -114,3 +114,19 @@ def test_bert_patching_refuses_and_generic_scores_work(tiny):
     a = integrated_gradients(m, CLEAN, cls0, baseline="mask" if m.tokenizer.mask_token_id is not None else "pad",
                              steps=16)
     assert a.completeness["relative_error"] < 0.02, a.completeness
+
+
+@pytest.mark.parametrize("name", CAUSAL + ["tiny-bert"])
+def test_readout_weight_reads_mlp_act_into_mlp_out(tiny, name):
+    from actlab.patch import readout_weight
+
+    m = tiny(name)
+    if "blocks.0.mlp_act" not in m.sites:  # Mixtral: experts, no single mlp_act
+        with pytest.raises(KeyError, match="mlp_act"):
+            readout_weight(m, "blocks.0.mlp_act")
+        return
+    r = m.record(CLEAN, ["blocks.0.mlp_act", "blocks.0.mlp_out"])
+    W = readout_weight(m, "blocks.0.mlp_act")
+    b = m.adapter.b_out(0)
+    out = r["blocks.0.mlp_act"] @ W.T + (0 if b is None else b)
+    torch.testing.assert_close(out, r["blocks.0.mlp_out"], atol=1e-5, rtol=1e-5)

@@ -54,13 +54,14 @@ def default_freeze(m) -> list[str]:
     return out
 
 
-def _head_dim(m) -> int | None:
-    cfg = m.config
-    if cfg is None:
+def _head_dim(m: Model) -> int | None:
+    """The width of one head (from the architecture adapter), or None where the model has no head geometry."""
+    from actlab.models import Unsupported
+
+    try:
+        return int(m.adapter.d_head)
+    except (Unsupported, TypeError, AttributeError):
         return None
-    hd = getattr(cfg, "head_dim", None)
-    nh = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None)
-    return hd or (m.d_model // nh if nh and m.d_model else None)
 
 
 def _splice(base: torch.Tensor, other: torch.Tensor, head: int | None, head_dim: int | None) -> torch.Tensor:

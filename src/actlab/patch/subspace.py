@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
 
 from actlab.core import Intervention, register_op
 from actlab.patch.common import Effect
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -208,18 +211,20 @@ def illusion_check(v: torch.Tensor, W: torch.Tensor, effect: Callable[[torch.Ten
     return IllusionReport(v, v_row, v_null, e_v, e_row, e_null, full_effect, *var, flags)
 
 
-def readout_weight(m, site: str) -> torch.Tensor:
-    """The weight ``W`` [out, d] that reads a site: ``mlp_act`` -> MLP down projection; ``module:<path>:in`` of a
-    Linear -> its weight. Other sites are read by several modules: pass ``W`` yourself."""
+def readout_weight(m: Model, site: str) -> torch.Tensor:
+    """The weight ``W`` [out, d] that reads a site: ``blocks.{i}.mlp_act`` -> the MLP down projection (from the
+    architecture adapter, ``W_out(i).T``); ``module:<path>:in`` of an ``nn.Linear`` -> its weight. Other sites are
+    read by several modules: pass ``W`` yourself."""
+    parts = site.split(".")
+    if len(parts) == 3 and parts[0] == "blocks" and parts[2] == "mlp_act" and parts[1].isdigit():
+        m.check_sites([site])
+        return m.adapter.W_out(int(parts[1])).detach().T  # TransformerLens [d_mlp, d_model] -> reads as W @ h
     spec = m.sitemap.resolve(site)
     mod = dict(m.module.named_modules()).get(spec.module)
-    if spec.io == "in" and mod is not None and hasattr(mod, "weight") and spec.heads is None:
-        w = mod.weight.detach()
-        if type(mod).__name__ == "Conv1D":  # GPT-2 stores [in, out]
-            w = w.T
-        return w
-    raise ValueError(f"no single readout weight for {site!r}: use an 'mlp_act' site or a 'module:<linear>:in' site, "
-                     f"or pass W (the matrix that reads the site) directly")
+    if spec.io == "in" and isinstance(mod, torch.nn.Linear) and spec.heads is None:
+        return mod.weight.detach()
+    raise ValueError(f"no single readout weight for {site!r}: use an 'mlp_act' site or a 'module:<linear>:in' site "
+                     f"(an nn.Linear), or pass W (the matrix that reads the site) directly")
 
 
 # -- distributed alignment search ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ def test_store_matches_on_the_fly(tiny, tmp_path, one_thread):
     data.write_text("Streaming statistics over a stored harvest must match the live pass. " * 30)
     sites = ["blocks.1.resid_post", "blocks.0.mlp_act"]
     store = harvest(m, HarvestConfig(data=str(data), sites=sites, out=str(tmp_path / "st"), tokens=256,
-                                     context_length=32, dtype="fp32", progress=False))
+                                     context_length=32, store_dtype="fp32", progress=False))
     a = collect_from_store(store, _col(m), {s: s for s in sites}, batch_contexts=3)
     ids = store.tokens(list(range(len(store)))).view(-1, 32)
     b = _col(m)

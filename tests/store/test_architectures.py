@@ -17,7 +17,7 @@ def test_harvested_rows_equal_context_alone(tiny, corpus, tmp_path, name):
     m = tiny(name)
     L = 24
     st = harvest(m, HarvestConfig(data=str(corpus), sites=SITES, out=str(tmp_path / "o"), tokens=10 * L,
-                                  dtype="fp32", context_length=L, batch_size=3, shard_rows=70, progress=False))
+                                  store_dtype="fp32", context_length=L, batch_size=3, shard_rows=70, progress=False))
     ctxs = [c[0] for c, _ in zip(iter_contexts(m.tokenizer, load_texts(corpus), L, 0), range(10))]
     for i in (0, 4, 9):                                  # first, middle of a batch, last (a batch of one)
         rows = list(range(i * L, (i + 1) * L))

@@ -11,7 +11,7 @@ from actlab.store import ActivationStore, HarvestConfig, StoreCorruptError, Stor
 
 
 def cfg(data, out, **kw):
-    base = dict(data=str(data), sites=["blocks.0.resid_post"], out=str(out), tokens=2000, dtype="fp32",
+    base = dict(data=str(data), sites=["blocks.0.resid_post"], out=str(out), tokens=2000, store_dtype="fp32",
                 context_length=32, batch_size=4, shard_rows=300, progress=False)
     base.update(kw)
     return HarvestConfig(**base)
@@ -42,7 +42,7 @@ def test_unknown_site(tiny, corpus, tmp_path):
 
 def test_bad_config_values(corpus, tmp_path):
     with pytest.raises(ValueError, match="dtype"):
-        cfg(corpus, tmp_path, dtype="int8")
+        cfg(corpus, tmp_path, store_dtype="int8")
     with pytest.raises(ValueError, match="positions"):
         cfg(corpus, tmp_path, positions="x:y")
     with pytest.raises(ValueError, match="sites is empty"):

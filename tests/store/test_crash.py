@@ -29,7 +29,7 @@ main(sys.argv[1:])
 
 def args(data, out):
     return ["harvest", "tiny-llama", "--data", str(data), "--sites", SITES, "--tokens", "6000", "--out", str(out),
-            "--dtype", "fp32", "--context-length", "32", "--batch-size", "4", "--shard-rows", "500", "--no-progress"]
+            "--store-dtype", "fp32", "--context-length", "32", "--batch-size", "4", "--shard-rows", "500", "--noprogress"]
 
 
 def test_sigkill_then_resume_equals_uninterrupted(corpus, tmp_path):

@@ -13,7 +13,7 @@ from actlab.store import ActivationStore, HarvestConfig, StoreError, harvest
 
 def _cfg(data, out, **kw):
     return HarvestConfig(**{**dict(data=str(data), sites=["blocks.0.resid_post", "blocks.1.attn.z"], out=str(out),
-                                   tokens=1200, dtype="fp32", context_length=32, batch_size=4, shard_rows=256,
+                                   tokens=1200, store_dtype="fp32", context_length=32, batch_size=4, shard_rows=256,
                                    progress=False), **kw})
 
 

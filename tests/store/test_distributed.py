@@ -11,7 +11,7 @@ from actlab.store import ActivationStore
 
 def test_torchrun_two_gloo_ranks_equal_single_process(corpus, tmp_path):
     common = ["tiny-llama", "--data", str(corpus), "--sites", "blocks.0.resid_post,blocks.1.attn.z", "--tokens",
-              "3000", "--dtype", "fp32", "--context-length", "32", "--shard-rows", "500", "--no-progress"]
+              "3000", "--store-dtype", "fp32", "--context-length", "32", "--shard-rows", "500", "--noprogress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                         "-m", "actlab", "harvest", *common, "--out", str(tmp_path / "two")],

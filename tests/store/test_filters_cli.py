@@ -1,4 +1,5 @@
 """Row filters (exclude BOS / special, positions) and the CLI (harvest, store info)."""
+import pytest
 import torch
 
 from actlab.cli import main
@@ -7,7 +8,7 @@ from actlab.store import ActivationStore, HarvestConfig, harvest
 
 def test_exclude_bos_and_positions(tiny, corpus, tmp_path):
     m = tiny("tiny-llama")
-    base = dict(data=str(corpus), sites=["blocks.0.resid_post"], dtype="fp32", context_length=32, progress=False,
+    base = dict(data=str(corpus), sites=["blocks.0.resid_post"], store_dtype="fp32", context_length=32, progress=False,
                 tokens=3000)
     full = harvest(m, HarvestConfig(out=str(tmp_path / "all"), **base))
     bos = m.tokenizer.bos_token_id
@@ -30,7 +31,7 @@ def test_exclude_bos_and_positions(tiny, corpus, tmp_path):
 def test_cli_harvest_and_info(corpus, tmp_path, capsys):
     out = tmp_path / "s"
     main(["harvest", "tiny-gpt2", "--data", str(corpus), "--sites", "blocks.1.mlp_act,final_norm", "--tokens", "1000",
-          "--out", str(out), "--context-length", "64", "--no-progress", "--exclude-bos"])
+          "--out", str(out), "--context-length", "64", "--noprogress", "--exclude-bos"])
     assert "1000 rows" in capsys.readouterr().out
     st = ActivationStore(out)
     assert st.dtype == torch.bfloat16 and st.dims == {"blocks.1.mlp_act": 256, "final_norm": 64}
@@ -39,3 +40,25 @@ def test_cli_harvest_and_info(corpus, tmp_path, capsys):
     assert "tiny-gpt2" in o and "blocks.1.mlp_act  d=256" in o and "all checksums match" in o
     main(["store", "info", str(out), "--json"])
     assert '"format": "actlab-activation-store"' in capsys.readouterr().out
+
+
+def test_cli_dtype_is_the_model_dtype(corpus, tmp_path, capsys):
+    """Issue 13: harvest's --dtype meant the storage dtype, the opposite of every other --dtype."""
+    from actlab.store import HarvestConfig
+
+    out = tmp_path / "s"
+    main(["harvest", "tiny-llama", "--data", str(corpus), "--sites", "blocks.0.resid_post", "--tokens", "64",
+          "--out", str(out), "--context-length", "32", "--noprogress", "--dtype", "fp16", "--store-dtype", "fp32"])
+    st = ActivationStore(out)
+    assert st.dtype == torch.float32 and st.manifest["harvest"]["model_dtype"] == "fp16"
+    from actlab import load_model
+
+    m = load_model("tiny-llama", dtype="fp16")
+    ids = st.tokens(slice(0, 32)).long()[None]
+    torch.testing.assert_close(st.read("blocks.0.resid_post", slice(0, 32)),
+                               m.record(ids, ["blocks.0.resid_post"])["blocks.0.resid_post"][0].float())
+    # the old Python name still works, and a contradiction is refused
+    assert HarvestConfig(data="d", sites="a,b", out="o", dtype="fp16").store_dtype == "fp16"
+    with pytest.raises(ValueError, match="give store_dtype only"):
+        HarvestConfig(data="d", sites=["a"], out="o", dtype="fp16", store_dtype="fp32")
+    assert HarvestConfig(data="d", sites=["a,b", "c"], out="o").sites == ["a", "b", "c"]

@@ -18,7 +18,7 @@ def _save_folder(path, seed):
 
 
 def _cfg(data, out, tokens):
-    return HarvestConfig(data=str(data), sites=["blocks.0.resid_post"], out=str(out), tokens=tokens, dtype="fp32",
+    return HarvestConfig(data=str(data), sites=["blocks.0.resid_post"], out=str(out), tokens=tokens, store_dtype="fp32",
                          context_length=32, batch_size=4, shard_rows=200, progress=False)
 
 
@@ -73,7 +73,7 @@ def slow(*a, **k):           # hold the folder: announce, then wait to be killed
 H._run_rank = slow
 from actlab import load_model
 harvest(load_model("tiny-llama"), HarvestConfig(data=sys.argv[1], sites=["blocks.0.resid_post"], out=sys.argv[2],
-                                                 tokens=64, dtype="fp32", context_length=32, batch_size=4,
+                                                 tokens=64, store_dtype="fp32", context_length=32, batch_size=4,
                                                  shard_rows=200, progress=False))
 """
 

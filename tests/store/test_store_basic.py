@@ -13,7 +13,7 @@ SITES = ["blocks.0.resid_post", "blocks.1.attn.z"]
 def test_round_trip_equals_record(tiny, corpus, tmp_path, dtype):
     m = tiny("tiny-llama")
     L, bs = 32, 8
-    st = harvest(m, HarvestConfig(data=str(corpus), sites=SITES, out=str(tmp_path / "s"), tokens=5000, dtype=dtype,
+    st = harvest(m, HarvestConfig(data=str(corpus), sites=SITES, out=str(tmp_path / "s"), tokens=5000, store_dtype=dtype,
                                   context_length=L, batch_size=bs, shard_rows=700, progress=False))
     assert len(st) == 5000 and st.complete and st.dims == {s: 64 for s in SITES}
     assert st.site_shapes["blocks.1.attn.z"] == [4, 16] and st.context_length == L

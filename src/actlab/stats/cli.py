@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from actlab import clikit
+
 VERBS = ("emergence", "train-checkpoints", "infoplane")
 EPILOG = """usage forms:
   actlab stats MODEL [--data PATH] [--tokens N] [--out DIR] ...   the report (run `actlab stats MODEL --help`)
@@ -23,62 +25,25 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def _dataclass_parser(cls, prog: str, skip: tuple[str, ...] = ()) -> argparse.ArgumentParser:
-    """An argparse parser from a config dataclass: one ``--flag`` per field, help from the field docstrings."""
-    import ast
-    import inspect
-    import textwrap
-
-    docs = {}
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    for a, b in zip(body, body[1:]):
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
-            docs[a.target.id] = b.value.value
-    ap = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip())
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        default = f.default
-        typ = {int: int, float: float}.get(type(default), str) if default is not None else str
-        if f.name in ("sparsity_eps",):
-            typ = float
-        ap.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=default,
-                        help=f"{docs.get(f.name, '')} (default: {default})")
-    return ap
-
-
-def main(a) -> None:
+def main(a: argparse.Namespace) -> None:
     if a.target in VERBS:
         return {"emergence": _emergence, "train-checkpoints": _train, "infoplane": _infoplane}[a.target](a.args)
-    from actlab.stats.report import StatsConfig
+    from actlab.stats.report import StatsConfig, run_stats
 
-    ap = _dataclass_parser(StatsConfig, f"actlab stats {a.target}", skip=("model",))
-    ns = ap.parse_args(a.args)
-    from actlab.stats.report import run_stats
-
-    try:
-        cfg = StatsConfig(model=a.target, **vars(ns))
-        rep = run_stats(cfg)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
-    for n in rep.meta.get("notes", []):
-        print(f"note: {n}")
-    mv = rep.massive
-    print(f"stats over {rep.meta['n_tokens']} tokens at {rep.timing['tokens_per_s']:.1f} tokens/s")
-    if mv.get("layers"):
-        top = max(mv["layers"], key=lambda s: s["top1_max"])
-        print(f"massive activations: first layer {mv['first_layer']}, largest |h| {top['top1_max']:.1f}, "
-              f"recurring channels {mv['recurring_channels']}")
-    if rep.sparsity:
-        print(f"mean active MLP fraction {rep.sparsity['active_frac_mean']:.3f}")
+    ap = clikit.ArgumentParser(prog="actlab stats", description="The activation statistics report of MODEL.")
+    clikit.add_model_args(ap)
+    clikit.add_config(ap, StatsConfig)
+    ns = ap.parse_args([a.target, *a.args])
+    cfg = dataclasses.replace(clikit.config_from_args(ns), model=ns.model, dtype=ns.dtype, device=ns.device)
+    rep = run_stats(cfg)
+    print(rep.summary())
     print(f"wrote {cfg.out}/report.md, stats.json and plots")
 
 
 def _emergence(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog="actlab stats emergence",
-                                 description="Per-layer massive-activation magnitudes over a checkpoint series "
-                                             "(folders named step-<N>), fitted with A exp(-lam t') log(1+t'/tau) + K.")
+    ap = clikit.ArgumentParser(prog="actlab stats emergence",
+                               description="Per-layer massive-activation magnitudes over a checkpoint series "
+                                           "(folders named step-<N>), fitted with A exp(-lam t') log(1+t'/tau) + K.")
     ap.add_argument("checkpoints", nargs="+", help="checkpoint folders (HF format), or one folder holding step-* folders")
     ap.add_argument("--data", default=None, help="probe text source, or 'demo' (default: the demo corpus)")
     ap.add_argument("--probe-contexts", type=int, default=8, help="probe contexts (default 8)")
@@ -97,16 +62,18 @@ def _emergence(argv: list[str]) -> None:
 def _train(argv: list[str]) -> None:
     from actlab.stats.train_checkpoints import CheckpointSeriesConfig, train_checkpoints
 
-    ap = _dataclass_parser(CheckpointSeriesConfig, "actlab stats train-checkpoints")
-    cfg = CheckpointSeriesConfig(**vars(ap.parse_args(argv)))
+    ap = clikit.ArgumentParser(prog="actlab stats train-checkpoints",
+                               description="Train a tiny Llama and save a checkpoint series step-<N>/.")
+    clikit.add_config(ap, CheckpointSeriesConfig)
+    cfg = clikit.config_from_args(ap.parse_args(argv))
     paths = train_checkpoints(cfg)
     print(f"wrote {len(paths)} checkpoints under {cfg.out}")
 
 
 def _infoplane(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog="actlab stats infoplane",
-                                 description="Train 12-10-7-5-4-3-2 on the 12-bit task; I(X;T), I(T;Y) per layer "
-                                             "over training with the adaptive estimators (EBAB, aKDE).")
+    ap = clikit.ArgumentParser(prog="actlab stats infoplane",
+                               description="Train 12-10-7-5-4-3-2 on the 12-bit task; I(X;T), I(T;Y) per layer "
+                                           "over training with the adaptive estimators (EBAB, aKDE).")
     ap.add_argument("--activation", default="tanh", help="tanh, relu, elu, softplus, swish (default tanh)")
     ap.add_argument("--epochs", type=int, default=400, help="full-batch epochs (default 400)")
     ap.add_argument("--weight-decay", type=float, default=0.0, help="L2 regularisation (default 0)")

@@ -31,8 +31,8 @@ PLOTS = {"massive": "massive_per_layer.png", "sparsity": "sparsity_per_layer.png
 class StatsConfig:
     """What ``actlab stats`` measures and on how much text."""
 
-    model: str
-    """bundled model name, HF folder or .gguf"""
+    model: str = field(default="", metadata={"cmd": False})
+    """bundled model name, HF folder or .gguf (the CLI's positional MODEL)"""
     out: str = "stats_out"
     """output folder (report.md, stats.json, PNGs)"""
     data: str | None = None
@@ -57,10 +57,10 @@ class StatsConfig:
     """contexts per calibration set"""
     calib_length: int = 128
     """tokens per calibration context"""
-    dtype: str = "fp32"
-    """model dtype"""
-    device: str | None = None
-    """torch device"""
+    dtype: str = field(default="fp32", metadata={"cmd": False})
+    """model dtype (the CLI's --dtype)"""
+    device: str | None = field(default=None, metadata={"cmd": False})
+    """torch device (the CLI's --device)"""
     seed: int = 0
     """document order seed"""
 
@@ -89,8 +89,7 @@ def probe_contexts(model: Model, docs: list[str], n_tokens: int, L: int, seed: i
                    src: str = "the data") -> tuple[torch.Tensor, list[str]]:
     """``(ids [n, L'], notes)``: up to ``ceil(n_tokens / L)`` packed contexts; a text shorter than one context is
     used whole as a single context (``L'`` = its length), with a note saying so."""
-    from actlab.data import iter_contexts
-    from actlab.data.pack import doc_tokens
+    from actlab.data import doc_tokens, iter_contexts
 
     n_ctx = max(1, math.ceil(n_tokens / L))
     rows = [c[0] for c, _ in zip(iter_contexts(model.tokenizer, docs, L, seed), range(n_ctx))]
@@ -137,6 +136,18 @@ class Report:
     calibration: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
 
+    def summary(self) -> str:
+        """A few lines for the terminal: tokens and speed, notes, massive activations, MLP sparsity."""
+        out = [f"stats over {self.meta['n_tokens']} tokens at {self.timing['tokens_per_s']:.1f} tokens/s"]
+        out += [f"note: {n}" for n in self.meta.get("notes", [])]
+        if self.massive.get("layers"):
+            top = max(self.massive["layers"], key=lambda s: s["top1_max"])
+            out.append(f"massive activations: first layer {self.massive['first_layer']}, largest |h| "
+                       f"{top['top1_max']:.1f}, recurring channels {self.massive['recurring_channels']}")
+        if self.sparsity:
+            out.append(f"mean active MLP fraction {self.sparsity['active_frac_mean']:.3f}")
+        return "\n".join(out)
+
 
 def run_stats(cfg: StatsConfig, model: Model | None = None, progress: bool = True) -> Report:
     """Compute the report for ``cfg`` and write it into ``cfg.out`` (locked for the run; see ``write_report``)."""
@@ -157,6 +168,8 @@ def _run(cfg: StatsConfig, out: Path, model: Model | None, progress: bool) -> Re
     from actlab.stats.sections import (attention_section, ablation_section, calibration_section, massive_section,
                                        outlier_section, sparsity_section)
 
+    if model is None and not cfg.model:
+        raise ValueError("StatsConfig.model is empty: name a model (bundled name, HF folder or .gguf) or pass model=")
     m = model if model is not None else load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     if not m.is_causal_lm:
         raise ValueError(f"actlab stats needs a causal LM with a tokenizer; {m.name} is {m.family}")

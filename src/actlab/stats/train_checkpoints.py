@@ -62,7 +62,7 @@ def train_checkpoints(cfg: CheckpointSeriesConfig, progress: bool = True) -> lis
 
     from actlab.artifact import folder_lock
     from actlab.data import load_texts
-    from actlab.models.tiny import byte_tokenizer
+    from actlab.models import byte_tokenizer
 
     torch.manual_seed(cfg.seed)
     tok = byte_tokenizer()

@@ -54,8 +54,8 @@ class HarvestConfig:
     """Tokens per packed context."""
     batch_size: int = 32
     """Contexts per forward pass (execution only)."""
-    dtype: str = "bf16"
-    """Stored dtype: bf16, fp16 or fp32."""
+    store_dtype: str = "bf16"
+    """Storage dtype of the activations: bf16, fp16 or fp32 (the model's own dtype is the model's)."""
     shard_rows: int | None = None
     """Rows per shard; None picks about 64 MiB per shard (a multiple of 256, at least 256)."""
     exclude_bos: bool = False
@@ -74,13 +74,15 @@ class HarvestConfig:
     """Show a tqdm bar (tokens/s, ETA) on rank 0."""
     queue_size: int = 4
     """Batches in flight between the forward pass and the writer thread (bounds memory)."""
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict, metadata={"cmd": False})
     """Free-form notes stored in the manifest (not part of the identity)."""
+    dtype: str | None = field(default=None, metadata={"cmd": False})
+    """Deprecated alias of ``store_dtype`` (its name before every ``--dtype`` meant the model dtype)."""
 
     def __post_init__(self):
         if isinstance(self.sites, str):
-            self.sites = [s for s in self.sites.split(",") if s]
-        self.sites = list(self.sites)
+            self.sites = [self.sites]
+        self.sites = [x.strip() for s in self.sites for x in str(s).split(",") if x.strip()]
         if not self.sites:
             raise ValueError("HarvestConfig.sites is empty: name at least one site")
         if len(set(self.sites)) != len(self.sites):
@@ -91,9 +93,18 @@ class HarvestConfig:
             raise ValueError("HarvestConfig.context_length and batch_size must be >= 1")
         if self.shard_rows is not None and self.shard_rows < 1:
             raise ValueError(f"HarvestConfig.shard_rows must be >= 1; got {self.shard_rows}")
-        if dtype_name(parse_dtype(self.dtype)) not in STORE_DTYPES:
-            raise ValueError(f"HarvestConfig.dtype must be one of {STORE_DTYPES}; got {self.dtype!r}")
-        self.dtype = dtype_name(parse_dtype(self.dtype))
+        if self.dtype is not None:
+            if self.store_dtype not in ("bf16", self.dtype):
+                raise ValueError(f"HarvestConfig got dtype={self.dtype!r} (the old name of store_dtype) and "
+                                 f"store_dtype={self.store_dtype!r}; give store_dtype only")
+            self.store_dtype, self.dtype = self.dtype, None
+        try:
+            name = dtype_name(parse_dtype(self.store_dtype))
+        except (ValueError, KeyError, TypeError):
+            name = None
+        if name not in STORE_DTYPES:
+            raise ValueError(f"HarvestConfig.store_dtype must be one of {STORE_DTYPES}; got {self.store_dtype!r}")
+        self.store_dtype = name
         position_mask(self.positions, self.context_length)  # validates
         self.data = str(self.data)
         self.out = str(self.out)
@@ -104,7 +115,7 @@ class HarvestConfig:
         return {"model": model.name, "revision": model.revision, "weights": weights_fingerprint(model),
                 "model_dtype": dtype_name(model.dtype), "data": str(resolve_data(self.data).resolve()),
                 "data_sha256": data_fingerprint(self.data), "text_field": self.text_field, "sites": self.sites,
-                "tokens": self.tokens, "context_length": self.context_length, "dtype": self.dtype,
+                "tokens": self.tokens, "context_length": self.context_length, "dtype": self.store_dtype,
                 "shard_rows": self.shard_rows, "exclude_bos": self.exclude_bos,
                 "exclude_special": self.exclude_special, "positions": self.positions, "seed": self.seed,
                 "add_bos": self.add_bos, "world_size": world}
@@ -263,7 +274,7 @@ def _harvest(model: Model, cfg: HarvestConfig, docs: list[str], root: Path, rank
             "tokenizer": {"name_or_path": getattr(tok, "name_or_path", ""), "class": type(tok).__name__,
                           "vocab_size": len(tok), "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
                           "special_ids": sorted(tok.all_special_ids)},
-            "sites": cfg.sites, "dtype": cfg.dtype, "context_length": cfg.context_length, "world_size": world,
+            "sites": cfg.sites, "dtype": cfg.store_dtype, "context_length": cfg.context_length, "world_size": world,
             "harvest": ident, "identity": ident_hash, "extra": cfg.extra}
     if existing is not None:
         base["created"] = existing.get("created", base["created"])
@@ -301,7 +312,7 @@ def _run_rank(model: Model, cfg: HarvestConfig, docs, root: Path, rank: int, wor
     if prev.get("done") and len(done) == len(prev.get("shards", [])):
         return
     skip = sum(e["rows"] for e in done)
-    dtype = parse_dtype(cfg.dtype)
+    dtype = parse_dtype(cfg.store_dtype)
     device = model.device
 
     def on_shard(entry: dict) -> None:

@@ -181,6 +181,27 @@ class ActivationStore:
         """``(doc [n], pos [n])``: the document index (into load_texts(data)) and token position in it."""
         return self._gather(DOC, rows).long(), self._gather(POS, rows).long()
 
+    def describe(self, as_json: bool = False) -> str:
+        """A summary of the manifest (model, tokenizer, data, rows, filters, sites), or the manifest as JSON."""
+        import json
+
+        m = self.manifest
+        if as_json:
+            return json.dumps(m, indent=2)
+        h = m.get("harvest", {})
+        lines = [f"store      {self.path}",
+                 f"format     {m['format']} v{m['format_version']}   complete={self.complete}",
+                 f"model      {m['model']['name']} (revision {m['model'].get('revision') or '-'}; weights "
+                 f"{h.get('weights') or '-'}; run in {h.get('model_dtype') or '-'})",
+                 f"tokenizer  {m['tokenizer'].get('class')} vocab={m['tokenizer'].get('vocab_size')}",
+                 f"data       {h.get('data')} (sha256 {h.get('data_sha256')})",
+                 f"rows       {len(self)} in {len(self.shards)} shard(s) of {m.get('shard_rows')} rows; "
+                 f"context_length={self.context_length}; dtype={m['dtype']}; world_size={m.get('world_size')}",
+                 f"filters    positions={h.get('positions')} exclude_bos={h.get('exclude_bos')} "
+                 f"exclude_special={h.get('exclude_special')} seed={h.get('seed')}"]
+        lines += [f"site       {s}  d={self.dims.get(s)}  shape={self.site_shapes.get(s)}" for s in self.sites]
+        return "\n".join(lines)
+
     def verify(self) -> list[str]:
         """Check every listed shard (presence, size, header, crc32 of every tensor); returns the problems found."""
         from actlab.store.verify import verify_store

@@ -40,9 +40,10 @@ def test_attribute_cli(tmp_path, capsys):
     main(["attribute", "ig", "tiny-llama", "--text", "the cat sat on", "--target", "x", "--contrast", "y", "--steps",
           "8", "--out", str(tmp_path / "ig")])
     out = capsys.readouterr().out
-    assert "completeness delta" in out and "\x1b[48;5;" in out
+    assert "completeness: sum of attributions" in out and "gradient evaluations" in out and "\x1b[48;5;" in out
     js = json.loads((tmp_path / "ig" / "attribution.json").read_text())
     assert js["method"] == "integrated_gradients" and js["delta"] is not None
+    assert js["completeness"]["relative_error"] < 0.02 and js["meta"]["keep_first"] is True
     main(["attribute", "grad", "tiny-gpt2", "--text", "abc", "--target", "d", "--method", "saliency"])
     assert "saliency" in capsys.readouterr().out
 

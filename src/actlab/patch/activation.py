@@ -51,11 +51,18 @@ class Cell:
 
 
 def position_cells(width: int, positions) -> tuple[list[tuple[int, ...]], list[str] | None]:
-    """Column groups for a positions spec: 'each' (one cell per column), 'all' (one cell), or a list of columns."""
+    """Column groups for a positions spec: 'each' (one cell per column), 'all' (one cell), or single columns from
+    'last', an int, a slice or a list (negative = from the end)."""
     if positions == "each":
         return [(j,) for j in range(width)], None
     if positions == "all":
         return [tuple(range(width))], ["all"]
+    if positions == "last":
+        positions = [-1]
+    if isinstance(positions, slice):
+        positions = list(range(width))[positions]
+        if not positions:
+            raise ValueError(f"the position slice selects no column of prompts of width {width}")
     if isinstance(positions, int):
         positions = [positions]
     if isinstance(positions, (list, tuple)):
@@ -64,7 +71,7 @@ def position_cells(width: int, positions) -> tuple[list[tuple[int, ...]], list[s
             if not 0 <= c < width:
                 raise ValueError(f"position {p} is out of range for prompts of width {width}")
         return cols, None
-    raise ValueError(f"positions must be 'each', 'all', an int or a list of ints; got {positions!r}")
+    raise ValueError(f"positions must be 'each', 'all', 'last', an int, a slice or a list of ints; got {positions!r}")
 
 
 def run_cells(m, pairs: PromptPairs, cells: list[Cell], metric: MetricLike, source: dict[str, torch.Tensor], *,

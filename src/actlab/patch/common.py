@@ -9,11 +9,14 @@ import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from actlab.artifact import ArtifactError, atomic_write_bytes, load_artifact, save_artifact
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 KIND = "patch.result"
 RESULT_TENSORS = "result.safetensors"
@@ -108,6 +111,19 @@ def make_pairs(m, clean, corrupt, *, align: str = "strict") -> PromptPairs:
         toks = [m.tokenizer.decode([t]) if mk else "<pad>" for t, mk in zip(ci[0].tolist(), cm[0].tolist())]
     dev = m.device
     return PromptPairs(ci.to(dev), ki.to(dev), cm.to(dev), km.to(dev), toks)
+
+
+def answer_id(m: Model, text: str) -> tuple[int, str | None]:
+    """The first token of an answer (``" John"``) and a note when the answer has more tokens than that one."""
+    if m.tokenizer is None:
+        raise ValueError(f"{m.name} has no tokenizer; pass answer token ids instead of text")
+    ids = m.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"answer {text!r} tokenizes to nothing")
+    note = None
+    if len(ids) > 1:
+        note = f"answer {text!r} is {len(ids)} tokens; using the first ({m.tokenizer.decode(ids[:1])!r})"
+    return ids[0], note
 
 
 # -- metrics ---------------------------------------------------------------------------------------------
@@ -275,6 +291,22 @@ class PatchResult:
             raise ArtifactError(f"{Path(folder) / RESULT_TENSORS} holds no 'values' tensor (it has {sorted(ts)})")
         return cls(ts["values"], tuple(js["dims"]), js["labels"], js["clean"], js["corrupt"], js["metric"],
                    js["method"], js["direction"], ts.get("per_pair"), js.get("meta", {}))
+
+    def cell_labels(self) -> list[str]:
+        """One 'label | label' name per cell, in ``values.flatten()`` order."""
+        names = [""]
+        for d in self.dims:
+            names = [f"{a} | {b}" if a else b for a in names for b in self.labels[d]]
+        return names
+
+    def top_cells(self, k: int = 10) -> list[tuple[float, str]]:
+        """The ``k`` cells with the largest |normalised effect| (|value| when clean == corrupt), as (value, name)."""
+        try:
+            v = self.normalized.flatten()
+        except ValueError:
+            v = self.values.flatten()
+        names = self.cell_labels()
+        return [(float(v[i]), names[i]) for i in v.abs().topk(min(k, v.numel())).indices.tolist()]
 
     def describe(self) -> str:
         """One line saying what the numbers are: method, direction (noising/denoising) and metric."""

@@ -144,6 +144,19 @@ def path_patch_sweep(m, base, source, senders: Sequence, receivers: Sequence, sc
                                      "reaching only the receivers"})
 
 
+def path_patch_prompts(m: Model, clean, corrupt, metric, senders: Sequence, receivers: Sequence, *,
+                       freeze: list[str] | None = None, align: str = "strict", progress: bool = False) -> PatchResult:
+    """``path_patch_sweep`` from prompt pairs and a patching ``Metric`` (what ``actlab patch path`` runs).
+
+    Noising: the clean prompts are the base run, the corrupted ones the source (recorded in the result)."""
+    from actlab.patch.common import make_pairs
+    from actlab.patch.subspace import lm_score
+
+    pairs = make_pairs(m, clean, corrupt, align=align)
+    return path_patch_sweep(m, pairs.inputs("clean"), pairs.inputs("corrupt"), senders, receivers, lm_score(metric),
+                            freeze=freeze, metric_name=getattr(metric, "name", "score"), progress=progress)
+
+
 # -- circuit overlap -------------------------------------------------------------------------------------
 def top_components(result: PatchResult, frac: float = 0.02, *, min_count: int = 1) -> set[str]:
     """The most important cells of a result (largest |normalised effect|), as 'label|label' strings."""

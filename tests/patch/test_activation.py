@@ -104,3 +104,16 @@ def test_bad_inputs_raise_clear_errors(tiny):
         activation_patch(m, CLEAN, CORRUPT, met, "blocks.0.resid_prx")
     with pytest.raises(ValueError, match="out of range"):
         activation_patch(m, CLEAN, CORRUPT, met, "blocks.0.resid_pre", positions=[40])
+
+
+def test_metrics_match_independent_formulas():
+    """KL is KL(p_ref || p) (torch's kl_div), Prob/LogitDiff read the right rows and ids (mutation pass: a reversed KL
+    survived the whole-patch tests, where both directions give the clean value)."""
+    g = torch.Generator().manual_seed(0)
+    ref, lg = torch.randn(2, 11, generator=g), torch.randn(3, 11, generator=g)
+    pair = torch.tensor([0, 1, 1])
+    want = torch.nn.functional.kl_div(torch.log_softmax(lg, -1), torch.log_softmax(ref[pair], -1), log_target=True,
+                                      reduction="none").sum(-1)
+    torch.testing.assert_close(KL(ref)(lg, pair), want)
+    torch.testing.assert_close(Prob([3, 4], log=True)(lg, pair), torch.log_softmax(lg, -1)[[0, 1, 2], [3, 4, 4]])
+    torch.testing.assert_close(LogitDiff([3, 4], 5)(lg, pair), lg[[0, 1, 2], [3, 4, 4]] - lg[:, 5])

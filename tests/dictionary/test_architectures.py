@@ -43,3 +43,16 @@ def test_entry_points(tiny, name):
     gs = Trainer(DictConfig(arch="gsae", d_in=d, d_sae=2 * d, k=4, site=site),
                  TrainConfig(total_tokens=64, batch_size=32, progress=False), tensor_source(x, 32)).model
     assert gs.encode_with_grad(x, g).shape == (32, 2 * d)
+
+
+def test_model_source_rows_are_the_recorded_rows(tiny):
+    """Every row of an epoch is a recorded activation of one context position >= skip_first, each exactly once."""
+    from actlab.data.pack import iter_contexts
+    m = tiny("tiny-llama")
+    site, texts = "blocks.1.resid_post", TEXTS * 3
+    rows = torch.cat(list(model_source(m, site, texts, batch_size=1, context_length=16, seed=5)(0)))
+    ctx = torch.stack([c for c, _d, _p in iter_contexts(m.tokenizer, texts, 16, seed=5)])
+    ref = m.record(ctx, sites=[site])[site][:, 1:].reshape(-1, m.d_model)
+    assert rows.shape == ref.shape
+    key = lambda t: t[torch.argsort(t[:, 0])]   # noqa: E731 - order rows by their first channel
+    torch.testing.assert_close(key(rows), key(ref))

@@ -141,3 +141,13 @@ def test_transcoder_beats_mean_predictor(tiny):
     assert 0 < res.l0 <= 16
     sp = splice_ce(m, tcr, texts[:4])      # the transcoder replaces the MLP output: CE moves, stays finite
     assert sp.tokens > 0 and sp.ce_spliced != sp.ce_clean and sp.ce_spliced < 10
+
+
+def test_splice_positions_drop_bos_anywhere_and_the_first_real_token():
+    from actlab.dictionary import splice_positions
+    ids = torch.tensor([[0, 0, 1, 5, 6, 1, 7], [1, 5, 6, 7, 1, 8, 9]])     # 0 = pad, 1 = BOS (packed documents)
+    mask = (ids != 0).long()
+    keep = splice_positions(ids, mask, skip_first=1, bos_id=1)
+    assert keep.tolist() == [[False, False, False, True, True, False, True],
+                             [False, True, True, True, False, True, True]]
+    assert splice_positions(ids, mask, skip_first=2, bos_id=None)[0].tolist() == [False] * 4 + [True] * 3

@@ -63,6 +63,8 @@ def test_resume_is_exact(tmp_path, data):
                            out=str(out), checkpoint_every=10, dead_tokens=300, seed=7)
 
     full = Trainer(dc, tc(tmp_path / "full"), tensor_source(x, 128, seed=1)).fit()
+    import json
+    assert json.loads((tmp_path / "full" / "checkpoint.json").read_text())["latest"] == "ckpt-00000020"  # the end
 
     calls = {"n": 0}
     base = tensor_source(x, 128, seed=1)
@@ -83,7 +85,6 @@ def test_resume_is_exact(tmp_path, data):
         assert torch.equal(p1, p2), n1
     again = load(tmp_path / "run")
     assert torch.equal(again.W_dec, full.W_dec) and again.cfg.train["steps"] == 20
-    import json
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [10, 20]                  # the crashed run's lines after the checkpoint were dropped
 

@@ -259,6 +259,13 @@ class Dictionary(nn.Module):
                              cfg_file=CFG_FILE, metadata={"format": "actlab-dictionary"})
 
 
+def describe(model: Dictionary) -> dict[str, Any]:
+    """A dictionary's config (training provenance included) and its parameter count, JSON-ready."""
+    info = asdict(model.cfg)
+    info["parameters"] = sum(p.numel() for p in model.parameters())
+    return info
+
+
 def build(cfg: DictConfig, seed: int = 0) -> Dictionary:
     """Instantiate the architecture named in ``cfg`` with a seeded initialisation."""
     g = torch.Generator().manual_seed(0x5AE0_0000 + seed)   # offset: never the same stream as data seeded 0

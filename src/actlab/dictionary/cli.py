@@ -1,9 +1,12 @@
-"""``actlab sae train|eval|info|top|export`` and ``actlab transcoder train|eval``."""
+"""``actlab sae train|eval|info|top|export`` and ``actlab transcoder train|eval``: flags only; the work is in
+``actlab.dictionary`` (``train_sites``, ``eval_report``, ``load``, ``top_examples``, the exporters)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+from actlab import clikit
 
 
 def _train_args(p: argparse.ArgumentParser, transcoder: bool) -> None:
@@ -47,69 +50,23 @@ def _train_args(p: argparse.ArgumentParser, transcoder: bool) -> None:
     p.add_argument("--out", required=True, help="output folder (one subfolder per site when several)")
 
 
-def _sources(a, site: str, site_out: str | None, batch_size: int, rank: int, world: int):
-    from actlab.dictionary.data import model_source, site_width, store_source
-    with_grad = a.arch == "gsae" and a.gsae_beta != 0
-    if a.store and with_grad:
-        raise SystemExit("error: --arch gsae needs the downstream-loss gradient at the site, which a store does not "
-                         "hold: train on the fly with --model and --data (or --gsae-beta 0 for plain TopK)")
-    if a.store:
-        from actlab.store import ActivationStore
-        s = ActivationStore(a.store)
-        meta_model = (s.manifest.get("model") or {}).get("name", "")
-        d_in = s.dims.get(site)
-        if site not in s.sites:
-            raise SystemExit(f"error: the store at {a.store} has no site {site!r}; it holds {s.sites}")
-        d_out = s.dims.get(site_out) if site_out else None
-        return store_source(s, site, batch_size, site_out=site_out, seed=a.seed, rank=rank, world=world), \
-            d_in, d_out, meta_model
-    if not (a.model and a.data):
-        raise SystemExit("error: give --store, or --model and --data for on-the-fly training")
-    from actlab import load_model
-    from actlab.data.sources import load_texts
-    m = load_model(a.model)
-    texts = load_texts(a.data)
-    src = model_source(m, site, texts, batch_size, site_out=site_out, context_length=a.context_length, seed=a.seed,
-                       with_grad=with_grad)
-    return src, site_width(m, site), (site_width(m, site_out) if site_out else None), m.name
-
-
 def cmd_train(a, transcoder: bool = False) -> None:
-    import torch
-
-    from actlab import distributed as D
-    from actlab.dictionary import DictConfig
-    from actlab.dictionary.trainer import TrainConfig, Trainer
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    if D.env_world_size() > 1 and not D.is_initialized():
-        D.init_from_env()
-    rank, world = D.rank(), D.world_size()
-    sites = [s for arg in a.site for s in arg.split(",") if s] if not transcoder else [a.site]
-    many = len(sites) > 1
-    # several sites: one SAE per site, sites spread over ranks; one site: data-parallel over ranks
-    mine = sites[rank::world] if many else sites
-    for site in mine:
-        r, w = (0, 1) if many else (rank, world)
-        src, d_in, d_out, model_name = _sources(a, site, a.site_out if transcoder else None, a.batch_size, r, w)
-        dc = DictConfig(arch=a.arch, d_in=d_in, d_out=d_out, d_sae=a.latents, expansion=a.expansion, k=a.k,
-                        l1_coef=a.l1_coef, skip=getattr(a, "skip", False), fused=not a.eager, site=site,
-                        gsae_beta=a.gsae_beta,
-                        site_out=a.site_out if transcoder else "", model=model_name)
-        out = f"{a.out}/{site}" if many else a.out
-        tc = TrainConfig(total_tokens=a.tokens, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
-                         grad_clip=a.grad_clip, normalize=a.normalize, dead_tokens=a.dead_tokens, seed=a.seed,
-                         out=out, checkpoint_every=a.checkpoint_every, checkpoint_minutes=a.checkpoint_minutes,
-                         resume=not a.no_resume, overwrite=a.overwrite)
-        tr = Trainer(dc, tc, src, data_parallel=not many)
-        model = tr.fit()
-        if rank == 0 or many:
-            fin = model.cfg.train.get("final", {})
-            print(f"{site}: trained {model.cfg.train['tokens']} tokens -> {out}  "
-                  f"(last batch: fvu {fin.get('fvu', float('nan')):.4f}, l0 {fin.get('l0', float('nan')):.1f}, "
-                  f"dead {fin.get('dead_frac', float('nan')):.3f})")
-    if world > 1:
-        D.barrier()
+    from actlab.dictionary import TrainConfig, train_sites
+    dict_kw = dict(arch=a.arch, d_sae=a.latents, expansion=a.expansion, k=a.k, l1_coef=a.l1_coef,
+                   skip=getattr(a, "skip", False), fused=not a.eager, gsae_beta=a.gsae_beta)
+    tc = TrainConfig(total_tokens=a.tokens, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
+                     grad_clip=a.grad_clip, normalize=a.normalize, dead_tokens=a.dead_tokens, seed=a.seed,
+                     out=a.out, checkpoint_every=a.checkpoint_every, checkpoint_minutes=a.checkpoint_minutes,
+                     resume=not a.no_resume, overwrite=a.overwrite)
+    sites = [a.site] if transcoder else clikit.split_list(a.site)
+    done = train_sites(sites, dict_kw, tc, site_out=a.site_out if transcoder else None, store=a.store,
+                       model=a.model, texts=a.data, context_length=a.context_length, threads=a.threads)
+    for site, m in done:
+        fin = m.cfg.train.get("final", {})
+        out = f"{a.out}/{site}" if len(sites) > 1 else a.out
+        print(f"{site}: trained {m.cfg.train['tokens']} tokens -> {out}  "
+              f"(last batch: fvu {fin.get('fvu', float('nan')):.4f}, l0 {fin.get('l0', float('nan')):.1f}, "
+              f"dead {fin.get('dead_frac', float('nan')):.3f})")
 
 
 def _load(a):
@@ -129,48 +86,27 @@ def _load_args(p) -> None:
 
 
 def cmd_eval(a) -> None:
-    from actlab.dictionary.data import store_source
-    from actlab.dictionary.evaluate import density_histogram, evaluate, splice_ce
-    m = _load(a)
-    res = {}
-    if a.store:
-        from actlab.store import ActivationStore
-        s = ActivationStore(a.store)
-        site_out = m.cfg.site_out or None if m.cfg.is_transcoder else None
-        src = store_source(s, m.cfg.site, a.batch_size, site_out=site_out, seed=a.seed + 12345)
-        ev = evaluate(m, src(0), max_tokens=a.tokens)
-        res.update(ev.to_dict())
-        if a.png:
-            density_histogram(ev.density, a.png, title=f"{m.cfg.arch} {m.cfg.site}: feature density")
-    if a.model and a.texts:
-        from actlab import load_model
-        from actlab.data.sources import load_texts
-        lm = load_model(a.model)
-        texts = load_texts(a.texts)[: a.max_texts]
-        sp = splice_ce(lm, m, texts, skip_first=a.splice_skip_first, exclude_bos=not a.splice_bos)
-        res.update({f"splice_{k}": v for k, v in sp.__dict__.items()})
-    if not res:
-        raise SystemExit("error: give --store (reconstruction metrics) and/or --model + --texts (spliced CE)")
+    from actlab.dictionary import eval_report
+    res = eval_report(_load(a), store=a.store, tokens=a.tokens, batch_size=a.batch_size, seed=a.seed, png=a.png,
+                      model=a.model, texts=a.texts, max_texts=a.max_texts, skip_first=a.splice_skip_first,
+                      exclude_bos=not a.splice_bos)
     print(json.dumps(res, indent=2))
 
 
 def cmd_info(a) -> None:
-    from dataclasses import asdict
-    m = _load(a)
-    info = asdict(m.cfg)
-    info["parameters"] = sum(p.numel() for p in m.parameters())
-    print(json.dumps(info, indent=2))
+    from actlab.dictionary import describe
+    print(json.dumps(describe(_load(a)), indent=2))
 
 
 def cmd_top(a) -> None:
-    from actlab.dictionary.top import render, top_examples
+    from actlab.dictionary import render, store_tokenizer, top_examples
     from actlab.store import ActivationStore
     m = _load(a)
     s = ActivationStore(a.store)
-    feats = [int(f) for f in a.features.split(",")] if a.features else None
+    feats = [int(f) for f in clikit.split_list(a.features)] or None
     res = top_examples(m, s, features=feats, n_features=a.n_features, top=a.top, max_rows=a.tokens,
                        before=a.window)
-    tok = _tokenizer(s)
+    tok = store_tokenizer(s)
     color = sys.stdout.isatty() and not a.no_color
     for f, exs in res.items():
         print(f"feature {f}:")
@@ -178,23 +114,10 @@ def cmd_top(a) -> None:
             print(f"  {ex.value:8.3f}  {render(ex, tok, color)}")
 
 
-def _tokenizer(store):
-    meta = store.manifest.get("tokenizer") or {}
-    try:
-        from transformers import AutoTokenizer
-        return AutoTokenizer.from_pretrained(meta["name_or_path"])
-    except Exception:  # noqa: BLE001 - fall back to the bundled model's tokenizer
-        from actlab import load_model
-        return load_model((store.manifest.get("model") or {}).get("name", "")).tokenizer
-
-
 def cmd_export(a) -> None:
-    from actlab.dictionary.formats import export_saelens, export_sparsify
-    m = _load(a)
-    out = (export_saelens if a.to == "saelens" else export_sparsify)(m, a.out)
+    from actlab.dictionary import export_saelens, export_sparsify
+    out = (export_saelens if a.to == "saelens" else export_sparsify)(_load(a), a.out)
     print(f"wrote {a.to} folder {out}")
-
-
 def _eval_args(p) -> None:
     _load_args(p)
     p.add_argument("--store", help="store with the site(s), for FVU / L0 / dead / dense")

@@ -79,3 +79,14 @@ def render(ex: Example, tokenizer, color: bool = True) -> str:
             s = f"\x1b[1;30;43m{s}\x1b[0m" if color else f"[[{s}]]"
         parts.append(s)
     return "".join(parts)
+
+
+def store_tokenizer(store):
+    """The tokenizer that made a store's tokens (from its manifest), else the bundled model's of the same name."""
+    meta = store.manifest.get("tokenizer") or {}
+    try:
+        from transformers import AutoTokenizer
+        return AutoTokenizer.from_pretrained(meta["name_or_path"])
+    except Exception:  # noqa: BLE001 - fall back to the bundled model's tokenizer
+        from actlab import load_model
+        return load_model((store.manifest.get("model") or {}).get("name", "")).tokenizer

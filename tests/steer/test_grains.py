@@ -74,3 +74,21 @@ def test_config_errors():
         GrainsConfig(attribution="shap")
     with pytest.raises(ValueError, match="reduction="):
         GrainsConfig(reduction="median")
+
+
+def test_reductions():
+    """mean = the mean shift; pca_uncentered = the unit PC1 of the raw shifts (follows a consistent mean shift);
+    pca_centered (the reference's sklearn PCA) = the unit PC1 of the centred shifts, which discards the mean shift;
+    both PCA signs are aligned with the mean shift."""
+    from actlab.steer.grains import _reduce
+
+    g = torch.Generator().manual_seed(0)
+    u, w = torch.eye(8)[0], torch.eye(8)[1]
+    d = -3.0 * u + torch.randn(200, 1, generator=g) * w + 0.01 * torch.randn(200, 8, generator=g)  # shift along -u
+    assert torch.allclose(_reduce(d, "mean"), d.mean(0))
+    unc = _reduce(d, "pca_uncentered")
+    assert float(unc @ -u) > 0.95 and float(unc.norm()) == pytest.approx(1.0, abs=1e-5)
+    cen = _reduce(d, "pca_centered")
+    assert abs(float(cen @ w)) > 0.95 and float(cen @ d.mean(0)) >= 0
+    for how in ("pca_uncentered", "pca_centered"):
+        assert torch.allclose(_reduce(-d, how), -_reduce(d, how), atol=1e-5)  # the sign follows the mean shift

@@ -12,7 +12,7 @@ from actlab import clikit
 def _train_args(p: argparse.ArgumentParser, transcoder: bool) -> None:
     src = p.add_argument_group("data (a store, or a model + text file on the fly)")
     src.add_argument("--store", help="activation store folder (actlab store harvest)")
-    src.add_argument("--model", help="model for on-the-fly training (bundled name or folder) instead of --store")
+    clikit.add_model_args(p, positional=False, required=False)      # on-the-fly training instead of --store
     src.add_argument("--data", help="text file / jsonl / parquet for on-the-fly training")
     src.add_argument("--context-length", type=int, default=128, help="tokens per context on the fly")
     if transcoder:
@@ -60,13 +60,18 @@ def cmd_train(a, transcoder: bool = False) -> None:
                      resume=not a.no_resume, overwrite=a.overwrite)
     sites = [a.site] if transcoder else clikit.split_list(a.site)
     done = train_sites(sites, dict_kw, tc, site_out=a.site_out if transcoder else None, store=a.store,
-                       model=a.model, texts=a.data, context_length=a.context_length, threads=a.threads)
+                       model=_model(a), texts=a.data, context_length=a.context_length, threads=a.threads)
     for site, m in done:
         fin = m.cfg.train.get("final", {})
         out = f"{a.out}/{site}" if len(sites) > 1 else a.out
         print(f"{site}: trained {m.cfg.train['tokens']} tokens -> {out}  "
               f"(last batch: fvu {fin.get('fvu', float('nan')):.4f}, l0 {fin.get('l0', float('nan')):.1f}, "
               f"dead {fin.get('dead_frac', float('nan')):.3f})")
+
+
+def _model(a):
+    """The --model (with --dtype/--device) when given."""
+    return clikit.model_from_args(a) if a.model else None
 
 
 def _load(a):
@@ -88,7 +93,7 @@ def _load_args(p) -> None:
 def cmd_eval(a) -> None:
     from actlab.dictionary import eval_report
     res = eval_report(_load(a), store=a.store, tokens=a.tokens, batch_size=a.batch_size, seed=a.seed, png=a.png,
-                      model=a.model, texts=a.texts, max_texts=a.max_texts, skip_first=a.splice_skip_first,
+                      model=_model(a), texts=a.texts, max_texts=a.max_texts, skip_first=a.splice_skip_first,
                       exclude_bos=not a.splice_bos)
     print(json.dumps(res, indent=2))
 
@@ -124,7 +129,7 @@ def _eval_args(p) -> None:
     p.add_argument("--tokens", type=int, default=200_000, help="rows to evaluate")
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--png", help="write the feature-density histogram here")
-    p.add_argument("--model", help="model for spliced cross-entropy")
+    clikit.add_model_args(p, positional=False, required=False)      # for spliced cross-entropy
     p.add_argument("--texts", help="text file for spliced cross-entropy")
     p.add_argument("--max-texts", type=int, default=64)
     p.add_argument("--splice-skip-first", type=int, default=1,

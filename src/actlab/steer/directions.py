@@ -13,8 +13,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +275,7 @@ def data_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _texts_and_masks(model, items: Sequence, position: str, chat: bool):
+def _texts_and_masks(model: Model, items: Sequence, position: str, chat: bool):
     """Tokenize items; return (enc, [b, p] bool mask of positions to average) with left padding respected."""
     from actlab.steer.refusal import instruction_positions
 
@@ -308,7 +312,7 @@ def _texts_and_masks(model, items: Sequence, position: str, chat: bool):
     return enc, mask
 
 
-def collect(model, items: Sequence, sites: list[str], position: str = "last", chat: bool = False,
+def collect(model: Model, items: Sequence, sites: list[str], position: str = "last", chat: bool = False,
             batch_size: int = 16) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Per-example activations ``{site: [n, d]}`` pooled by the position rule, and per-token norms ``{site: [m]}``."""
     out: dict[str, list] = {s: [] for s in sites}
@@ -325,7 +329,7 @@ def collect(model, items: Sequence, sites: list[str], position: str = "last", ch
     return {s: torch.cat(v) for s, v in out.items()}, {s: torch.cat(v) for s, v in norms.items()}
 
 
-def extract(model, positive: Sequence, negative: Sequence, sites: str | list[str], cfg: ExtractConfig | None = None,
+def extract(model: Model, positive: Sequence, negative: Sequence, sites: str | list[str], cfg: ExtractConfig | None = None,
             **kw) -> dict[str, Direction]:
     """Directions at each site from positive vs negative prompts (pairs when the lists align, for pca).
 

@@ -7,8 +7,13 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from actlab.models import Model
+    from actlab.steer.directions import Direction
 
 
 class KeywordScorer:
@@ -66,7 +71,7 @@ class ProbeScorer:
 
     name = "probe"
 
-    def __init__(self, model, direction):
+    def __init__(self, model: Model, direction: Direction):
         self.model, self.direction = model, direction
 
     def per_text(self, texts: Sequence[str]) -> list[float]:
@@ -108,7 +113,7 @@ class Perplexity:
 
 
 @torch.no_grad()
-def completion_perplexity(model, prompts: Sequence[str], completions: Sequence[str], *, chat: bool = False,
+def completion_perplexity(model: Model, prompts: Sequence[str], completions: Sequence[str], *, chat: bool = False,
                batch_size: int = 8) -> Perplexity:
     """Teacher-forced perplexity of each completion after its prompt (empty completions are skipped)."""
     if len(prompts) != len(completions):
@@ -145,7 +150,7 @@ def completion_perplexity(model, prompts: Sequence[str], completions: Sequence[s
 
 
 @torch.no_grad()
-def kl_on_neutral(model, interventions, prompts: Sequence[str]) -> float:
+def kl_on_neutral(model: Model, interventions, prompts: Sequence[str]) -> float:
     """Mean over real tokens of KL(p_plain || p_steered) for next-token distributions on neutral prompts."""
     enc = model.tokenize(list(prompts))
     base = torch.log_softmax(model(enc).logits.float(), -1)

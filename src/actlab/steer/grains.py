@@ -9,11 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from actlab.steer.directions import Direction, data_hash
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 REDUCTIONS = ("mean", "pca_uncentered", "pca_centered")
@@ -60,11 +64,11 @@ class GrainsConfig:
             raise ValueError("k and steps must be >= 1")
 
 
-def _ids(model, text: str, special: bool) -> torch.Tensor:
+def _ids(model: Model, text: str, special: bool) -> torch.Tensor:
     return model.tokenizer(text, add_special_tokens=special, return_tensors="pt")["input_ids"][0].to(model.device)
 
 
-def response_logprob(model, ids_bp: torch.Tensor, n_prompt: int, embeds: torch.Tensor | None = None) -> torch.Tensor:
+def response_logprob(model: Model, ids_bp: torch.Tensor, n_prompt: int, embeds: torch.Tensor | None = None) -> torch.Tensor:
     """Sum of log p(response tokens | prefix) per row of ``ids_bp`` (response = tokens from ``n_prompt`` on)."""
     inputs = {"inputs_embeds": embeds} if embeds is not None else {"input_ids": ids_bp}
     logits = model(inputs, use_cache=False).logits  # unpadded rows; the Model adds position ids where needed
@@ -73,7 +77,7 @@ def response_logprob(model, ids_bp: torch.Tensor, n_prompt: int, embeds: torch.T
     return lp.gather(-1, tgt[..., None])[..., 0].sum(-1)
 
 
-def attribute(model, prompt_ids: torch.Tensor, plus_ids: torch.Tensor, minus_ids: torch.Tensor,
+def attribute(model: Model, prompt_ids: torch.Tensor, plus_ids: torch.Tensor, minus_ids: torch.Tensor,
               steps: int = 20, attribution: str = "ig", baseline: str | int = "mean_norm",
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Signed token scores for f = log p(y+|x) - log p(y-|x).
@@ -136,13 +140,13 @@ def _reduce(d_nd: torch.Tensor, how: str) -> torch.Tensor:
     return u * (1.0 if float(u @ md) >= 0 else -1.0)  # unit component, sign aligned with the mean shift
 
 
-def _last_hidden(model, ids_bp: torch.Tensor, sites: list[str]) -> dict[str, torch.Tensor]:
+def _last_hidden(model: Model, ids_bp: torch.Tensor, sites: list[str]) -> dict[str, torch.Tensor]:
     acts = model.record({"input_ids": ids_bp, "attention_mask": torch.ones_like(ids_bp)}, sites=sites,
                         positions="last", dtype=torch.float32)
     return acts
 
 
-def grains(model, triples: Sequence[tuple[str, str, str]], cfg: GrainsConfig | None = None, **kw) -> GrainsResult:
+def grains(model: Model, triples: Sequence[tuple[str, str, str]], cfg: GrainsConfig | None = None, **kw) -> GrainsResult:
     """Build GrAInS vectors from (prompt, preferred answer, dispreferred answer) triples."""
     cfg = cfg or GrainsConfig(**kw)
     if not triples:

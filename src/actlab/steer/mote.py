@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from actlab.core import Intervention, register_op
 
+if TYPE_CHECKING:
+    from actlab.models import Model
+
 OFF_MARGIN = 1e4
 
 
-def _top_k(model) -> int:
+def _top_k(model: Model) -> int:
     cfg = model.config
     k = getattr(cfg, "num_experts_per_tok", None) or getattr(cfg, "moe_topk", None)
     if not k:
@@ -27,14 +30,14 @@ def _top_k(model) -> int:
     return int(k)
 
 
-def router_sites(model) -> list[str]:
+def router_sites(model: Model) -> list[str]:
     sites = [s for s in model.sites if s.endswith(".moe.router")]
     if not sites:
         raise ValueError(f"{model.name} ({model.family}) has no 'blocks.*.moe.router' sites; MoTE needs an MoE model")
     return sites
 
 
-def routing_frequencies(model, prompts: Sequence[str], batch_size: int = 16, positions: str = "all") -> torch.Tensor:
+def routing_frequencies(model: Model, prompts: Sequence[str], batch_size: int = 16, positions: str = "all") -> torch.Tensor:
     """``[n_layers_moe, n_experts]``: fraction of (real) tokens routed to each expert (top-k of softmax logits)."""
     sites, k = router_sites(model), _top_k(model)
     counts, n_tok = None, 0
@@ -84,7 +87,7 @@ class FTRI:
     """(layer, expert) pairs, best first; layer indexes the model's blocks."""
 
 
-def ftri(model, behaviour: Sequence[str], control: Sequence[str], score: str = "diff") -> FTRI:
+def ftri(model: Model, behaviour: Sequence[str], control: Sequence[str], score: str = "diff") -> FTRI:
     """Rank experts by how much more often the behaviour set routes to them than the control set."""
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; use one of {sorted(SCORES)}")
@@ -133,7 +136,7 @@ class ExpertSwitch(Intervention):
         return out
 
 
-def switch(model, experts: Sequence[tuple[int, int]], mode: str = "off") -> list[tuple[str, ExpertSwitch]]:
+def switch(model: Model, experts: Sequence[tuple[int, int]], mode: str = "off") -> list[tuple[str, ExpertSwitch]]:
     """Interventions turning the given (layer, expert) pairs off or on; use with ``model.intervene``."""
     if mode not in ("off", "on"):
         raise ValueError(f"mode={mode!r}; use 'off' or 'on'")

@@ -9,10 +9,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import torch
 
 from actlab.steer.directions import Direction, data_hash, direction_from_acts
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ def is_refusal(text: str) -> bool:
     return any(s.lower() in t.lower() for s in REFUSAL_SUBSTRINGS)
 
 
-def instruction_positions(model, instructions: Sequence[str]) -> tuple[list[int], list[int]]:
+def instruction_positions(model: Model, instructions: Sequence[str]) -> tuple[list[int], list[int]]:
     """(t_inst, t_post) per instruction, as real-token positions of the chat-templated prompt (first real token = 0):
     t_inst is the last token of the instruction text, t_post the last token of the full prompt."""
     tok = model.tokenizer
@@ -61,7 +65,7 @@ def instruction_positions(model, instructions: Sequence[str]) -> tuple[list[int]
     return t_inst, t_post
 
 
-def acts_at(model, instructions: Sequence[str], sites: list[str], which: str = "t_inst",
+def acts_at(model: Model, instructions: Sequence[str], sites: list[str], which: str = "t_inst",
             batch_size: int = 16) -> dict[str, torch.Tensor]:
     """``{site: [n, d]}`` activations at t_inst or t_post of the chat-templated instructions."""
     if which not in ("t_inst", "t_post"):
@@ -81,7 +85,7 @@ def acts_at(model, instructions: Sequence[str], sites: list[str], which: str = "
     return {s: torch.cat(v) for s, v in out.items()}
 
 
-def refusal_rate(model, prompts: Sequence[str], *, max_new_tokens: int = 32, chat: bool = True,
+def refusal_rate(model: Model, prompts: Sequence[str], *, max_new_tokens: int = 32, chat: bool = True,
                  batch_size: int = 8) -> tuple[float, list[bool], list[str]]:
     """Generate greedily and judge by substrings: (rate, per-prompt refusal, replies). Interventions active in an
     ``intervene`` block apply."""
@@ -108,7 +112,7 @@ def separation(harm: dict[str, Direction], refusal: dict[str, Direction]) -> dic
             for s in harm if s in refusal}
 
 
-def harm_refusal_directions(model, harmful: Sequence[str], harmless: Sequence[str], layers: Sequence[int], *,
+def harm_refusal_directions(model: Model, harmful: Sequence[str], harmless: Sequence[str], layers: Sequence[int], *,
                             refused: Sequence[bool] | None = None, max_new_tokens: int = 24) -> HarmRefusal:
     """Extract both directions at ``blocks.{l}.resid_pre`` (the input of block l, as the reference does).
 
@@ -144,7 +148,7 @@ def harm_refusal_directions(model, harmful: Sequence[str], harmless: Sequence[st
     return HarmRefusal(harm, ref, separation(harm, ref))
 
 
-def steer_refusal(model, direction: Direction, coeff: float, prompts: Sequence[str], *, prompt_only: bool = True,
+def steer_refusal(model: Model, direction: Direction, coeff: float, prompts: Sequence[str], *, prompt_only: bool = True,
                   max_new_tokens: int = 32) -> tuple[float, list[str]]:
     """Refusal rate with ``coeff * d`` added at the direction's site (prompt tokens only by default)."""
     ivs = direction.to_interventions(coeff, mode="prompt_add" if prompt_only else "add")
@@ -153,7 +157,7 @@ def steer_refusal(model, direction: Direction, coeff: float, prompts: Sequence[s
     return rate, texts
 
 
-def inversion_rates(model, instructions: Sequence[str], ivs=None, max_new_tokens: int = 4) -> dict[str, float]:
+def inversion_rates(model: Model, instructions: Sequence[str], ivs=None, max_new_tokens: int = 4) -> dict[str, float]:
     """Reply-inversion task: share of replies starting with 'Certainly' (judged harmful) vs 'No'."""
     prompts = [i + INVERSION_QUESTION for i in instructions]
     with model.intervene(ivs or []):

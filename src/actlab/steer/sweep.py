@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -18,6 +19,9 @@ from tqdm.auto import tqdm
 from actlab.artifact import atomic_write_bytes, atomic_write_json, folder_lock
 from actlab.steer.directions import Direction
 from actlab.steer.evaluate import completion_perplexity
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +183,7 @@ class SweepResult:
         return atomic_write_bytes(path, buf.getvalue())
 
 
-def _generate(model, prompts, cfg: SweepConfig, direction: Direction | None = None,
+def _generate(model: Model, prompts, cfg: SweepConfig, direction: Direction | None = None,
               strengths: Sequence[float] = (0.0,)) -> list[str]:
     """Generations for every (strength, prompt), strength-major. The strengths of one direction run side by side:
     each batch of ``cfg.batch_size`` rows carries one strength per row (a per-row ``alpha``)."""
@@ -198,7 +202,7 @@ def _generate(model, prompts, cfg: SweepConfig, direction: Direction | None = No
 
 
 @torch.no_grad()
-def _kl_per_strength(model, d: Direction, enc: dict, base_lp: torch.Tensor | None, strengths: Sequence[float],
+def _kl_per_strength(model: Model, d: Direction, enc: dict, base_lp: torch.Tensor | None, strengths: Sequence[float],
                      cfg: SweepConfig) -> list[float]:
     """Mean over the neutral prompts' real tokens of KL(plain || steered) for each strength, strengths batched
     side by side like the generations (the plain log-probabilities are computed once per sweep when they fit in
@@ -223,7 +227,7 @@ def _kl_per_strength(model, d: Direction, enc: dict, base_lp: torch.Tensor | Non
     return (num / den.clamp_min(1)).tolist()
 
 
-def sweep(model, directions: dict[str, Direction] | Sequence[Direction], prompts: Sequence[str],
+def sweep(model: Model, directions: dict[str, Direction] | Sequence[Direction], prompts: Sequence[str],
           scorer: Callable[[Sequence[str]], float], *, neutral: Sequence[str] | None = None,
           cfg: SweepConfig | None = None, **kw) -> SweepResult:
     """Generate on ``prompts`` for every (direction site, strength); score concept and fluency.

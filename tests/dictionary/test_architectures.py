@@ -4,8 +4,16 @@ architecture cannot support one."""
 import pytest
 import torch
 
-from actlab.dictionary import (DictConfig, TrainConfig, Trainer, evaluate, model_source, site_width, splice_ce,
-                               tensor_source)
+from actlab.dictionary import (
+    DictConfig,
+    TrainConfig,
+    Trainer,
+    evaluate,
+    model_source,
+    site_width,
+    splice_ce,
+    tensor_source,
+)
 from actlab.models.tiny import TINY
 
 TEXTS = ["The cat sat on the mat.", "A much longer sentence about dictionaries, sites and sparse features here.",
@@ -54,5 +62,5 @@ def test_model_source_rows_are_the_recorded_rows(tiny):
     ctx = torch.stack([c for c, _d, _p in iter_contexts(m.tokenizer, texts, 16, seed=5)])
     ref = m.record(ctx, sites=[site])[site][:, 1:].reshape(-1, m.d_model)
     assert rows.shape == ref.shape
-    key = lambda t: t[torch.argsort(t[:, 0])]   # noqa: E731 - order rows by their first channel
+    key = lambda t: t[torch.argsort(t[:, 0])]
     torch.testing.assert_close(key(rows), key(ref))

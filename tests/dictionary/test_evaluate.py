@@ -2,7 +2,6 @@
 a transcoder trained on a tiny model's MLP beats the mean predictor by a wide margin."""
 import torch
 
-from actlab.core import Replace
 from actlab.dictionary import DictConfig, build
 from actlab.dictionary.data import model_source, tensor_source
 from actlab.dictionary.evaluate import density_histogram, evaluate, splice_ce

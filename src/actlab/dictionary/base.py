@@ -14,14 +14,13 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 KIND = "dictionary"
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "dictionary.safetensors"
-ARCHS: dict[str, type["Dictionary"]] = {}
+ARCHS: dict[str, type[Dictionary]] = {}
 NORMALIZATIONS = ("none", "constant_norm_rescale", "layer_norm")
 
 
@@ -98,7 +97,7 @@ class DictConfig:
         return self.d_out if self.d_out is not None else self.d_in
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DictConfig":
+    def from_dict(cls, d: dict) -> DictConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

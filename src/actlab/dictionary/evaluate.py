@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -103,9 +104,10 @@ def density_histogram(density: list[float] | torch.Tensor, path, title: str = ""
     ax.set_ylabel("latents")
     ax.set_title(title or f"{int((d == 0).sum())} dead of {d.numel()} (shown at 1e-7)")
     fig.tight_layout()
-    from pathlib import Path
-    from actlab.artifact import atomic_write_bytes
     import io
+    from pathlib import Path
+
+    from actlab.artifact import atomic_write_bytes
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -177,7 +179,6 @@ def splice_fns(dictionary: Dictionary, where: dict | None = None):
 
     def grab(act, ctx):
         held["x"] = act
-        return None
 
     def put(act, ctx):
         return apply(held["x"], act)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from actlab.artifact import atomic_write_json, load_tensors, read_json, save_tensors
 from actlab.dictionary.base import DictConfig, Dictionary, build
 from actlab.dictionary.hooknames import to_site, to_sparsify, to_transformerlens
-from actlab.artifact import atomic_write_json, load_tensors, read_json, save_tensors
 from actlab.utils import dtype_name
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def export_saelens(model: Dictionary, path: str | Path) -> Path:
     """Write a SAELens-loadable folder (``SAE.load_from_disk``): SAELens 6.x cfg.json + sae_weights.safetensors."""
     path = Path(path)
     c = model.cfg
-    arch, cfg = saelens_config(model)
+    _, cfg = saelens_config(model)
     W_enc, b_enc = model.W_enc.detach(), model.b_enc.detach()
     tensors = {"W_dec": model.W_dec.detach(), "b_dec": model.b_dec.detach()}
     if c.is_transcoder:

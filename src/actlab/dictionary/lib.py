@@ -4,8 +4,8 @@ layer's LIB coordinates, and scaled by sqrt(Lambda); directions without variance
 dropped. Float64 throughout (the reference needed it). Biases are not folded in (no constant coordinate)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 

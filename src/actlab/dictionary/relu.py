@@ -2,7 +2,6 @@
 loss = mean ||x - x_hat||^2 + l1_coef * mean sum_i z_i ||W_dec_i||. The decoder norm is left free."""
 from __future__ import annotations
 
-
 from actlab.dictionary.base import Dictionary, StepOut, register_arch
 from actlab.dictionary.topk import fvu
 

@@ -4,8 +4,9 @@ data-parallel), and the evaluation report of a saved dictionary."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from actlab.dictionary.base import DictConfig, Dictionary
 from actlab.dictionary.data import Source, model_source, site_width, store_source

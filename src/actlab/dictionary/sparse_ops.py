@@ -8,7 +8,7 @@ weight gradients are ``CSR^T @ dense`` products with B*k non-zeros, instead of t
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

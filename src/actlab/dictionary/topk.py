@@ -7,8 +7,13 @@ from __future__ import annotations
 import torch
 
 from actlab.dictionary.base import Dictionary, StepOut, register_arch
-from actlab.dictionary.sparse_ops import (Selector, eager_sparse_dict, fused_sparse_dict, sparse_decode,
-                                          topk_selector)
+from actlab.dictionary.sparse_ops import (
+    Selector,
+    eager_sparse_dict,
+    fused_sparse_dict,
+    sparse_decode,
+    topk_selector,
+)
 
 
 def fvu(err: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

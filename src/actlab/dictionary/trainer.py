@@ -9,16 +9,22 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
+from actlab.artifact import (
+    atomic_write_bytes,
+    atomic_write_json,
+    folder_lock,
+    load_tensors,
+    read_json,
+    save_tensors,
+)
 from actlab.dictionary.base import DictConfig, Dictionary, build
 from actlab.dictionary.data import Batch, Source, check_batch
-from actlab.artifact import (atomic_write_bytes, atomic_write_json, folder_lock, load_tensors, read_json,
-                             save_tensors)
 
 log = logging.getLogger(__name__)
 

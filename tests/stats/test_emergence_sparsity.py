@@ -79,6 +79,12 @@ def test_lazy_neurons_sparsity_falls_during_training(one_thread):
     adam = lazy_neuron_toy("adam", lr=1e-2, steps=300, record_every=100)
     assert adam.steps == [0, 100, 200, 300]
     assert 0.45 < adam.active_frac[0] < 0.55                  # ReLU of a random layer: about half fire
+    g = torch.Generator().manual_seed(0)                       # the same data and initialisation, measured here
+    torch.manual_seed(0)
+    x = torch.randn(4000, 64, generator=g)
+    l1 = torch.nn.Linear(64, 512)
+    with torch.no_grad():
+        assert adam.active_frac[0] == pytest.approx(float((l1(x) > 0).float().mean()), abs=1e-6)
     assert adam.drop > 0.05 and adam.active_frac[-1] < 0.45
     sgd = lazy_neuron_toy("sgd", lr=0.05, steps=300, record_every=300)
     assert sgd.active_frac[0] == pytest.approx(adam.active_frac[0])   # same seed, same initialisation

@@ -77,3 +77,21 @@ def test_quantized_model_restores_weights(tiny, one_thread):
     with pytest.raises(ValueError, match="need a Calibration"):
         with quantized(m, None):
             pass
+
+
+def test_fake_quant_grid_and_smoothquant_formula():
+    """Exact values: symmetric INT8 per tensor maps +-max|x| to +-127 steps of max|x|/127 and every output onto that
+    grid (a static scale clamps at -128 and +127); SmoothQuant scales follow s_j = max|X_j|^a / max|W_j|^(1-a)."""
+    x = torch.tensor([[-2.0, 2.0, 0.3, -0.71]])
+    q = fake_quant(x, 8, "tensor")
+    s = 2.0 / 127
+    assert q[0, :2].tolist() == pytest.approx([-2.0, 2.0])
+    assert torch.allclose(q / s, (q / s).round(), atol=1e-4)
+    assert (q / s).round().tolist()[0] == [-127, 127, round(0.3 / s), round(-0.71 / s)]
+    clamped = fake_quant(torch.tensor([-10.0, 10.0]), 8, scale=torch.tensor(s))
+    assert (clamped / s).round().tolist() == [-128, 127]
+    g = torch.Generator().manual_seed(0)
+    am, w = torch.rand(6, generator=g) * 10 + 0.1, torch.randn(4, 6, generator=g)
+    for alpha in (0.2, 0.8):
+        expect = am ** alpha / w.abs().amax(0) ** (1 - alpha)
+        assert torch.allclose(smoothquant_scales(am, w, alpha), expect, rtol=1e-5)

@@ -33,6 +33,10 @@ def test_files_follow_the_umask_and_shards_are_plain_safetensors(tiny, corpus, t
     assert torch.equal(plain["blocks.0.resid_post"], st.read("blocks.0.resid_post", rows))
     assert torch.equal(plain["_tokens"], st.tokens(rows).to(torch.int32))
     assert plain["blocks.1.attn.z"].shape == (256, st.dims["blocks.1.attn.z"])
+    raw = (tmp_path / "o" / sh["file"]).read_bytes()            # header padded to 8 bytes: aligned tensor data
+    n = int.from_bytes(raw[:8], "little")
+    assert n % 8 == 0 and raw[8 + n - 1:8 + n] in (b" ", b"}")
+    assert all(t["offsets"][0] % 4 == 0 for t in sh["tensors"].values())
 
 
 @pytest.fixture

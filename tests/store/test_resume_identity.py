@@ -98,3 +98,33 @@ def test_second_harvest_into_one_folder_is_refused(tiny, corpus, tmp_path):
         proc.wait()
     st = harvest(tiny("tiny-llama"), _cfg(corpus, out, 64))     # the holder died: the lock went with it
     assert st.complete and len(st) == 64
+
+
+def test_edited_data_refuses_resume(tiny, corpus, tmp_path):
+    """The same data path with other content (same size: one letter changed) is another harvest."""
+    data = tmp_path / "docs.jsonl"
+    data.write_bytes(corpus.read_bytes())
+    out = tmp_path / "acts"
+    harvest(tiny("tiny-llama"), _cfg(data, out, 64))
+    raw = bytearray(data.read_bytes())
+    i = raw.index(b"cat")
+    raw[i] = ord("b")                                             # "cat" -> "bat", size unchanged
+    data.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match=r"belongs to another harvest; differing settings: data_sha256"):
+        harvest(tiny("tiny-llama"), _cfg(data, out, 64))
+
+
+def test_fingerprint_samples_densely():
+    """An entry at the sampled grid's second point (flat index ~2 of 16,384) changes the fingerprint: the sample
+    is 8,192 evenly spaced entries per tensor, not a handful."""
+    from actlab.store.fingerprint import SAMPLE
+
+    m = load_model("tiny-gpt2")
+    fp = weights_fingerprint(m)
+    w = m.module.transformer.h[0].mlp.c_fc.weight
+    n = w.numel()
+    assert n > SAMPLE
+    idx = int(torch.linspace(0, n - 1, SAMPLE, dtype=torch.float64).round().long()[1])
+    with torch.no_grad():
+        w.view(-1)[idx] += 0.5
+    assert weights_fingerprint(m) != fp

@@ -49,6 +49,15 @@ def test_planted_causal_graph():
     assert gxa[11].item() == 0.0 and gxa[3].item() != 0.0
     top = unit_ace(m, x, "module:3", score, CausalGraphConfig(ref="zero"))
     assert top[11].item() == 0.0 and set(top.abs().topk(2).indices.tolist()) == {3, 7}
+    # closed forms (the readout is linear in module:3): ACE(u) = w[u] * (E[h_u] - ref_u), so zero ablation gives
+    # w[u] * E[h_u] with its sign, and mean ablation gives exactly 0 (what the mutation pass found unchecked)
+    h = m.record(x, ["module:3"])["module:3"]
+    w = m.module[4].weight[0].detach()
+    for u in (3, 7):
+        assert top[u].item() == pytest.approx(float(w[u] * h[:, u].mean()), rel=1e-4, abs=1e-6)
+    mean_ace = unit_ace(m, x, "module:3", score, CausalGraphConfig(ref="mean"))
+    assert mean_ace.abs().max().item() < 1e-5
+    assert top[7].item() < 0 < top[3].item()  # unit 7 reads out with -1.5, unit 3 with +1.0
 
 
 def test_conv_channels_and_config_errors():

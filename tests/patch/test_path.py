@@ -147,3 +147,19 @@ def test_overlap_and_top_components():
     assert top_components(r, 0.25) == {"a|1"}
     with pytest.raises(ValueError, match="non-empty"):
         circuit_overlap(set(), a)
+
+
+def test_flat_site_head_is_its_channel_slice(tiny):
+    """A head of a flat site (the o_proj input, heads concatenated) is the slice head * d_head : (head + 1) * d_head:
+    the same path patch as that head of the per-head attn.z site (d_head from model.adapter)."""
+    m = tiny("tiny-llama")
+    ids = [m.tokenizer(c)["input_ids"][1] for c in "xy"]
+    from actlab.patch import LogitDiff, lm_score
+
+    score = lm_score(LogitDiff(*ids))
+    base, source = m.tokenize("the cat sat on"), m.tokenize("the bat sat on")
+    recv = ["blocks.1.resid_post"]
+    for h in (1, 3):
+        a = path_patch(m, base, source, f"blocks.0.attn.z#{h}", recv, score, freeze=[])
+        b = path_patch(m, base, source, f"module:model.layers.0.self_attn.o_proj:in#{h}", recv, score, freeze=[])
+        assert abs(a.patched - a.base) > 1e-5 and b.patched == pytest.approx(a.patched, abs=1e-6)

@@ -28,8 +28,8 @@ def register(sub) -> None:
     _common(ig)
     ig.add_argument("--baseline", default="eos",
                     help="zero, pad, unk, mask, eos or a token id (default eos; zero is singular for RMSNorm models)")
-    ig.add_argument("--steps", type=int, default=32, help="interpolation intervals (adaptive: the starting grid; "
-                                                           "default 32)")
+    ig.add_argument("--steps", type=int, default=16, help="interpolation intervals (adaptive: the starting grid; "
+                                                           "default 16)")
     ig.add_argument("--rule", default="adaptive", choices=["adaptive", "gausslegendre", "trapezoid", "riemann_right"],
                     help="quadrature rule (default adaptive: refine where completeness fails)")
     ig.add_argument("--max-steps", type=int, default=512, help="adaptive rule: most gradient evaluations (default 512)")

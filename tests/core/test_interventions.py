@@ -207,3 +207,15 @@ def test_gradients_reach_per_head_views(tiny):
         out[:, -1].sum().backward()
     assert kept["blocks.1.attn.z"].grad is not None and kept["blocks.1.attn.z"].grad.abs().sum() > 0
     assert kept["blocks.1.resid_mid"].grad is not None and kept["blocks.1.resid_mid"].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Add(torch.tensor([1.0, float("nan")])),
+    lambda: Add(torch.ones(2), alpha=float("inf")),
+    lambda: Ablate(torch.tensor([float("inf"), 0.0])),
+    lambda: Replace(torch.full((2,), float("nan"))),
+    lambda: Scale(float("nan")),
+])
+def test_nonfinite_parameters_are_refused_at_construction(make):
+    with pytest.raises(ValueError, match="NaN/Inf|finite"):
+        make()

@@ -2,12 +2,13 @@
 serialization."""
 from actlab.core.hooks import Ctx, Handler, HookEngine, StopForward
 from actlab.core.interventions import (OPS, Ablate, Add, Clamp, Fn, Intervention, Patch, Replace, Scale,
-                                       check_tensor, is_zero, register_op, row_alpha)
+                                       check_tensor, is_zero, register_op, require_finite,
+                                       row_alpha)
 from actlab.core.positions import PassInfo, Positions, position_ids_from_mask, select_mask
 from actlab.core.recording import Recording, take_positions
 from actlab.core.serialize import load_interventions, normalize_mapping, save_interventions
 
 __all__ = ["Ctx", "Handler", "HookEngine", "StopForward", "Recording", "take_positions", "Positions",
            "position_ids_from_mask", "OPS", "Ablate", "Add", "Clamp", "Fn", "Intervention", "Patch", "Replace",
-           "Scale", "check_tensor", "is_zero", "register_op", "row_alpha", "normalize_mapping", "PassInfo",
-           "select_mask", "load_interventions", "save_interventions"]
+           "Scale", "check_tensor", "is_zero", "register_op", "require_finite", "row_alpha", "normalize_mapping",
+           "PassInfo", "select_mask", "load_interventions", "save_interventions"]

@@ -6,6 +6,7 @@ Families add ops with ``@register_op``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -62,6 +63,18 @@ def is_zero(alpha) -> bool:
     return not isinstance(alpha, torch.Tensor) and alpha == 0
 
 
+def require_finite(what: str, x) -> None:
+    """Refuse NaN/Inf in a vector, direction or strength (a NaN steering vector silently empties generations and a
+    NaN ablation writes NaN weights). ``what`` names the thing and where it came from."""
+    if isinstance(x, torch.Tensor):
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"{what} contains NaN/Inf ({bad} of {x.numel()} values); refusing a non-finite "
+                             f"vector")
+    elif isinstance(x, (int, float)) and not math.isfinite(x):
+        raise ValueError(f"{what} is {x}; expected a finite number")
+
+
 def _broadcasts(a: tuple, b: tuple) -> bool:
     if len(a) > len(b):
         return False
@@ -74,6 +87,10 @@ class Intervention:
 
     op: ClassVar[str] = "custom"
     positions: Positions = field(default="all", kw_only=True)
+
+    def __post_init__(self):
+        for f in fields(self):  # every tensor and number parameter must be finite (subclasses may check more)
+            require_finite(f"{type(self).__name__}.{f.name}", getattr(self, f.name))
 
     def edit(self, act: torch.Tensor, ctx: Ctx) -> torch.Tensor:
         raise NotImplementedError

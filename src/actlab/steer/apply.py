@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from actlab.artifact import atomic_write_json
-from actlab.core import Add, Intervention, check_tensor, is_zero, register_op, row_alpha
+from actlab.core import Add, Intervention, check_tensor, is_zero, register_op, require_finite, row_alpha
 from actlab.models import Unsupported
-from actlab.steer.directions import require_finite
 
 if TYPE_CHECKING:
     from actlab.models import Model

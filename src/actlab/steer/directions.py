@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from actlab.core import require_finite
 
 if TYPE_CHECKING:
     from actlab.models import Model
@@ -182,18 +183,6 @@ class Direction:
         vec = art.tensors["vector"]
         require_finite(f"{folder / TENSOR_FILE}: vector", vec)
         return cls(vector=vec, **js)
-
-
-def require_finite(what: str, x) -> None:
-    """Refuse NaN/Inf in a vector, direction or strength (a NaN steering vector silently empties generations and a
-    NaN ablation writes NaN weights). ``what`` names the thing and where it came from."""
-    if isinstance(x, torch.Tensor):
-        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"{what} contains NaN/Inf ({bad} of {x.numel()} values); refusing a non-finite "
-                             f"vector")
-    elif isinstance(x, (int, float)) and not math.isfinite(x):
-        raise ValueError(f"{what} is {x}; expected a finite number")
 
 
 # -- tensor-level estimators -------------------------------------------------------------------------------

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from actlab.core import Intervention, check_tensor, register_op
-from actlab.steer.directions import require_finite
+from actlab.core import Intervention, check_tensor, register_op, require_finite
 
 if TYPE_CHECKING:
     from actlab.models import Model

@@ -9,12 +9,15 @@ import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from actlab.core import Fn
 from actlab.artifact import ArtifactError, atomic_write_text, load_artifact, save_artifact
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 KIND = "attribute.attribution"
 FORMAT_VERSION = 1
@@ -26,7 +29,7 @@ HTML_FILE = "tokens.html"
 class InputSpace:
     """Where attributions live: ``x0`` [1, ...] (embeddings or the input tensor) and ``run(x_batch) -> output``."""
 
-    def __init__(self, m, inputs):
+    def __init__(self, m: Model, inputs):
         self.m = m
         self.text = not (isinstance(inputs, torch.Tensor) and inputs.is_floating_point())
         self.tokens: list[str] = []

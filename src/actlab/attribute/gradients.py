@@ -5,16 +5,19 @@ backwards batched ``batch_size`` at a time (SmoothGrad).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from actlab.attribute.common import Attribution, InputSpace, grads, reduce_scores
 
+if TYPE_CHECKING:
+    from actlab.models import Model
+
 METHODS = ("grad_x_input", "saliency", "smoothgrad")
 
 
-def gradient_attribution(m, inputs, target: Callable, *, method: str = "grad_x_input", n_samples: int = 32,
+def gradient_attribution(m: Model, inputs, target: Callable, *, method: str = "grad_x_input", n_samples: int = 32,
                          noise: float = 0.1, multiply_by_input: bool = True, batch_size: int = 16,
                          seed: int = 0) -> Attribution:
     """Attributions of ``target(output) -> [rows]`` for one example (text over embeddings, or pixels).

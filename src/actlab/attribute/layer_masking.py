@@ -7,10 +7,15 @@ kept positions only. The output never reads the masked pixels, so it does not de
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 ACTIVATIONS = (torch.nn.ReLU, torch.nn.GELU, torch.nn.SiLU, torch.nn.Sigmoid, torch.nn.Tanh, torch.nn.LeakyReLU,
                torch.nn.ELU, torch.nn.ReLU6, torch.nn.Hardswish, torch.nn.Dropout, torch.nn.Identity,
@@ -66,7 +71,7 @@ def _pool_mask(m: torch.Tensor, mod) -> torch.Tensor:
     return F.max_pool2d(m, k, s or k, p, d)
 
 
-def layer_masked_forward(model, x: torch.Tensor, mask: torch.Tensor, cfg: LayerMaskConfig | None = None, *,
+def layer_masked_forward(model: Model | torch.nn.Module, x: torch.Tensor, mask: torch.Tensor, cfg: LayerMaskConfig | None = None, *,
                          trace: bool = False):
     """Run a sequential CNN on ``x`` [b, C, H, W] with ``mask`` ([H, W], [b, H, W] or [b, 1, H, W]; 1 = keep).
 

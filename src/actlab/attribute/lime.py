@@ -7,11 +7,14 @@ bias) changes the explanation (the comparison of patching.md section 4).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from actlab.attribute.layer_masking import LayerMaskConfig, fill_mask, layer_masked_forward
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 MASKINGS = ("layer", "black", "grey", "mean")
 
@@ -25,7 +28,7 @@ def grid_segments(h: int, w: int, n: int) -> torch.Tensor:
     return rows[:, None] * n + cols[None, :]
 
 
-def masked_predictor(model, target: Callable, masking: str = "layer",
+def masked_predictor(model: Model | torch.nn.Module, target: Callable, masking: str = "layer",
                      cfg: LayerMaskConfig | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``predict(x [1, C, H, W], masks [r, H, W]) -> [r]`` removing the masked pixels with ``masking``."""
     if masking not in MASKINGS:
@@ -68,7 +71,7 @@ def lime_attribution(predict: Callable, x: torch.Tensor, segments: torch.Tensor,
     return beta[:n_seg].float()
 
 
-def compare_masking(model, x: torch.Tensor, segments: torch.Tensor, target: Callable, *,
+def compare_masking(model: Model | torch.nn.Module, x: torch.Tensor, segments: torch.Tensor, target: Callable, *,
                     maskings=("layer", "grey", "black"), **lime_kw) -> dict[str, torch.Tensor]:
     """LIME weights per masking method (same random perturbations for each), for side-by-side comparison."""
     return {mk: lime_attribution(masked_predictor(model, target, mk), x, segments, **lime_kw) for mk in maskings}

@@ -6,6 +6,8 @@ one per cell (see ``bench/patch_sweep.py``).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import logging
 from dataclasses import dataclass
 
@@ -14,6 +16,9 @@ from tqdm.auto import tqdm
 
 from actlab.core import Intervention
 from actlab.patch.common import MetricLike, PatchResult, PromptPairs, last_logits, make_pairs, site_list
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +79,7 @@ def position_cells(width: int, positions) -> tuple[list[tuple[int, ...]], list[s
     raise ValueError(f"positions must be 'each', 'all', 'last', an int, a slice or a list of ints; got {positions!r}")
 
 
-def run_cells(m, pairs: PromptPairs, cells: list[Cell], metric: MetricLike, source: dict[str, torch.Tensor], *,
+def run_cells(m: Model, pairs: PromptPairs, cells: list[Cell], metric: MetricLike, source: dict[str, torch.Tensor], *,
               base: str, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
     """Metric for every (cell, pair): ``[n_cells, n_pairs]``; rows = cells x pairs, ``batch_size`` rows a forward."""
     n = pairs.n
@@ -111,7 +116,7 @@ def run_cells(m, pairs: PromptPairs, cells: list[Cell], metric: MetricLike, sour
     return out.view(len(cells), n)
 
 
-def activation_patch(m, clean, corrupt=None, metric: MetricLike = None, sites="blocks.*.resid_pre", *,
+def activation_patch(m: Model, clean, corrupt=None, metric: MetricLike = None, sites="blocks.*.resid_pre", *,
                      positions="each", heads: bool = False, direction: str = "denoise", batch_size: int = 64,
                      align: str = "strict", progress: bool = False) -> PatchResult:
     """Patch each (site, position[, head]) cell from one run into the other and measure ``metric``.

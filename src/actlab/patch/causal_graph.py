@@ -7,12 +7,15 @@ gradient x activation scores are provided as the baselines the spec compares aga
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from actlab.core import Fn
+
+if TYPE_CHECKING:
+    from actlab.models import Model
 
 
 @dataclass
@@ -53,7 +56,7 @@ def _do_unit(unit: int, value: torch.Tensor, unit_dim: int) -> Fn:
     return Fn(fn=f)
 
 
-def reference_values(m, inputs, site: str, cfg: CausalGraphConfig, ref_values=None) -> torch.Tensor:
+def reference_values(m: Model, inputs, site: str, cfg: CausalGraphConfig, ref_values=None) -> torch.Tensor:
     """The per-unit intervention value for ``site`` (zeros, dataset mean, or the given tensor)."""
     act = m.record(inputs, [site])[site]
     n = act.shape[cfg.unit_dim]
@@ -66,7 +69,7 @@ def reference_values(m, inputs, site: str, cfg: CausalGraphConfig, ref_values=No
     return ref_values
 
 
-def unit_ace(m, inputs, site: str, score: Callable, cfg: CausalGraphConfig | None = None, *,
+def unit_ace(m: Model, inputs, site: str, score: Callable, cfg: CausalGraphConfig | None = None, *,
              ref_values=None, progress: bool = False) -> torch.Tensor:
     """ACE of every unit of ``site`` on ``score(output) -> [batch]`` (mean over the batch) -> [n_units]."""
     cfg = cfg or CausalGraphConfig()
@@ -80,7 +83,7 @@ def unit_ace(m, inputs, site: str, score: Callable, cfg: CausalGraphConfig | Non
     return out
 
 
-def edge_effects(m, inputs, up_site: str, down_site: str, up_units: list[int], cfg: CausalGraphConfig | None = None,
+def edge_effects(m: Model, inputs, up_site: str, down_site: str, up_units: list[int], cfg: CausalGraphConfig | None = None,
                  *, ref_values=None) -> torch.Tensor:
     """Mean |change| of each downstream unit when each upstream unit is set to its reference: [n_up, n_down]."""
     cfg = cfg or CausalGraphConfig()
@@ -120,7 +123,7 @@ def _keep(ace: torch.Tensor, cfg: CausalGraphConfig) -> list[int]:
     return sorted(keep[:cfg.top_k] if cfg.top_k else keep)
 
 
-def causal_graph(m, inputs, sites: list[str], score: Callable, cfg: CausalGraphConfig | None = None, *,
+def causal_graph(m: Model, inputs, sites: list[str], score: Callable, cfg: CausalGraphConfig | None = None, *,
                  progress: bool = False) -> CausalGraph:
     """Build the graph over ``sites`` (forward order): output-side layer first by ACE, then each earlier layer keeps
     units with a nonzero ACE *and* an edge into a kept unit of the next layer."""
@@ -157,7 +160,7 @@ def causal_graph(m, inputs, sites: list[str], score: Callable, cfg: CausalGraphC
     return CausalGraph(list(sites), {s: nodes[s] for s in sites}, ace, edges, cfg.ref, joint)
 
 
-def correlation_scores(m, inputs, site: str, score: Callable, unit_dim: int = -1) -> torch.Tensor:
+def correlation_scores(m: Model, inputs, site: str, score: Callable, unit_dim: int = -1) -> torch.Tensor:
     """Baseline: |Pearson correlation| across inputs between each unit's (mean) activation and the score."""
     with torch.no_grad(), m.recording([site]) as rec:
         s = score(m(inputs)).float()
@@ -170,7 +173,7 @@ def correlation_scores(m, inputs, site: str, score: Callable, unit_dim: int = -1
     return ((a * s[:, None]).sum(0) / den.clamp_min(1e-12)).abs()
 
 
-def grad_x_act_scores(m, inputs, site: str, score: Callable, unit_dim: int = -1) -> torch.Tensor:
+def grad_x_act_scores(m: Model, inputs, site: str, score: Callable, unit_dim: int = -1) -> torch.Tensor:
     """Baseline: mean over inputs of gradient x activation per unit (a first-order ACE with ref = 0)."""
     with m.recording([site], grad=True) as rec:
         s = score(m(inputs)).float()

@@ -67,7 +67,7 @@ def _left_pad(rows: list[list[int]], width: int, pad: int) -> tuple[torch.Tensor
     return ids, mask
 
 
-def make_pairs(m, clean, corrupt, *, align: str = "strict") -> PromptPairs:
+def make_pairs(m: Model, clean, corrupt, *, align: str = "strict") -> PromptPairs:
     """Tokenize clean/corrupted prompts (texts or id lists/tensors) into aligned ``PromptPairs``.
 
     ``align='strict'`` (default) requires each pair to have the same token count and raises otherwise;
@@ -193,7 +193,7 @@ def _count(x) -> int:
 
 
 # -- forward helpers -------------------------------------------------------------------------------------
-def last_logits(m, inputs: dict) -> torch.Tensor:
+def last_logits(m: Model, inputs: dict) -> torch.Tensor:
     """Logits at the last column ``[rows, vocab]``, computing the unembedding only there when the model allows.
 
     The forward goes through ``Model.__call__``, so position ids follow the attention mask (a left-padded row gets
@@ -211,7 +211,7 @@ def last_logits(m, inputs: dict) -> torch.Tensor:
     return logits[:, -1]
 
 
-def site_list(m, sites) -> list[str]:
+def site_list(m: Model, sites) -> list[str]:
     """Expand ``'blocks.*.resid_pre'`` style patterns (``*`` = every layer) and validate names."""
     sites = [sites] if isinstance(sites, str) else list(sites)
     out = []

@@ -45,7 +45,7 @@ def _head_slice(t: torch.Tensor, head: int | None, head_dim: int | None):
     return (Ellipsis, slice(head * head_dim, (head + 1) * head_dim))
 
 
-def default_freeze(m) -> list[str]:
+def default_freeze(m: Model) -> list[str]:
     """Per-head outputs and MLP outputs of every block (what path patching holds at base values)."""
     out = [s for s in m.sites if s.endswith(".attn.z") or s.endswith(".mlp_out")]
     if not out:
@@ -76,7 +76,7 @@ def _splice(base: torch.Tensor, other: torch.Tensor, head: int | None, head_dim:
 PathEffect = Effect  # base / source / patched scores of a path patch
 
 
-def path_patch(m, base, source, sender, receivers: Sequence, score: Callable, *, freeze: list[str] | None = None,
+def path_patch(m: Model, base, source, sender, receivers: Sequence, score: Callable, *, freeze: list[str] | None = None,
                head_dim: int | None = None) -> PathEffect:
     """Effect on ``score(output) -> [batch]`` of the sender's source output reaching only ``receivers``.
 
@@ -123,7 +123,7 @@ def path_patch(m, base, source, sender, receivers: Sequence, score: Callable, *,
     return PathEffect(f(out_b), f(out_s), f(out_p))
 
 
-def path_patch_sweep(m, base, source, senders: Sequence, receivers: Sequence, score: Callable, *,
+def path_patch_sweep(m: Model, base, source, senders: Sequence, receivers: Sequence, score: Callable, *,
                      freeze: list[str] | None = None, head_dim: int | None = None, metric_name: str = "score",
                      progress: bool = False) -> PatchResult:
     """``path_patch`` for each sender; a ``PatchResult`` over dim ``sender``.

@@ -64,12 +64,12 @@ class SubspacePatch(Intervention):
 SubspaceEffect = Effect  # base / source / patched scores of a subspace patch
 
 
-def _score(m, inputs, score: Callable) -> float:
+def _score(m: Model, inputs, score: Callable) -> float:
     with torch.no_grad():
         return float(score(m(inputs)).float().mean())
 
 
-def subspace_effect(m, base, source, site: str, basis: torch.Tensor | None, score: Callable, *,
+def subspace_effect(m: Model, base, source, site: str, basis: torch.Tensor | None, score: Callable, *,
                     positions="all") -> SubspaceEffect:
     """Patch ``site`` of the base run along ``basis`` from the source run (``basis=None``: the whole activation).
 
@@ -236,7 +236,7 @@ class DASResult:
     losses: list[float]
 
 
-def das(m, base, source, site: str, loss_fn: Callable, *, k: int = 1, steps: int = 200, lr: float = 0.05,
+def das(m: Model, base, source, site: str, loss_fn: Callable, *, k: int = 1, steps: int = 200, lr: float = 0.05,
         positions="all", seed: int = 0, progress: bool = False) -> DASResult:
     """Learn a k-dim subspace whose patch makes the base run behave like the source (distributed alignment search).
 
@@ -284,7 +284,7 @@ def lm_target_loss(target_ids) -> Callable:
     return loss
 
 
-def interchange_accuracy(m, base, source, site: str, basis: torch.Tensor | None, source_labels, *,
+def interchange_accuracy(m: Model, base, source, site: str, basis: torch.Tensor | None, source_labels, *,
                          positions="all") -> float:
     """Fraction of pairs whose patched prediction (last-position argmax) equals the source-consistent label."""
     labels = torch.as_tensor(source_labels, dtype=torch.long).reshape(-1)

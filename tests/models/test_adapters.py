@@ -199,3 +199,15 @@ def test_unsupported_names_architecture_and_reason():
     with pytest.raises(Unsupported, match="generic: W_Q"):
         m.adapter.W_Q(0)
     assert issubclass(Unsupported, ValueError)
+
+
+def test_post_norm_and_experts_per_token():
+    """BERT is the post-norm architecture; only the MoE model answers experts_per_token, with its config's k."""
+    for name in ("tiny-gpt2", "tiny-llama", "tiny-mixtral", "tiny-neox", "tiny-bert"):
+        ad = load_model(name).adapter
+        assert ad.post_norm == (name == "tiny-bert")
+        if name == "tiny-mixtral":
+            assert ad.experts_per_token == ad.config.num_experts_per_tok == 2
+        else:
+            with pytest.raises(Unsupported, match=f"{ad.name}: dense MLP"):
+                ad.experts_per_token

@@ -74,6 +74,7 @@ class Adapter:
     name = "generic"
     model_types: tuple[str, ...] = ()
     conv1d = False  # weights stored [in, out] (GPT-2's Conv1D) instead of nn.Linear's [out, in]
+    post_norm = False  # blocks write LayerNorm(x + out) (BERT) instead of x + out (pre-norm stacks)
 
     def __init__(self, module: torch.nn.Module):
         self.module = module
@@ -131,6 +132,14 @@ class Adapter:
     @property
     def is_causal_lm(self) -> bool:
         return self.unembed is not None and hasattr(self.module, "generate")
+
+    @property
+    def experts_per_token(self) -> int:
+        """How many experts each token is routed to (mixture-of-experts MLPs); Unsupported for dense MLPs."""
+        k = _cfg(self.config, "num_experts_per_tok", "moe_topk")
+        if not k:
+            raise self.unsupported("dense MLP: no mixture-of-experts router (no num_experts_per_tok in the config)")
+        return int(k)
 
     # -- modules ---------------------------------------------------------------------------------------
     def block_path(self, i: int) -> str:

@@ -19,6 +19,7 @@ class Bert(Adapter):
     ``intermediate.dense`` and ``output.dense``; no unembedding when loaded as a bare encoder."""
 
     name = "bert"
+    post_norm = True
     model_types = ("bert",)
 
     @property

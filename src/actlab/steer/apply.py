@@ -117,7 +117,7 @@ def orthogonalize_(model: Model, direction: torch.Tensor) -> list[str]:
     re-mixes the direction, so no weight edit equals ``ablate_everywhere`` there."""
     ad = model.adapter
     r = unit_direction(model, direction, "orthogonalize_").double().cpu()
-    if ad.final_norm is None:
+    if ad.post_norm or ad.final_norm is None:
         raise Unsupported(ad.name, "weight orthogonalisation needs a pre-norm stack ending in a final norm; this "
                                    "architecture is post-norm (LayerNorm(x + out) re-mixes the direction into the "
                                    "residual stream), so no weight edit equals ablate_everywhere")

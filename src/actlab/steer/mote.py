@@ -23,11 +23,7 @@ OFF_MARGIN = 1e4
 
 
 def _top_k(model: Model) -> int:
-    cfg = model.config
-    k = getattr(cfg, "num_experts_per_tok", None) or getattr(cfg, "moe_topk", None)
-    if not k:
-        raise ValueError(f"{model.name} has no MoE router (no num_experts_per_tok in its config)")
-    return int(k)
+    return model.adapter.experts_per_token  # Unsupported (a ValueError) naming the architecture for dense MLPs
 
 
 def router_sites(model: Model) -> list[str]:

@@ -25,6 +25,10 @@ def test_attribution_roundtrip_and_completeness(tiny, tmp_path):
     assert torch.equal(b.attr, a.attr) and torch.equal(b.scores, a.scores)
     assert (b.method, b.f_x, b.delta, b.tokens, b.meta) == (a.method, a.f_x, a.delta, a.tokens, a.meta)
     assert (out / "tokens.html").read_text().startswith("<div")
+    from actlab.artifact import folder_lock
+
+    with folder_lock(out), pytest.raises(ArtifactError, match="in use by another actlab process"):
+        a.save(out)  # a second writer is refused while the folder is held
     (out / "attribution.json").write_text('{"artifact": {"kind": "patch.result", "format_version": 1}}')
     with pytest.raises(ArtifactError, match="expected 'attribute.attribution'"):
         Attribution.load(out)

@@ -87,6 +87,10 @@ def test_multi_pair_metrics_and_roundtrip(tiny, tmp_path):
         torch.testing.assert_close(r.values, torch.full_like(r.values, r.clean), atol=1e-5, rtol=1e-4)
     out = r.save(tmp_path / "res")
     assert (out / "heatmap.png").stat().st_size > 0
+    from actlab.artifact import ArtifactError, folder_lock
+
+    with folder_lock(out), pytest.raises(ArtifactError, match="in use by another actlab process"):
+        r.save(out)
     back = PatchResult.load(out)
     assert back.dims == r.dims and back.labels == r.labels and torch.equal(back.values, r.values)
 

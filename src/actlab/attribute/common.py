@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from actlab.core import Fn
-from actlab.artifact import ArtifactError, atomic_write_text, load_artifact, save_artifact
+from actlab.artifact import ArtifactError, atomic_write_text, folder_lock, load_artifact, save_artifact
 
 if TYPE_CHECKING:
     from actlab.models import Model
@@ -195,10 +195,12 @@ class Attribution:
         if self.completeness is not None:
             js["completeness"] = self.completeness
         folder = Path(folder)
-        if self.tokens:
-            atomic_write_text(folder / HTML_FILE, self.to_html())
-        return save_artifact(folder, KIND, js, {"attr": self.attr.float().cpu(), "scores": self.scores.float().cpu()},
-                             version=FORMAT_VERSION, tensors_file=TENSOR_FILE, cfg_file=CFG_FILE)
+        with folder_lock(folder, what="writing an attribution"):
+            if self.tokens:
+                atomic_write_text(folder / HTML_FILE, self.to_html())
+            return save_artifact(folder, KIND, js, {"attr": self.attr.float().cpu(),
+                                                    "scores": self.scores.float().cpu()},
+                                 version=FORMAT_VERSION, tensors_file=TENSOR_FILE, cfg_file=CFG_FILE)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Attribution:

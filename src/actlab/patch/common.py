@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from actlab.artifact import ArtifactError, atomic_write_bytes, load_artifact, save_artifact
+from actlab.artifact import ArtifactError, atomic_write_bytes, folder_lock, load_artifact, save_artifact
 
 if TYPE_CHECKING:
     from actlab.models import Model
@@ -275,10 +275,11 @@ class PatchResult:
         ts = {"values": self.values.detach().float().cpu()}
         if self.per_pair is not None:
             ts["per_pair"] = self.per_pair.detach().float().cpu()
-        folder = save_artifact(folder, KIND, self.to_dict(), ts, version=FORMAT_VERSION, tensors_file=RESULT_TENSORS,
-                               cfg_file=RESULT_JSON)
-        if heatmap:
-            self.heatmap(folder / "heatmap.png")
+        with folder_lock(folder, what="writing a patch result"):  # two writers would mix their files
+            folder = save_artifact(folder, KIND, self.to_dict(), ts, version=FORMAT_VERSION,
+                                   tensors_file=RESULT_TENSORS, cfg_file=RESULT_JSON)
+            if heatmap:
+                self.heatmap(folder / "heatmap.png")
         return folder
 
     @classmethod

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from actlab.artifact import save_artifact
+from actlab.artifact import folder_lock, save_artifact
 from actlab.patch.common import Effect, MetricLike, make_pairs
 from actlab.patch.subspace import (das, illusion_check, lm_score, lm_target_loss, load_basis, readout_weight,
                                    subspace_effect)
@@ -56,8 +56,9 @@ class SubspaceReport:
 
     def save(self, folder: str | os.PathLike) -> Path:
         """``effect.json`` + ``basis.safetensors`` (tensor ``direction``), an ``actlab.artifact`` folder."""
-        return save_artifact(folder, KIND, self.to_dict(), {"direction": self.basis.detach().float().cpu()},
-                             tensors_file=BASIS_FILE, cfg_file=EFFECT_JSON)
+        with folder_lock(folder, what="writing a subspace report"):
+            return save_artifact(folder, KIND, self.to_dict(), {"direction": self.basis.detach().float().cpu()},
+                                 tensors_file=BASIS_FILE, cfg_file=EFFECT_JSON)
 
 
 def subspace_experiment(m: Model, clean, corrupt, metric: MetricLike, site: str | None = None, *,

@@ -101,8 +101,14 @@ def test_short_text_uses_its_own_length(tmp_path, capsys):
     data = tmp_path / "short.txt"
     data.write_text("Massive activations are rare. They sit on the first token.")
     out = tmp_path / "rep"
-    main(["stats", "tiny-llama", "--data", str(data), "--out", str(out)])
+    old = os.umask(0o027)
+    try:
+        main(["stats", "tiny-llama", "--data", str(data), "--out", str(out)])
+    finally:
+        os.umask(old)
     printed = capsys.readouterr().out
+    for f in out.iterdir():                                   # issue 14 item 13: files followed 0600, not the umask
+        assert (f.stat().st_mode & 0o777) == 0o640, f
     m_ids = load_file(str(out / "inputs.safetensors"))["input_ids"]
     from actlab import load_model
     from actlab.data.pack import doc_tokens

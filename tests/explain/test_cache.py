@@ -8,15 +8,21 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from actlab.artifact import ArtifactError
 from actlab.dictionary import DictConfig, build
-from actlab.explain import (CacheConfig, DictionaryLatents, DirectionLatents, LatentCache, NeuronLatents,
-                            TensorRows, build_cache)
+from actlab.explain import (
+    CacheConfig,
+    DictionaryLatents,
+    DirectionLatents,
+    LatentCache,
+    NeuronLatents,
+    TensorRows,
+    build_cache,
+)
 from actlab.explain.cache import hist_edges
 
 

@@ -1,8 +1,42 @@
 """Explain features: a sparse latent cache over a store or texts, activating / non-activating examples, logit
 effects, and scorers of explanations (detection, fuzzing, embedding). Everything docs/explain.md uses is here."""
 from actlab.explain.cache import CacheConfig, LatentCache, build_cache
-from actlab.explain.sources import (Chunk, DictionaryLatents, DirectionLatents, NeuronLatents, StoreRows,
-                                    TensorRows, TextRows)
+from actlab.explain.effects import Promoted, cooccurrence, logit_effect, nearest_features, promoted_tokens
+from actlab.explain.examples import (
+                                     Example,
+                                     ExampleConfig,
+                                     ExampleSet,
+                                     activating_windows,
+                                     build_examples,
+                                     neighbour_negatives,
+                                     random_negatives,
+                                     sample,
+)
+from actlab.explain.metrics import auroc, balanced_accuracy, precision_recall_f1
+from actlab.explain.scorers import (
+                                     DetectionScorer,
+                                     EmbeddingScorer,
+                                     FuzzingScorer,
+                                     Scorer,
+                                     ScoreResult,
+                                     fuzz_marks,
+                                     minilm_embedder,
+                                     random_marks,
+)
+from actlab.explain.sources import (
+                                     Chunk,
+                                     DictionaryLatents,
+                                     DirectionLatents,
+                                     NeuronLatents,
+                                     StoreRows,
+                                     TensorRows,
+                                     TextRows,
+)
+from actlab.explain.text import highlight, token_pieces
 
-__all__ = ["CacheConfig", "Chunk", "DictionaryLatents", "DirectionLatents", "LatentCache", "NeuronLatents",
-           "StoreRows", "TensorRows", "TextRows", "build_cache"]
+__all__ = ["CacheConfig", "Chunk", "DetectionScorer", "DictionaryLatents", "DirectionLatents", "EmbeddingScorer",
+           "Example", "ExampleConfig", "ExampleSet", "FuzzingScorer", "LatentCache", "NeuronLatents", "Promoted",
+           "ScoreResult", "Scorer", "StoreRows", "TensorRows", "TextRows", "activating_windows", "auroc",
+           "balanced_accuracy", "build_cache", "build_examples", "cooccurrence", "fuzz_marks", "highlight",
+           "logit_effect", "minilm_embedder", "nearest_features", "neighbour_negatives", "precision_recall_f1",
+           "promoted_tokens", "random_marks", "random_negatives", "sample", "token_pieces"]

@@ -19,8 +19,16 @@ from typing import Any
 
 import torch
 
-from actlab.artifact import (ArtifactError, atomic_write_json, folder_lock, load_artifact, load_tensors,
-                             read_json, save_artifact, save_tensors)
+from actlab.artifact import (
+    ArtifactError,
+    atomic_write_json,
+    folder_lock,
+    load_artifact,
+    load_tensors,
+    read_json,
+    save_artifact,
+    save_tensors,
+)
 from actlab.explain.sources import LatentSource, RowSource
 
 log = logging.getLogger(__name__)
@@ -256,8 +264,8 @@ class LatentCache:
         parts: dict[str, list[Tensor]] = {k: [] for k in ENTRY_KEYS + ROW_KEYS}
         for s in self.config["shards"]:
             t = load_tensors(self.folder / s["file"], names=ENTRY_KEYS + ROW_KEYS)
-            for k in parts:
-                parts[k].append(t[k])
+            for k, part in parts.items():
+                part.append(t[k])
         cat = {k: torch.cat(v).long() if k != "value" else torch.cat(v) for k, v in parts.items()}
         self._rows = {k: cat[k] for k in ROW_KEYS}
         order = torch.argsort(cat["latent"], stable=True)   # entries grouped by latent, rows ascending within

@@ -1,6 +1,8 @@
 """Direct logit attribution: components sum to the model's logit difference (1e-4) on every tiny causal
 architecture with random biases and norm gains; batched == one at a time; dictionaries split a component exactly;
 BERT refuses (no unembedding)."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -129,5 +131,5 @@ def test_errors(biased):
 def test_plot(biased, tmp_path):
     r = direct_logit_attribution(biased("tiny-llama"), TEXTS, TARGET, CONTRAST)
     p = r.plot(str(tmp_path / "dla.png"), k=5)
-    assert open(p, "rb").read(4) == b"\x89PNG"
+    assert Path(p).read_bytes()[:4] == b"\x89PNG"
     assert len(r.top(5)) == 5 and abs(r.top(1)[0][1]) == r.values[0].abs().max().item()

@@ -1,5 +1,7 @@
 """Logit lens: the last layer reads out the model's own logits; an identity tuned lens is the logit lens; batched
 rows equal one-at-a-time runs; models without an unembedding refuse with Unsupported."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -80,4 +82,4 @@ def test_token_table_and_plot(biased, tmp_path):
     with pytest.raises(ValueError, match="padding"):
         r.token_table(m.tokenizer, row=1, position=0)
     p = r.plot(str(tmp_path / "lens.png"))
-    assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

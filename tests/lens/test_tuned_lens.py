@@ -78,10 +78,9 @@ def test_save_load_and_refusals(biased, tmp_path):
 
 def test_output_folder_is_locked(biased, tmp_path, docs):
     m = biased("tiny-gpt2")
-    with folder_lock(tmp_path / "busy"):
-        with pytest.raises(ArtifactError, match="in use"):
-            train_tuned_lens(m, docs[:5], TunedLensConfig(layers=[0], steps=1, context_length=16, max_contexts=4),
-                             out=tmp_path / "busy")
+    with folder_lock(tmp_path / "busy"), pytest.raises(ArtifactError, match="in use"):
+        train_tuned_lens(m, docs[:5], TunedLensConfig(layers=[0], steps=1, context_length=16, max_contexts=4),
+                         out=tmp_path / "busy")
 
 
 def test_config_and_input_errors(biased):

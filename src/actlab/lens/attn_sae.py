@@ -9,8 +9,9 @@ DFA is exact because ``z_h[dest] = sum_src A_h[dest, src] v_h[src]`` is linear i
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 

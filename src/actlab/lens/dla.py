@@ -11,8 +11,9 @@ parallel residual included (attention and MLP each write once per block).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -171,8 +172,7 @@ def direct_logit_attribution(model: Model, inputs: Any, target: Any, contrast: A
 
     pre = acts["blocks.0.resid_pre"].float()
     try:
-        ad.W_pos
-        has_pos = True
+        has_pos = ad.W_pos is not None      # learned absolute positions (GPT-2); rotary models raise Unsupported
     except Unsupported:
         has_pos = False
     if has_pos:

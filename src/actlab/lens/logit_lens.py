@@ -5,8 +5,9 @@ A ``TunedLens`` (actlab.lens.tuned) plugs in as ``lens=``: its translator for a 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 

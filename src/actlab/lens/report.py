@@ -2,9 +2,10 @@
 tables and numbers into an output folder (PNG + markdown + JSON, atomically); train a tuned lens from a data spec."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from actlab.lens.dla import direct_logit_attribution
 from actlab.lens.logit_lens import logit_lens

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -279,7 +280,7 @@ def _train(model: Model, lens: TunedLens, data: Any, final: str, cfg: TunedLensC
             if not math.isfinite(lv):
                 raise FloatingPointError(f"tuned lens loss became {lv} at step {step}; lower lr ({cfg.lr})")
             history.append(lv)
-    lens.metrics = {"train_tokens": int(len(tr)), "eval_tokens": int(n_eval), "loss_first": history[:1],
+    lens.metrics = {"train_tokens": len(tr), "eval_tokens": int(n_eval), "loss_first": history[:1],
                     "loss_last": history[-1:]}
     if n_eval:
         lens.metrics["eval_kl_logit_lens"] = _eval_kl(model, lens, tokens, final, ev, identity=True)
@@ -287,4 +288,4 @@ def _train(model: Model, lens: TunedLens, data: Any, final: str, cfg: TunedLensC
     log.info("tuned lens metrics: %s", lens.metrics)
 
 
-__all__ = ["TunedLens", "TunedLensConfig", "train_tuned_lens", "KIND"]
+__all__ = ["KIND", "TunedLens", "TunedLensConfig", "train_tuned_lens"]

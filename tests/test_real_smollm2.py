@@ -15,7 +15,7 @@ def test_smollm2_load_record_generate(smollm2):
     sites = ["blocks.0.resid_post", "blocks.14.resid_post", "blocks.14.attn.z", "blocks.14.mlp_act"]
     acts = m.record(enc, sites=sites, stop_early=False)
     with torch.no_grad():
-        hs = m.module(**enc, output_hidden_states=True).hidden_states
+        hs = m.module(**m.forward_kwargs(enc), output_hidden_states=True).hidden_states  # position ids from the mask
     assert torch.equal(acts["blocks.14.resid_post"], hs[15])
     assert acts["blocks.14.attn.z"].shape[2:] == (9, 64) and acts["blocks.14.mlp_act"].shape[-1] == 1536
     out = m.generate("The capital of France is", max_new_tokens=6)

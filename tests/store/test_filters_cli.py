@@ -62,3 +62,11 @@ def test_cli_dtype_is_the_model_dtype(corpus, tmp_path, capsys):
     with pytest.raises(ValueError, match="give store_dtype only"):
         HarvestConfig(data="d", sites=["a"], out="o", dtype="fp16", store_dtype="fp32")
     assert HarvestConfig(data="d", sites=["a,b", "c"], out="o").sites == ["a", "b", "c"]
+
+
+def test_harvest_data_demo(tiny, tmp_path):
+    from actlab.data import demo_corpus
+
+    st = harvest(tiny("tiny-llama"), HarvestConfig(data="demo", sites=["embed"], out=str(tmp_path / "d"), tokens=64,
+                                                   context_length=32, progress=False))
+    assert st.manifest["harvest"]["data"] == str(demo_corpus().resolve()) and len(st) == 64

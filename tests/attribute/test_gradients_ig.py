@@ -105,3 +105,34 @@ def test_smoothgrad_text_and_rendering(tiny, tmp_path):
     assert float(n.sum()) == pytest.approx(1.0) and float(w.min()) > 0 and float(w.max()) < 1
     with pytest.raises(ValueError, match="unknown text baseline"):
         integrated_gradients(m, "abc", t, baseline="grey")
+
+
+class Step(torch.nn.Module):
+    """A smooth step along the path (slope 40 at 0.6): coarse fixed grids miss it, the adaptive rule must refine."""
+
+    def forward(self, e):
+        return (torch.tanh(40 * (e[..., 0] - 0.6)).sum(-1) + 0.3 * e[..., 1].sum(-1))[:, None]
+
+
+def test_adaptive_rule_refines_where_the_path_is_sharp():
+    m = actlab.wrap(Step())
+    e = torch.zeros(1, 3, 2)
+    e[0, :, 0] = torch.tensor([1.0, 0.8, 0.2])
+    e[0, :, 1] = 1.0
+    fixed = integrated_gradients(m, e, class_target(0), baseline="zero", steps=16, rule="trapezoid")
+    a = integrated_gradients(m, e, class_target(0), baseline="zero", steps=16, tol=1e-3)
+    assert fixed.completeness["relative_error"] > 0.01  # 16 fixed intervals miss the step
+    assert a.meta["converged"] and a.meta["evaluations"] > 17  # refined beyond the starting grid
+    assert a.completeness["relative_error"] < 1e-3 and abs(a.delta) <= a.meta["local_error"] + 1e-9
+    # the exact answer per token (tanh part: f(x) - f(0) of each token; the linear part: 0.3 each)
+    exact = torch.tanh(40 * (e[0, :, 0] - 0.6)) - torch.tanh(torch.tensor(-24.0))
+    torch.testing.assert_close(a.attr[:, 0], exact, atol=5e-3, rtol=0)
+    torch.testing.assert_close(a.attr[:, 1], torch.full((3,), 0.3), atol=1e-5, rtol=0)
+
+
+def test_contrastive_and_logit_targets_match_their_formulas():
+    out = torch.randn(2, 3, 7, generator=torch.Generator().manual_seed(0))
+    lp = torch.log_softmax(out[:, -1], -1)
+    torch.testing.assert_close(contrastive_target(4, 1)(out), lp[:, 4] - lp[:, 1])
+    torch.testing.assert_close(logit_target(2, position=0)(out), out[:, 0, 2])
+    torch.testing.assert_close(logit_target(2, log_prob=True)(out), lp[:, 2])

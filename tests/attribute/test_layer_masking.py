@@ -134,3 +134,47 @@ def test_lime_maskings_agree_on_graded_planted_segments():
         assert v.argmax().item() == 0, (k, v)
     for k in ("grey", "black"):
         assert rank_agreement(w["layer"][planted], w[k][planted]) == pytest.approx(1.0)
+
+
+def test_global_average_pool_averages_kept_positions_only():
+    """Spec: global average pooling is sum(x * m) / sum(m). A 1x1 conv + ReLU + GAP: the layer-masked output is the
+    mean of relu(channel 0) over the kept pixels (a survivor of the mutation pass dropped the rescaling)."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1, bias=False), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten())
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].weight[0, 0] = 1.0
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(8, 8)
+    mask[2:6, 1:4] = 0
+    with torch.no_grad():
+        out = layer_masked_forward(net, x, mask)
+    want = x[0, 0][mask.bool()].relu().mean()
+    assert out.item() == pytest.approx(want.item(), abs=1e-6)
+
+
+def test_lime_weights_are_the_kernel_weighted_fit():
+    """LIME's weights are the kernel-weighted least-squares fit on the kept-segment indicators (exp(-d^2 / w^2), d the
+    cosine distance to the unperturbed image): checked against numpy on an interaction the kernel matters for."""
+    import numpy as np
+
+    from actlab.attribute.lime import grid_segments, lime_attribution
+
+    seg = grid_segments(4, 4, 2)
+    seen = []
+
+    def predict(x, masks):  # segment 0 and 1 only count together; segment 2 alone
+        kept = torch.stack([masks[:, seg == s].float().mean(1) for s in range(4)], 1)
+        seen.append(kept)
+        return kept[:, 0] * kept[:, 1] * 2.0 + kept[:, 2]
+
+    w = lime_attribution(predict, torch.zeros(1, 3, 4, 4), seg, n_samples=64, kernel_width=0.25, ridge=1e-9, seed=3)
+    z = torch.cat(seen).double().numpy()
+    y = z[:, 0] * z[:, 1] * 2.0 + z[:, 2]
+    d = 1 - z.sum(1) / np.sqrt(z.sum(1) * 4)
+    k = np.sqrt(np.exp(-(d ** 2) / 0.25 ** 2))
+    a = np.concatenate([z, np.ones((len(z), 1))], 1)
+    beta = np.linalg.lstsq(a * k[:, None], y * k, rcond=None)[0]
+    np.testing.assert_allclose(w.numpy(), beta[:4], atol=1e-4)
+    unweighted = np.linalg.lstsq(a, y, rcond=None)[0]
+    assert np.abs(unweighted[:4] - beta[:4]).max() > 0.05  # the kernel changes the answer here

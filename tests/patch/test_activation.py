@@ -121,3 +121,17 @@ def test_metrics_match_independent_formulas():
     torch.testing.assert_close(KL(ref)(lg, pair), want)
     torch.testing.assert_close(Prob([3, 4], log=True)(lg, pair), torch.log_softmax(lg, -1)[[0, 1, 2], [3, 4, 4]])
     torch.testing.assert_close(LogitDiff([3, 4], 5)(lg, pair), lg[[0, 1, 2], [3, 4, 4]] - lg[:, 5])
+
+
+def test_last_and_slice_positions(tiny):
+    """'last' is the final column and a slice picks columns (the CLI's one position syntax reaches the grid)."""
+    m = tiny("tiny-llama")
+    met = _metric(m)
+    every = activation_patch(m, CLEAN, CORRUPT, met, "blocks.0.resid_pre")
+    last = activation_patch(m, CLEAN, CORRUPT, met, "blocks.0.resid_pre", positions="last")
+    sl = activation_patch(m, CLEAN, CORRUPT, met, "blocks.0.resid_pre", positions=slice(4, 7))
+    assert last.labels["position"] == every.labels["position"][-1:]
+    torch.testing.assert_close(last.values, every.values[:, -1:])
+    assert sl.labels["position"] == every.labels["position"][4:7]
+    torch.testing.assert_close(sl.values, every.values[:, 4:7])
+    assert abs(sl.normalized[0, 1].item() - 1) < 1e-4  # column 5 (the corrupted token) restores the clean metric

@@ -1,4 +1,6 @@
 """Integrated gradients (completeness within the reported delta), gradient x input, saliency, SmoothGrad."""
+import math
+
 import pytest
 import torch
 
@@ -136,3 +138,22 @@ def test_contrastive_and_logit_targets_match_their_formulas():
     torch.testing.assert_close(contrastive_target(4, 1)(out), lp[:, 4] - lp[:, 1])
     torch.testing.assert_close(logit_target(2, position=0)(out), out[:, 0, 2])
     torch.testing.assert_close(logit_target(2, log_prob=True)(out), lp[:, 2])
+
+
+class TwoSteps(torch.nn.Module):
+    """Token 0 steps up at 0.3 of the path, token 1 steps down at 0.7 (mirror images): a coarse trapezoid's errors on
+    the two cancel, so a rule that stopped on the completeness error alone would keep wrong per-token values."""
+
+    def forward(self, e):
+        return (torch.tanh(40 * (e[:, 0, 0] - 0.3)) - torch.tanh(40 * (e[:, 1, 0] - 0.7)))[:, None]
+
+
+def test_adaptive_rule_does_not_stop_on_cancelling_errors():
+    m = actlab.wrap(TwoSteps())
+    e = torch.ones(1, 2, 1)
+    coarse = integrated_gradients(m, e, class_target(0), baseline="zero", steps=16, rule="trapezoid")
+    exact = torch.tensor([math.tanh(28.0) - math.tanh(-12.0), -(math.tanh(12.0) - math.tanh(-28.0))])
+    assert coarse.completeness["relative_error"] < 1e-3  # the errors cancel...
+    assert (coarse.attr[:, 0] - exact).abs().max() > 0.01  # ...while each token is off
+    a = integrated_gradients(m, e, class_target(0), baseline="zero", steps=16)
+    torch.testing.assert_close(a.attr[:, 0], exact.float(), atol=5e-3, rtol=0)

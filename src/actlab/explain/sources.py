@@ -102,6 +102,7 @@ class DirectionLatents:
         self.D = D / D.norm(dim=1, keepdim=True).clamp_min(1e-12) if normalize else D
         self.n_latents = D.shape[0]
         self.site = site
+        self.path = ""
 
     def __call__(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.D.shape[1]:
@@ -110,7 +111,8 @@ class DirectionLatents:
         return x.float() @ self.D.t()
 
     def describe(self) -> dict[str, Any]:
-        return {"type": "directions", "site": self.site, "n_latents": self.n_latents, "weights": _digest(self.D)}
+        return {"type": "directions", "site": self.site, "path": self.path, "n_latents": self.n_latents,
+                "weights": _digest(self.D)}
 
     def decoder(self) -> Tensor:
         return self.D

@@ -38,3 +38,31 @@ def smollm2():
     from actlab import load_model
 
     return load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size)`` -> a folder on a real tmpfs of that size (e.g. "64k"), unmounted afterwards (lazily if a file
+    is still open); skipped where this process may not mount. Disk-full tests need a real full filesystem, not a
+    patched OSError."""
+    import shutil
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str):
+        if shutil.which("mount") is None:
+            pytest.skip("no mount command")
+        folder = tmp_path / f"tmpfs{len(mounted)}"
+        folder.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {(r.stderr or r.stdout).strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for f in mounted:
+        if subprocess.run(["umount", str(f)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(f)], capture_output=True)

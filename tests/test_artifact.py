@@ -2,6 +2,7 @@
 the umask, a real disk-full filesystem; and every legacy fixture (tests/fixtures/legacy) still loads."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -196,26 +197,25 @@ def test_umask_honoured(tmp_path):
     assert (b.stat().st_mode & 0o777) == 0o640
 
 
-def _try_mount(folder: Path, size: str) -> str | None:
-    if shutil.which("mount") is None:
-        return "no mount command"
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                       check=False, capture_output=True, text=True)
-    return None if r.returncode == 0 else f"cannot mount a tmpfs here: {(r.stderr or r.stdout).strip()}"
-
-
 @pytest.fixture
-def tiny_fs(tmp_path):
-    """A real 64 KiB tmpfs; skipped where this process may not mount."""
-    folder = tmp_path / "tiny"
+def tiny_fs(tmpfs):
+    """A real 64 KiB tmpfs (the shared ``tmpfs`` fixture); skipped where this process may not mount."""
+    return tmpfs("64k")
+
+
+def test_lock_on_a_full_filesystem_still_locks(tiny_fs):
+    """Writing the holder's PID needs a page; on a full disk the lock is still taken (holder shown as unknown)."""
+    folder = tiny_fs / "run"
     folder.mkdir()
-    why = _try_mount(folder, "64k")
-    if why:
-        pytest.skip(why)
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
+    fd = os.open(tiny_fs / "filler", os.O_WRONLY | os.O_CREAT)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    with folder_lock(folder):
+        with pytest.raises(ArtifactError, match="in use by another actlab process"):
+            with folder_lock(folder):
+                pass
 
 
 def test_disk_full_on_a_real_filesystem(tiny_fs):
@@ -288,8 +288,12 @@ def test_interventions_round_trip_and_checks(tmp_path):
 
     p = save_interventions(tmp_path / "iv.json", {"blocks.0.resid_post": Add(torch.ones(4), alpha=3.0)})
     assert torch.equal(load_interventions(p)[0][1].vector, torch.ones(4))
+    with pytest.raises(ValueError, match="Add.vector contains NaN/Inf"):  # refused when built ...
+        Add(torch.tensor([float("nan")]))
+    bad = Add(torch.ones(1))
+    bad.vector = torch.tensor([float("nan")])  # ... and when saved, if it turned NaN afterwards
     with pytest.raises(ArtifactError, match=r"tensor '0.vector' contains NaN/Inf"):
-        save_interventions(tmp_path / "bad.json", {"blocks.0.resid_post": Add(torch.tensor([float("nan")]))})
+        save_interventions(tmp_path / "bad.json", {"blocks.0.resid_post": bad})
     t = tmp_path / "iv.safetensors"
     t.write_bytes(t.read_bytes()[:-2])
     with pytest.raises(ArtifactError, match=r"iv.safetensors"):

@@ -417,8 +417,9 @@ def folder_lock(folder: str | os.PathLike, *, what: str = "") -> Iterator[Path]:
             doing = f" ({what})" if what else ""
             raise ArtifactError(f"{folder} is in use by another actlab process (pid {holder}){doing}; wait for it "
                                 f"to finish or stop it") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # a full disk cannot take the PID; the lock is held all the same
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:
             yield folder / LOCK_FILE
         finally:

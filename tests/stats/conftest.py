@@ -23,26 +23,6 @@ def cli_error(capsys):
 
 
 @pytest.fixture
-def small_fs(tmp_path):
-    """``mount(size)`` -> a folder on a real tmpfs of that size (unmounted afterwards); skipped where this process
-    may not mount (the disk-full tests need a real full filesystem, not a patched OSError)."""
-    import shutil
-    import subprocess
-
-    mounted = []
-
-    def mount(size: str):
-        if shutil.which("mount") is None:
-            pytest.skip("no mount command")
-        folder = tmp_path / f"fs{len(mounted)}"
-        folder.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                           capture_output=True, text=True)
-        if r.returncode:
-            pytest.skip(f"cannot mount a tmpfs here: {(r.stderr or r.stdout).strip()}")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for f in mounted:
-        subprocess.run(["umount", str(f)], check=False)
+def small_fs(tmpfs):
+    """``mount(size)`` -> a folder on a real tmpfs of that size (the shared ``tmpfs`` fixture)."""
+    return tmpfs

@@ -48,7 +48,7 @@ def main() -> None:
         def f():
             out = tmp / f"h{time.perf_counter_ns()}"
             st = harvest(m, HarvestConfig(data=str(data), sites=[site], out=str(out), tokens=n_tok,
-                                          context_length=L, batch_size=a.batch_size, dtype="bf16", progress=False))
+                                          context_length=L, batch_size=a.batch_size, store_dtype="bf16", progress=False))
             assert len(st) == n_tok
             shutil.rmtree(out)
         return f

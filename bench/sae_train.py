@@ -43,7 +43,7 @@ def stamps_hook(opt, stamps):
 
 def run_actlab(ctx, steps: int, fused: bool = True) -> list[float]:
     from actlab.dictionary import DictConfig
-    from actlab.dictionary.trainer import TrainConfig, Trainer
+    from actlab.dictionary import TrainConfig, Trainer
     B = ctx["batch"]
     data = ctx["data"]
 

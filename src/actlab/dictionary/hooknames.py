@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from actlab.models import SITE_KINDS
+
 # TransformerLens hook (after ``blocks.N.``) -> actlab site kind; the reverse map is used for exports
 _TL = {"hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid", "hook_resid_post": "resid_post",
        "hook_attn_out": "attn_out", "hook_mlp_out": "mlp_out", "attn.hook_z": "attn.z", "attn.hook_q": "attn.q",
@@ -23,8 +25,7 @@ _SP_SUB = {None: "resid_post", "mlp": "mlp_out", "self_attn": "attn_out", "attn"
            "attention": "attn_out"}
 
 
-# actlab's per-block site kinds (the site table's names; a model may lack some)
-_KINDS = frozenset(_TL.values()) | {"moe.router"}
+_KINDS = frozenset(SITE_KINDS)  # actlab's per-block site kinds (the site table's names; a model may lack some)
 
 
 def is_site(name: str) -> bool:

@@ -79,6 +79,12 @@ def test_other_settings_refused_and_finished_reused(tmp_path):
     with pytest.raises(ArtifactError, match="other settings.*threshold"):
         build_cache(TensorRows(x, tok, batch_rows=64), src, tmp_path / "c", CacheConfig(threshold=1.0,
                                                                                          progress=False))
+    (tmp_path / "c" / "cfg.json").unlink()   # as if killed before the end: progress.json decides
+    with pytest.raises(ArtifactError, match="other settings.*threshold"):
+        build_cache(TensorRows(x, tok, batch_rows=64), src, tmp_path / "c", CacheConfig(threshold=1.0,
+                                                                                         progress=False))
+    assert build_cache(TensorRows(x, tok, batch_rows=64), src, tmp_path / "c", CacheConfig(progress=False)).n_rows \
+        == 200
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "x.txt").write_text("x")
     with pytest.raises(ArtifactError, match="not empty"):
@@ -126,6 +132,8 @@ def test_sigkill_resume_identical_shards(tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not (out / "cfg.json").exists()
+    (out / ".shard-000009.safetensors.1.ab.tmp").write_bytes(b"half")   # a write cut by the kill
+    (out / "shard-000099.safetensors").write_bytes(b"unlisted")          # written, never listed
     assert _run(out, 0).wait(60) == 0
     names = sorted(f.name for f in ref.iterdir() if f.name.startswith("shard-"))
     assert len(names) > 4

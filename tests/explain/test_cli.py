@@ -45,6 +45,9 @@ def test_cache_examples_show(store_and_sae, capsys):
     assert "cached 128 latents over 1500 tokens" in capsys.readouterr().out
     c = LatentCache(out)
     assert torch.equal(c.dense(7), sae.encode(st.read(SITE, slice(None), dtype=torch.float32))[:, 7])
+    doc, pos = st.doc_pos(slice(None))
+    assert torch.equal(c.row_table("tokens"), st.tokens(slice(None)))
+    assert torch.equal(c.row_table("doc"), doc) and torch.equal(c.row_table("pos"), pos)
     j = int(c.count.argmax())
     main(["explain", "examples", "--cache", str(out), "--latent", f"{j},3", "--n-train", "4", "--n-test", "3",
           "--n-non-activating", "2", "--out", str(tmp / "ex.json")])

@@ -91,6 +91,20 @@ def test_token_pieces_byte_level():
     marked = [False] * len(ids)
     marked[i + 1] = True                                          # a byte in the middle marks the whole character
     assert highlight(pieces, group, marked) == "café <<☕>> 日本 ok"
+    marked[i + 3] = True                                          # the character and the space after: one span
+    assert highlight(pieces, group, marked) == "café <<☕ >>日本 ok"
+
+
+def test_windows_stop_at_a_document_change(tmp_path):
+    """A new document whose positions happen to continue the previous one's still starts a new window."""
+    from actlab.explain import CacheConfig, NeuronLatents, TensorRows, build_cache
+
+    x = torch.zeros(200, 1)
+    x[[10, 60, 110, 160], 0] = 1.0
+    c = build_cache(TensorRows(x, torch.arange(200) % 7, torch.arange(200) // 50, torch.arange(200)),
+                    NeuronLatents(1, "s"), tmp_path / "c", CacheConfig(progress=False))
+    for w in activating_windows(c, 0, ExampleConfig(ctx_len=48, after=40)):
+        assert len({int(d) for d in c.row_table("doc")[w.start: w.start + len(w.tokens)]}) == 1
 
 
 def test_highlight_merges_contiguous_spans():

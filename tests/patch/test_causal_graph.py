@@ -36,7 +36,9 @@ def test_planted_causal_graph():
     m = _planted()
     x = torch.randn(64, 8, generator=torch.Generator().manual_seed(1))
     score = lambda out: out[:, 0]  # noqa: E731
-    g = causal_graph(m, x, ["module:1", "module:3"], score, CausalGraphConfig(ref="mean"))
+    # zero ablation: this planted net is linear along its causal paths, so mean ablation has no effect at all
+    # (checked below); the graph used to pass with ref='mean' on float noise (~1e-8 ACEs)
+    g = causal_graph(m, x, ["module:1", "module:3"], score, CausalGraphConfig(ref="zero"))
     assert g.nodes["module:3"] == [3, 7]
     assert g.nodes["module:1"] == [2, 5]
     assert g.ace["module:3"][11].item() == 0.0  # zero outgoing weight: exactly no causal effect
@@ -57,6 +59,8 @@ def test_planted_causal_graph():
         assert top[u].item() == pytest.approx(float(w[u] * h[:, u].mean()), rel=1e-4, abs=1e-6)
     mean_ace = unit_ace(m, x, "module:3", score, CausalGraphConfig(ref="mean"))
     assert mean_ace.abs().max().item() < 1e-5
+    noise = causal_graph(m, x, ["module:1", "module:3"], score, CausalGraphConfig(ref="mean"))
+    assert noise.nodes == {"module:1": [], "module:3": []} and noise.joint_effect is None  # rounding is no effect
     assert top[7].item() < 0 < top[3].item()  # unit 7 reads out with -1.5, unit 3 with +1.0
 
 
@@ -68,7 +72,12 @@ def test_conv_channels_and_config_errors():
         net[4].weight[0, 1] = 1.0
     m = actlab.wrap(net)
     x = torch.randn(8, 3, 6, 6, generator=torch.Generator().manual_seed(0))
-    ace = unit_ace(m, x, "module:1", lambda o: o[:, 0], CausalGraphConfig(unit_dim=1))
-    assert ace.shape == (4,) and ace[1] != 0 and ace[[0, 2, 3]].abs().max() == 0
+    ace = unit_ace(m, x, "module:1", lambda o: o[:, 0], CausalGraphConfig(ref="zero", unit_dim=1))
+    assert ace.shape == (4,) and ace[[0, 2, 3]].abs().max() == 0
+    h = m.record(x, ["module:1"])["module:1"]  # zero-ablating channel 1 removes its pooled value (readout weight 1)
+    assert ace[1].item() == pytest.approx(h[:, 1].mean().item(), rel=1e-5)
+    # mean ablation through GAP + a linear head has no effect in expectation (it used to pass on rounding noise)
+    mean_ace = unit_ace(m, x, "module:1", lambda o: o[:, 0], CausalGraphConfig(unit_dim=1))
+    assert mean_ace.abs().max().item() < 1e-5
     with pytest.raises(ValueError, match="ref must be"):
         CausalGraphConfig(ref="median")

@@ -32,12 +32,17 @@ class CausalGraphConfig:
     """keep at most this many nodes per layer (by |ACE|); None = threshold only."""
     edge_threshold: float = 1e-6
     """keep an edge when its effect exceeds this fraction of the largest edge effect between the two layers."""
+    min_effect: float = 1e-6
+    """keep a node only when |ACE| also exceeds this absolute floor (float rounding is not an effect: mean
+    ablation through a linear readout gives ACE ~1e-8, which the relative threshold alone would keep)."""
 
     def __post_init__(self):
         if self.ref not in ("zero", "mean", "tensor"):
             raise ValueError(f"ref must be 'zero', 'mean' or 'tensor', got {self.ref!r}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
+        if self.min_effect < 0:
+            raise ValueError(f"min_effect must be >= 0, got {self.min_effect}")
 
 
 def _unit_values(act: torch.Tensor, unit_dim: int) -> torch.Tensor:
@@ -118,7 +123,7 @@ class CausalGraph:
 def _keep(ace: torch.Tensor, cfg: CausalGraphConfig) -> list[int]:
     a = ace.abs()
     top = float(a.max()) if a.numel() else 0.0
-    keep = [i for i in range(len(a)) if a[i] > 0 and a[i] > cfg.node_threshold * top]
+    keep = [i for i in range(len(a)) if a[i] > cfg.min_effect and a[i] > cfg.node_threshold * top]
     keep.sort(key=lambda i: -float(a[i]))
     return sorted(keep[:cfg.top_k] if cfg.top_k else keep)
 

@@ -28,42 +28,27 @@ def _train_args(p: argparse.ArgumentParser, transcoder: bool) -> None:
     p.add_argument("--expansion", type=int, default=16, help="latents = expansion * d_in")
     p.add_argument("--latents", type=int, default=0, help="number of latents (overrides --expansion)")
     p.add_argument("--l1-coef", type=float, default=1.0, help="sparsity coefficient (relu/gated L1, jumprelu L0)")
-    p.add_argument("--tokens", type=int, default=2_000_000, help="training tokens")
-    p.add_argument("--batch-size", type=int, default=4096, help="tokens per step")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: by architecture and size)")
-    p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0: off)")
-    p.add_argument("--normalize", default="expected_norm", help="expected_norm | none")
-    p.add_argument("--dead-tokens", type=int, default=1_000_000, help="tokens without firing before 'dead'")
+    from actlab.dictionary import TrainConfig
+    clikit.add_config(p, TrainConfig, dest="train", default=TrainConfig(total_tokens=2_000_000))
     p.add_argument("--eager", action="store_true", help="use the dense eager reference instead of fused kernels")
     p.add_argument("--gsae-beta", type=float, default=1.0,
                    help="g-SAE: weight of the downstream-gradient term in latent selection (0 = plain TopK)")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0,
-                   help="minutes between resumable checkpoints (and one at the end; 0: off)")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (0: by time only)")
-    p.add_argument("--no-resume", action="store_true",
-                   help="do not continue from a checkpoint in --out (refused unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a finished dictionary or an unfinished run's checkpoint in --out")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    p.add_argument("--out", required=True, help="output folder (one subfolder per site when several)")
 
 
 def cmd_train(a, transcoder: bool = False) -> None:
-    from actlab.dictionary import TrainConfig, train_sites
+    from actlab.dictionary import train_sites
     dict_kw = dict(arch=a.arch, d_sae=a.latents, expansion=a.expansion, k=a.k, l1_coef=a.l1_coef,
                    skip=getattr(a, "skip", False), fused=not a.eager, gsae_beta=a.gsae_beta)
-    tc = TrainConfig(total_tokens=a.tokens, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
-                     grad_clip=a.grad_clip, normalize=a.normalize, dead_tokens=a.dead_tokens, seed=a.seed,
-                     out=a.out, checkpoint_every=a.checkpoint_every, checkpoint_minutes=a.checkpoint_minutes,
-                     resume=not a.no_resume, overwrite=a.overwrite)
+    tc = clikit.config_from_args(a, "train")
+    if not tc.out:
+        raise ValueError("give --out: the folder the dictionary, its metrics and checkpoints go to")
     sites = [a.site] if transcoder else clikit.split_list(a.site)
     done = train_sites(sites, dict_kw, tc, site_out=a.site_out if transcoder else None, store=a.store,
                        model=_model(a), texts=a.data, context_length=a.context_length, threads=a.threads)
     for site, m in done:
         fin = m.cfg.train.get("final", {})
-        out = f"{a.out}/{site}" if len(sites) > 1 else a.out
+        out = f"{tc.out}/{site}" if len(sites) > 1 else tc.out
         print(f"{site}: trained {m.cfg.train['tokens']} tokens -> {out}  "
               f"(last batch: fvu {fin.get('fvu', float('nan')):.4f}, l0 {fin.get('l0', float('nan')):.1f}, "
               f"dead {fin.get('dead_frac', float('nan')):.3f})")

@@ -10,7 +10,7 @@ import math
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """How to train (the dictionary's shape lives in DictConfig)."""
 
-    total_tokens: int = 10_000_000
+    total_tokens: int = field(default=10_000_000, metadata={"alias": ["--tokens"]})  # CLI: --tokens too
     """Training rows (tokens) to consume over all ranks; epochs repeat over the source when it runs out."""
     batch_size: int = 4096
     """Rows per optimizer step and rank (a torchrun step sees batch_size * world rows)."""

@@ -36,7 +36,7 @@ class ArtifactMissingError(ArtifactError, FileNotFoundError):
 
 
 # -- atomic writes -------------------------------------------------------------------------------------------
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | os.PathLike) -> None:
     """fsync a directory so a rename in it survives a crash (no-op where directories cannot be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -90,7 +90,7 @@ def _commit(tmp: Path, path: Path) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _atomic(path: str | os.PathLike, fill: Callable[[Path], None]) -> Path:

@@ -222,7 +222,7 @@ def write_report(rep: Report, out: Path, heat: dict[str, np.ndarray], ids: torch
     """stats.json, report.md, the PNG plots and inputs.safetensors, all or nothing: each file is written into a
     staging folder inside ``out`` and only when every one is complete are they renamed into place (renames need no
     space), so a failure (a full disk) leaves the previous complete report and no temporary file behind."""
-    from actlab.artifact import ArtifactError, atomic_write_json, atomic_write_text, save_tensors
+    from actlab.artifact import ArtifactError, atomic_write_json, atomic_write_text, fsync_dir, save_tensors
     from actlab.stats import plots
     from actlab.stats.markdown import render
 
@@ -256,22 +256,8 @@ def write_report(rep: Report, out: Path, heat: dict[str, np.ndarray], ids: torch
         raise
     for name in names:
         os.replace(stage / name, out / name)
-    _fsync_dir(out)
+    fsync_dir(out)
     stage.rmdir()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the renames durable (no-op where a directory cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _jsonable(x):

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from actlab.artifact import fsync_dir
 from actlab.store.format import SHARD, ST_CODES, StoreError, crc_of, read_header
 
 log = logging.getLogger(__name__)
@@ -43,19 +44,6 @@ def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_shard(root: Path, rank: int, index: int, tensors: dict[str, torch.Tensor]) -> dict:
     """Write one shard under a temporary name, rename it when complete; returns its manifest entry."""
     name = SHARD.format(rank=rank, index=index)
@@ -71,7 +59,7 @@ def write_shard(root: Path, rank: int, index: int, tensors: dict[str, torch.Tens
             entry["tensors"][k] = {"dtype": h["dtype"], "shape": h["shape"],
                                    "offsets": [data_start + a, data_start + b], "crc32": crc_of(t)}
         os.replace(tmp, root / name)
-        _fsync_dir(root)
+        fsync_dir(root)
         return entry
     except BaseException as e:
         if tmp.exists():

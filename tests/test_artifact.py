@@ -322,7 +322,12 @@ def test_legacy_patch_result():
 
 
 def test_legacy_attribution():
-    """No family loader exists for attributions yet: the artifact reader takes the legacy pair."""
+    """The attribute family's public loader and the artifact reader both take the legacy pair."""
+    from actlab.attribute import Attribution
+
+    att = Attribution.load(LEGACY / "attribution")
+    assert att.method == "ig" and att.tokens == ["The", " cat", " sat", "."]
+    assert torch.allclose(att.scores, att.attr.sum(-1))
     a = load_artifact(LEGACY / "attribution", "attribute.attribution", legacy="actlab.attribution",
                       cfg_file="attribution.json", tensors_file="attribution.safetensors")
     assert a.version == 0 and a.config["method"] == "ig" and a.config["tokens"] == ["The", " cat", " sat", "."]

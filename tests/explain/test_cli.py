@@ -54,9 +54,18 @@ def test_cache_examples_show(store_and_sae, capsys):
     ex = json.loads((tmp / "ex.json").read_text())
     assert set(ex["latents"]) == {str(j), "3"} and len(ex["latents"][str(j)]["train"]) == 4
     assert "<<" in ex["latents"][str(j)]["train"][0]["text"]
+    main(["explain", "examples", "--cache", str(out), "--latent", str(j), "--negatives", "neighbour",
+          "--n-non-activating", "3", "--n-neighbours", "20", "--ctx-len", "3", "--after", "1", "--out", str(tmp / "nb.json")])
+    nb = json.loads((tmp / "nb.json").read_text())["latents"][str(j)]["non_activating"]
+    assert nb and all(x["kind"] == "neighbour" and not any(x["acts"]) for x in nb)
     main(["explain", "show", "--cache", str(out), "--latent", str(j), "--model", "tiny-llama", "--no-color"])
     card = capsys.readouterr().out
     assert f"latent {j}" in card and "promotes" in card and "density" in card and card.count("<<") >= 5
+    # a model on texts instead of a store
+    main(["explain", "cache", "--model", "tiny-llama", "--data", str(tmp / "c.jsonl"), "--max-texts", "6",
+          "--dictionary", str(tmp / "sae"), "--out", str(tmp / "texts"), "--progress", "false"])
+    assert "cached 128 latents" in capsys.readouterr().out
+    assert LatentCache(tmp / "texts").rows_source["n_texts"] == 6
     # neurons and directions
     main(["explain", "cache", "--store", str(tmp / "store"), "--neurons", "--site", "blocks.0.mlp_act",
           "--out", str(tmp / "neur"), "--progress", "false"])

@@ -16,7 +16,9 @@ from actlab.explain import (
     StoreRows,
     activating_windows,
     build_cache,
+    highlight,
     promoted_tokens,
+    token_pieces,
 )
 from actlab.explain.run import feature_card
 from actlab.store import HarvestConfig, harvest
@@ -61,3 +63,11 @@ def test_smollm2_sae_features_share_tokens(tmp_path, capsys):
     assert len(shared) >= 1
     assert f"latent {j}" in card and "<<" in card
     assert LatentCache(tmp_path / "cache").n_rows == 4096
+    # SmolLM2's byte-level BPE: pieces decoded with the tokenizer join to the text, no half characters
+    text = "café ☕ naïve — 日本語 🍎 apple"
+    ids = m.tokenizer(text, add_special_tokens=False)["input_ids"]
+    pieces, group = token_pieces(m.tokenizer, ids)
+    assert "".join(pieces) == m.tokenizer.decode(ids) == text and "\ufffd" not in "".join(pieces)
+    assert any(g != i for i, g in enumerate(group))   # some character did span several tokens
+    marked = [p == " apple" for p in pieces]
+    assert highlight(pieces, group, marked).endswith("🍎<< apple>>")

@@ -56,7 +56,7 @@ class DictionaryLatents:
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
-        return self.dictionary.encode(x).float()
+        return self.dictionary.encode(x.to(self.dictionary.W_enc.device)).float()
 
     def describe(self) -> dict[str, Any]:
         d = self.dictionary

@@ -73,6 +73,10 @@ def test_train_test_disjoint_and_negatives(planted):
     for n in s.non_activating:
         assert n.kind == "neighbour" and n.source_latent == 1 and not any(n.acts)
         assert x[n.start: n.start + len(n.tokens), 1].any()
+    capped = build_examples(c, 0, ExampleConfig(max_examples=12, n_train=5, n_test=5))
+    assert capped.n_candidates == 12
+    top12 = sorted(w.max_act for w in activating_windows(c, 0))[-12:]
+    assert min(x.max_act for x in capped.train + capped.test) >= top12[0]
     with pytest.raises(ValueError, match="decoder"):
         build_examples(c, 0, ExampleConfig(negatives="neighbour"))
 

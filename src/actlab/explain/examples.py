@@ -39,6 +39,8 @@ class ExampleConfig:
     """top | random | quantiles (equal-count rank bins of the examples' max activation)."""
     n_quantiles: int = 10
     """Bins for the quantiles sampler."""
+    max_examples: int = 10_000
+    """Activating windows considered per latent, highest first (the spec's cap); quantiles are over these."""
     negatives: str = "random"
     """random | neighbour (hard negatives from the nearest latents by decoder cosine)."""
     n_neighbours: int = 10
@@ -51,9 +53,9 @@ class ExampleConfig:
             raise ValueError(f"train_type must be one of {SAMPLERS}; got {self.train_type!r}")
         if self.negatives not in NEGATIVES:
             raise ValueError(f"negatives must be one of {NEGATIVES}; got {self.negatives!r}")
-        if self.ctx_len < 1 or not 0 <= self.after < self.ctx_len or self.n_quantiles < 1:
-            raise ValueError(f"need ctx_len >= 1, 0 <= after < ctx_len, n_quantiles >= 1; got {self.ctx_len}, "
-                             f"{self.after}, {self.n_quantiles}")
+        if self.ctx_len < 1 or not 0 <= self.after < self.ctx_len or self.n_quantiles < 1 or self.max_examples < 1:
+            raise ValueError(f"need ctx_len >= 1, 0 <= after < ctx_len, n_quantiles >= 1, max_examples >= 1; got "
+                             f"{self.ctx_len}, {self.after}, {self.n_quantiles}, {self.max_examples}")
 
 
 @dataclass
@@ -256,7 +258,7 @@ def build_examples(cache: LatentCache, j: int, cfg: ExampleConfig | None = None,
     cfg = cfg or ExampleConfig()
     rng = random.Random(cfg.seed * 1_000_003 + j)
     runs = _Runs(cache)
-    cands = activating_windows(cache, j, cfg, runs)
+    cands = activating_windows(cache, j, cfg, runs, limit=cfg.max_examples)
     train = sample(cands, cfg.n_train, cfg.train_type, rng, cfg.n_quantiles)
     ids = {id(x) for x in train}
     rest = [x for x in cands if id(x) not in ids]

@@ -1,5 +1,5 @@
 """Explain features: a sparse latent cache over a store or texts, activating / non-activating examples, logit
-effects, and scorers of explanations (detection, fuzzing, embedding). Everything docs/explain.md uses is here."""
+effects, and scorers of explanations (detection, fuzzing, embedding, surprisal). Everything docs/explain.md uses is here."""
 from actlab.explain.cache import CacheConfig, LatentCache, build_cache
 from actlab.explain.effects import Promoted, cooccurrence, logit_effect, nearest_features, promoted_tokens
 from actlab.explain.examples import (
@@ -32,11 +32,12 @@ from actlab.explain.sources import (
                                      TensorRows,
                                      TextRows,
 )
+from actlab.explain.surprisal import SurprisalScorer, model_logprob
 from actlab.explain.text import highlight, token_pieces
 
 __all__ = ["CacheConfig", "Chunk", "DetectionScorer", "DictionaryLatents", "DirectionLatents", "EmbeddingScorer",
            "Example", "ExampleConfig", "ExampleSet", "FuzzingScorer", "LatentCache", "NeuronLatents", "Promoted",
-           "ScoreResult", "Scorer", "StoreRows", "TensorRows", "TextRows", "activating_windows", "auroc",
-           "balanced_accuracy", "build_cache", "build_examples", "cooccurrence", "fuzz_marks", "highlight",
-           "logit_effect", "minilm_embedder", "nearest_features", "neighbour_negatives", "precision_recall_f1",
-           "promoted_tokens", "random_marks", "random_negatives", "sample", "token_pieces"]
+           "ScoreResult", "Scorer", "StoreRows", "SurprisalScorer", "TensorRows", "TextRows", "activating_windows",
+           "auroc", "balanced_accuracy", "build_cache", "build_examples", "cooccurrence", "fuzz_marks", "highlight",
+           "logit_effect", "minilm_embedder", "model_logprob", "nearest_features", "neighbour_negatives",
+           "precision_recall_f1", "promoted_tokens", "random_marks", "random_negatives", "sample", "token_pieces"]

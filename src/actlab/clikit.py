@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 import simple_parsing
 from simple_parsing.help_formatter import SimpleHelpFormatter
 
+from actlab.core.positions import POSITIONS_HELP, PositionSpec, parse_positions  # noqa: F401  (the kit's syntax)
+
 if TYPE_CHECKING:
     from actlab.models import Model
 
 #: what :func:`parse_positions` returns: a selector ``model.record(..., positions=...)`` takes
-PositionSpec = str | int | slice | list
 
 MODEL_DTYPES = ("fp32", "bf16", "fp16")
-POSITIONS_HELP = "all, last, an index (-1 = last), a slice a:b or a:b:step (python semantics), or a list 1,3,5"
 SITES_HELP = "site names, comma separated or repeated; '*' expands over layers (blocks.*.resid_post)"
 
 
@@ -128,49 +128,6 @@ def split_list(value: str | Iterable[str] | None) -> list[str]:
             raise TypeError(f"expected text for a list value; got {type(item).__name__} {item!r}")
         out += [p.strip() for p in item.split(",") if p.strip()]
     return out
-
-
-_INT = re.compile(r"^[+-]?\d+$")
-
-
-def _int(part: str, text: str) -> int | None:
-    part = part.strip()
-    if part == "":
-        return None
-    if not _INT.match(part):
-        raise ValueError(f"bad positions {text!r}: {part!r} is not an integer; use {POSITIONS_HELP}")
-    return int(part)
-
-
-def parse_positions(text: str | int | None) -> PositionSpec:
-    """The one position syntax: ``all``, ``last``, ``-1``, ``5``, ``2:7`` / ``2:`` / ``::2`` (a slice, python
-    semantics over each row's real tokens), ``1,3,5`` (a list). Returns a selector ``model.record`` takes."""
-    if text is None:
-        return "all"
-    if isinstance(text, int):
-        return text
-    t = str(text).strip().lower()
-    if t in ("all", "last"):
-        return t
-    if not t:
-        raise ValueError(f"empty positions; use {POSITIONS_HELP}")
-    if ":" in t:
-        parts = t.split(":")
-        if len(parts) > 3 or "," in t:
-            raise ValueError(f"bad positions {text!r}: a slice is start:stop or start:stop:step; use {POSITIONS_HELP}")
-        start, stop, *step = (_int(p, text) for p in parts)
-        step = step[0] if step else None
-        if step == 0:
-            raise ValueError(f"bad positions {text!r}: slice step cannot be 0")
-        return slice(start, stop, step)
-    if "," in t:
-        idx = [_int(p, text) for p in t.split(",") if p.strip()]
-        if any(i < 0 for i in idx):
-            raise ValueError(f"bad positions {text!r}: list positions count from 0 (negative ones only singly or in "
-                             f"a slice, e.g. -1 or -3:)")
-        return idx
-    value = _int(t, text)
-    return value
 
 
 def parse_sites(model: Model, text: str | Iterable[str] | None) -> list[str]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import torch
 
 from actlab.core.positions import PassInfo, pass_info
+
 if TYPE_CHECKING:
     from actlab.models.sites import SiteMap, SiteSpec
 

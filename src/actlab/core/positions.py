@@ -6,6 +6,7 @@ with or without left padding, in a full forward pass and in every KV-cached deco
 from __future__ import annotations
 
 import operator
+import re
 from dataclasses import dataclass
 from typing import Union
 
@@ -163,3 +164,69 @@ def positions_from_json(obj: str | int | list | dict | None) -> Positions:
     if isinstance(obj, dict) and "slice" in obj:
         return slice(*obj["slice"])
     return obj
+
+
+# -- the one text syntax for positions (CLI flags, stored configs) -------------------------------------------------
+PositionSpec = str | int | slice | list
+POSITIONS_HELP = "all, last, an index (-1 = last), a slice a:b or a:b:step (python semantics), or a list 1,3,5"
+
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+def _int(part: str, text: str) -> int | None:
+    part = part.strip()
+    if part == "":
+        return None
+    if not _INT.match(part):
+        raise ValueError(f"bad positions {text!r}: {part!r} is not an integer; use {POSITIONS_HELP}")
+    return int(part)
+
+
+def parse_positions(text: str | int | None) -> PositionSpec:
+    """The one position syntax: ``all``, ``last``, ``-1``, ``5``, ``2:7`` / ``2:`` / ``::2`` (a slice, python
+    semantics over each row's real tokens), ``1,3,5`` (a list). Returns a selector ``model.record`` takes."""
+    if text is None:
+        return "all"
+    if isinstance(text, int):
+        return text
+    t = str(text).strip().lower()
+    if t in ("all", "last"):
+        return t
+    if not t:
+        raise ValueError(f"empty positions; use {POSITIONS_HELP}")
+    if ":" in t:
+        parts = t.split(":")
+        if len(parts) > 3 or "," in t:
+            raise ValueError(f"bad positions {text!r}: a slice is start:stop or start:stop:step; use {POSITIONS_HELP}")
+        start, stop, *step = (_int(p, text) for p in parts)
+        step = step[0] if step else None
+        if step == 0:
+            raise ValueError(f"bad positions {text!r}: slice step cannot be 0")
+        return slice(start, stop, step)
+    if "," in t:
+        idx = [_int(p, text) for p in t.split(",") if p.strip()]
+        if any(i < 0 for i in idx):
+            raise ValueError(f"bad positions {text!r}: list positions count from 0 (negative ones only singly or in "
+                             f"a slice, e.g. -1 or -3:)")
+        return idx
+    value = _int(t, text)
+    return value
+
+
+def context_position_mask(spec: str | int, length: int) -> torch.Tensor:
+    """Bool ``[length]`` mask of the positions of a fixed-length context that a position spec (the syntax of
+    :func:`parse_positions`) keeps; negative indices and slice bounds count back from the end."""
+    sel = parse_positions(spec)
+    m = torch.zeros(length, dtype=torch.bool)
+    try:
+        if sel == "all":
+            m[:] = True
+        elif sel == "last":
+            m[-1] = True
+        else:
+            m[sel if not isinstance(sel, int) else [sel]] = True
+    except IndexError as e:
+        raise ValueError(f"positions {spec!r} fall outside a {length}-token context ({e})") from None
+    if not m.any():
+        raise ValueError(f"positions {spec!r} keep no position of a {length}-token context")
+    return m

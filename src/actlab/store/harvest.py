@@ -20,10 +20,20 @@ import torch
 
 from actlab import distributed as D
 from actlab.artifact import ArtifactError, atomic_write_json, folder_lock
+from actlab.core import context_position_mask
 from actlab.data import data_fingerprint, iter_contexts, load_texts, resolve_data
 from actlab.store.fingerprint import weights_fingerprint
-from actlab.store.format import (DOC, FORMAT, FORMAT_VERSION, MANIFEST, POS, PROGRESS, TOKENS, StoreError,
-                                 load_manifest)
+from actlab.store.format import (
+    DOC,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    POS,
+    PROGRESS,
+    TOKENS,
+    StoreError,
+    load_manifest,
+)
 from actlab.store.reader import ActivationStore
 from actlab.store.writer import ShardWriter
 from actlab.utils import dtype_name, parse_dtype
@@ -63,7 +73,8 @@ class HarvestConfig:
     exclude_special: bool = False
     """Drop rows whose token is any special token of the tokenizer (BOS, EOS, pad, ...)."""
     positions: str = "all"
-    """Context positions to keep: 'all', a slice 'a:b' (e.g. '1:' skips position 0), or a list '0,5,9'."""
+    """Context positions to keep, in the one position syntax: 'all', 'last', an index, a slice 'a:b' (e.g. '1:' skips
+    position 0) or a list '0,5,9'."""
     seed: int = 0
     """Document shuffling seed (None-free: order is always seeded, hence reproducible)."""
     text_field: str = "text"
@@ -122,23 +133,9 @@ class HarvestConfig:
 
 
 def position_mask(spec: str, L: int) -> torch.Tensor:
-    """Bool [L] mask of the context positions a spec keeps ('all', 'a:b', '0,5,9')."""
-    spec = str(spec).strip()
-    m = torch.zeros(L, dtype=torch.bool)
-    try:
-        if spec == "all":
-            m[:] = True
-        elif ":" in spec:
-            parts = [int(p) if p.strip() else None for p in spec.split(":")]
-            m[slice(*parts)] = True
-        else:
-            m[[int(p) for p in spec.split(",") if p.strip()]] = True
-    except (ValueError, IndexError) as e:
-        raise ValueError(f"positions {spec!r} is not 'all', a slice 'a:b' or a list '0,5,9' within "
-                         f"context_length={L} ({e})") from None
-    if not m.any():
-        raise ValueError(f"positions {spec!r} keeps no position of a {L}-token context")
-    return m
+    """Bool [L] mask of the context positions a spec keeps, in the one position syntax ('all', 'last', '-1', '1:',
+    '0,5,9', ...; see ``actlab.core.parse_positions``)."""
+    return context_position_mask(spec, L)
 
 
 def _plan(cfg: HarvestConfig, tokenizer, docs: list[str], rank: int, world: int

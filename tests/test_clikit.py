@@ -158,3 +158,17 @@ def tiny_gpt2():
     from actlab import load_model
 
     return load_model("tiny-gpt2")
+
+
+def test_text_args_combine_texts_and_file_lines(tmp_path):
+    p = clikit.ArgumentParser()
+    clikit.add_text_args(p)
+    f = tmp_path / "in.txt"
+    f.write_text("first line\n\nsecond line\n")
+    assert clikit.texts_from_args(p.parse_args(["--text", "a", "--text", "b", "--file", str(f)])) == [
+        "a", "b", "first line", "second line"]
+    with pytest.raises(ValueError, match="nothing to record: give --text"):
+        clikit.texts_from_args(p.parse_args([]), "nothing to record")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00abc")
+    with pytest.raises(ValueError, match="bin.txt"):
+        clikit.texts_from_args(p.parse_args(["--file", str(tmp_path / "bin.txt")]))

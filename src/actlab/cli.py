@@ -43,13 +43,9 @@ def cmd_sites(a: argparse.Namespace) -> None:
 
 
 def cmd_record(a: argparse.Namespace) -> None:
-    from actlab.record_io import read_text_lines, record_to_file
+    from actlab.record_io import record_to_file
 
-    texts = list(a.text or [])
-    if a.file:
-        texts += read_text_lines(a.file)
-    if not texts:
-        raise ValueError("nothing to record: give --text (repeatable) or --file")
+    texts = clikit.texts_from_args(a, "nothing to record")
     m = clikit.model_from_args(a)
     acts = record_to_file(m, texts, clikit.parse_sites(m, a.site), a.out, positions=clikit.parse_positions(a.positions),
                           dtype=a.store_dtype)
@@ -92,8 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Record activations of texts at sites into one safetensors file (+ input_ids, "
                                    "attention_mask); read it with actlab.record_io.load_recording.")
     clikit.add_model_args(p)
-    p.add_argument("--text", action="append", help="a text (repeatable)")
-    p.add_argument("--file", help="a UTF-8 text file, one input per line (or .jsonl with a text field)")
+    clikit.add_text_args(p)
     p.add_argument("--site", action="append", required=True, help=clikit.SITES_HELP)
     p.add_argument("--positions", default="all", help=clikit.POSITIONS_HELP + " (default all)")
     p.add_argument("--store-dtype", "--save-dtype", dest="store_dtype", default=None,

@@ -117,6 +117,23 @@ def config_from_args(args: argparse.Namespace, dest: str = "cfg") -> Any:
 
 
 # -- list, position and site syntax --------------------------------------------------------------------------------
+def add_text_args(parser: argparse.ArgumentParser) -> None:
+    """The input-text flags: ``--text`` (repeatable) and ``--file`` (UTF-8, one input per line, or .jsonl)."""
+    parser.add_argument("--text", action="append", help="a text (repeatable)")
+    parser.add_argument("--file", help="a UTF-8 text file, one input per line (or .jsonl with a text field)")
+
+
+def texts_from_args(args: argparse.Namespace, what: str = "nothing to do") -> list[str]:
+    """The ``--text`` values then the ``--file`` lines (binary / non-UTF-8 files refused naming the file);
+    ValueError("<what>: give --text (repeatable) or --file") when there are none."""
+    from actlab.record_io import read_text_lines
+
+    texts = list(args.text or []) + (read_text_lines(args.file) if args.file else [])
+    if not texts:
+        raise ValueError(f"{what}: give --text (repeatable) or --file")
+    return texts
+
+
 def split_list(value: str | Iterable[str] | None) -> list[str]:
     """The one list syntax: ``a,b`` and/or a repeated flag (``--x a --x b,c``) -> ``[a, b, c]`` (blanks dropped)."""
     if value is None:

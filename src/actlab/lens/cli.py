@@ -6,16 +6,11 @@ import argparse
 from actlab import clikit
 
 
-def _texts(a: argparse.Namespace) -> list[str]:
-    from actlab.record_io import read_text_lines
-
-    return list(a.text or []) + (read_text_lines(a.file) if a.file else [])
-
-
 def cmd_logit(a: argparse.Namespace) -> None:
     from actlab.lens.report import lens_report
 
-    s = lens_report(clikit.model_from_args(a), _texts(a), a.out, clikit.config_from_args(a), tuned=a.tuned)
+    texts = clikit.texts_from_args(a, "no texts for the lens")
+    s = lens_report(clikit.model_from_args(a), texts, a.out, clikit.config_from_args(a), tuned=a.tuned)
     for lens, sites in s["lenses"].items():
         for site, v in sites.items():
             print(f"{lens:>5} {site:>24} KL {v['mean_kl']:8.3f}  top-1 agreement {v['top1_agreement']:.2f}")
@@ -54,8 +49,7 @@ def register(sub) -> None:
                      description="Logit lens per site on texts: KL to the final distribution, top-token rank, "
                                  "top tokens.")
     clikit.add_model_args(q)
-    q.add_argument("--text", action="append", help="a text (repeatable)")
-    q.add_argument("--file", help="a UTF-8 text file, one input per line")
+    clikit.add_text_args(q)
     q.add_argument("--tuned", help="a tuned lens folder (from `actlab lens tuned`) to compare")
     q.add_argument("--out", default="lens_out", help="output folder (default lens_out)")
     clikit.add_config(q, LensReportConfig)

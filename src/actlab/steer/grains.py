@@ -7,8 +7,10 @@ added at the same site (``blocks.{l}.resid_post``); the default reduction is the
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -33,7 +35,7 @@ class GrainsConfig:
     steps: int = 20
     """Integrated-gradients interpolation steps (1 with attribution='grad' = gradient x input)."""
     attribution: str = "ig"
-    """ig (integrated gradients, zero baseline) or grad (vanilla gradient x input)."""
+    """ig (integrated gradients from ``ig_baseline``) or grad (vanilla gradient x input)."""
     scope: str = "prompt"
     """Which positions may be picked: prompt (this spec) or all (prompt and response, as the reference code)."""
     baseline_token: int | None = None
@@ -43,7 +45,7 @@ class GrainsConfig:
     mean token embedding itself), zero (the spec) or token (the baseline token's embedding). A zero baseline is
     degenerate for pre-norm models: each block reads norm(e), which is scale invariant, so e_t . grad_t ~ 0 for every
     token. The short mean embedding makes the path turn within the first few percent of it, which a uniform grid
-    cannot integrate (completeness off by up to 80% at 50 steps on the test model; mean_norm: < 1% at 64 steps)."""
+    cannot integrate (completeness off by up to 80 percent at 50 steps on the test model; mean_norm: under 1 percent at 64 steps)."""
     skip_special: bool = True
     """Never pick special tokens (BOS, template) for ablation."""
     reduction: str = "mean"
@@ -129,6 +131,23 @@ class GrainsResult:
     """Per example, prompt positions ranked by largest positive score (top k)."""
     top_neg: list[list[int]] = field(default_factory=list)
     """Per example, positions ranked by most negative score (top k)."""
+    tokens: list[list[str]] = field(default_factory=list)
+    """Per example, the prompt's tokens (decoded one by one), aligned with ``prompt_scores``."""
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """One direction folder per site (``<folder>/<site>/``, loadable with ``Direction.load``) and
+        ``attributions.json`` (per example: tokens, signed IG scores, the ablated positions)."""
+        from actlab.artifact import atomic_write_json, folder_lock
+
+        folder = Path(folder)
+        with folder_lock(folder, what="grains save"):
+            for s, d in self.vectors.items():
+                d.save(folder / s)
+            atomic_write_json(folder / "attributions.json", {
+                "format_version": 1, "kind": "actlab.steer.grains_attributions", "sites": list(self.vectors),
+                "examples": [{"tokens": t, "scores": [round(float(x), 6) for x in sc], "top_pos": tp, "top_neg": tn}
+                             for t, sc, tp, tn in zip(self.tokens, self.prompt_scores, self.top_pos, self.top_neg)]})
+        return folder
 
 
 def _reduce(d_nd: torch.Tensor, how: str) -> torch.Tensor:
@@ -177,6 +196,7 @@ def grains(model: Model, triples: Sequence[tuple[str, str, str]], cfg: GrainsCon
         top_neg = torch.argsort(torch.where(cand, ps, big))[:k].tolist()
         res.top_pos.append(top_pos)
         res.top_neg.append(top_neg)
+        res.tokens.append([tok.decode([int(i)]) for i in p_ids])
         for y_ids, s_resp in ((a_ids, sa), (b_ids, sb)):
             full = torch.cat([p_ids, y_ids])
             n = len(p_ids)
@@ -202,3 +222,22 @@ def grains(model: Model, triples: Sequence[tuple[str, str, str]], cfg: GrainsCon
                                    position="last", data_hash=hsh, norms={"vector": float(delta.norm())},
                                    meta={"n_layers": model.n_layers, "apply": "norm_add", **asdict(cfg)})
     return res
+
+
+def contrast(model: Model, direction: Direction, triples: Sequence[tuple[str, str, str]],
+             lams: Sequence[float]) -> list[float]:
+    """Mean ``f = log p(y+|x) - log p(y-|x)`` over ``triples`` with ``direction`` added norm-preservingly at each
+    strength in ``lams`` (0 = the unsteered model): the effect curve GrAInS is judged by."""
+    out = []
+    for lam in lams:
+        tot = 0.0
+        with model.intervene(direction.to_interventions(float(lam), mode="norm_add") if lam else []), torch.no_grad():
+            for prompt, yp, yn in triples:
+                p = _ids(model, prompt, True)
+                f = 0.0
+                for sign, y in ((1.0, yp), (-1.0, yn)):
+                    ids = torch.cat([p, _ids(model, y, False)])
+                    f += sign * float(response_logprob(model, ids[None], len(p))[0])
+                tot += f
+        out.append(tot / max(1, len(triples)))
+    return out

@@ -58,6 +58,33 @@ def read_contrast(pairs: str | os.PathLike | None = None, positive: str | os.Pat
     return read_prompts(positive, "--positive"), read_prompts(negative, "--negative")
 
 
+def read_triples(path: str | os.PathLike | None = None, prompts: list[str] | None = None,
+                 preferred: list[str] | None = None, dispreferred: list[str] | None = None,
+                 ) -> list[tuple[str, str, str]]:
+    """``(prompt, preferred, dispreferred)`` triples: a JSONL of ``{"prompt", "preferred", "dispreferred"}`` objects,
+    or three equally long lists (one preferred and one dispreferred completion per prompt)."""
+    if path:
+        rows = read_prompts(path, "--triples")
+        keys = ("prompt", "preferred", "dispreferred")
+        bad = [i for i, r in enumerate(rows, 1) if not (isinstance(r, dict) and all(isinstance(r.get(k), str)
+                                                                                    for k in keys))]
+        if bad:
+            raise ValueError(f"--triples file {path} line {bad[0]}: expected {{\"prompt\": text, \"preferred\": text, "
+                             f"\"dispreferred\": text}}")
+        return [(r["prompt"], r["preferred"], r["dispreferred"]) for r in rows]
+    prompts, preferred, dispreferred = prompts or [], preferred or [], dispreferred or []
+    if not prompts:
+        raise ValueError("give --triples FILE.jsonl, or --prompt with --preferred and --dispreferred")
+    if len(preferred) == 1 and len(prompts) > 1:
+        preferred = preferred * len(prompts)
+    if len(dispreferred) == 1 and len(prompts) > 1:
+        dispreferred = dispreferred * len(prompts)
+    if not (len(prompts) == len(preferred) == len(dispreferred)):
+        raise ValueError(f"{len(prompts)} --prompt, {len(preferred)} --preferred and {len(dispreferred)} "
+                         f"--dispreferred: give one completion of each kind per prompt (or one for all)")
+    return list(zip(prompts, preferred, dispreferred))
+
+
 def layer_sites(model: Model, layers: str | list[int] = "all", kind: str = "resid_post") -> list[str]:
     """``blocks.{i}.<kind>`` for ``layers`` ('all', a comma list of indices, or a list), checked against the model."""
     if layers == "all":

@@ -1,0 +1,53 @@
+"""The method verbs of `actlab steer` (grains, refusal, vista, mote) on tiny models: the CLI writes what the library
+computes, and bad input is refused naming what was expected."""
+import json
+
+import pytest
+import torch
+
+from actlab import clikit
+from actlab.steer import Direction, grains
+from actlab.steer.cli import register
+from actlab.steer.inputs import read_triples
+
+
+def main(argv):
+    """`actlab <argv>` with only the steer family registered (other families' work in progress cannot break it);
+    the full `actlab` parser is exercised by tests/test_cli.py."""
+    ap = clikit.ArgumentParser(prog="actlab")
+    register(clikit.subcommands(ap, dest="command"))
+    a = ap.parse_args(argv)
+    a.func(a)
+
+
+def test_cli_grains_equals_library(tiny, tmp_path, capsys):
+    rows = [{"prompt": "abAcd=", "preferred": "+", "dispreferred": "-"},
+            {"prompt": "xyBzw=", "preferred": "+", "dispreferred": "-"}]
+    f = tmp_path / "t.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    main(["steer", "grains", "tiny-llama", "--triples", str(f), "--k", "1", "--steps", "4", "--layers", "1",
+          "--lam", "1,2", "--out", str(tmp_path / "g")])
+    out = capsys.readouterr().out
+    assert "blocks.1.resid_post" in out and "lam 2:" in out
+    lib = grains(tiny("tiny-llama"), read_triples(f), k=1, steps=4, layers=[1])
+    got = Direction.load(tmp_path / "g" / "blocks.1.resid_post")
+    assert torch.allclose(got.vector, lib.vectors["blocks.1.resid_post"].vector, atol=1e-5)
+    att = json.loads((tmp_path / "g" / "attributions.json").read_text())
+    assert len(att["examples"]) == 2 and att["examples"][0]["tokens"][3] == "A"
+    assert att["examples"][1]["top_pos"] == lib.top_pos[1]
+    # the same triples from flags
+    main(["steer", "grains", "tiny-llama", "--prompt", "abAcd=", "--prompt", "xyBzw=", "--preferred", "+",
+          "--dispreferred", "-", "--k", "1", "--steps", "4", "--layers", "1", "--out", str(tmp_path / "g2")])
+    assert torch.allclose(Direction.load(tmp_path / "g2" / "blocks.1.resid_post").vector, got.vector, atol=1e-6)
+
+
+def test_read_triples_errors(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"prompt": "a", "preferred": "b"}\n')
+    with pytest.raises(ValueError, match="line 1: expected"):
+        read_triples(f)
+    with pytest.raises(ValueError, match="give --triples"):
+        read_triples(None)
+    with pytest.raises(ValueError, match="one completion of each kind"):
+        read_triples(None, ["a", "b", "c"], ["x", "y"], ["z"])
+    assert read_triples(None, ["a", "b"], ["x"], ["z"]) == [("a", "x", "z"), ("b", "x", "z")]

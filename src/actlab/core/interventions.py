@@ -73,6 +73,16 @@ def require_finite(what: str, x) -> None:
         raise ValueError(f"{what} is {x}; expected a finite number")
 
 
+GRAD_MODES = ("through", "block")
+
+
+def check_grad_mode(grad: str) -> None:
+    """Refuse a gradient mode other than ``"through"`` or ``"block"``."""
+    if grad not in GRAD_MODES:
+        raise ValueError(f"grad={grad!r}; expected one of {GRAD_MODES} ('through': gradients flow through the edited "
+                         f"activation, 'block': they stop at it)")
+
+
 def _broadcasts(a: tuple, b: tuple) -> bool:
     if len(a) > len(b):
         return False
@@ -94,11 +104,28 @@ class Intervention:
         raise NotImplementedError
 
     def __call__(self, act: torch.Tensor, ctx: Ctx) -> torch.Tensor:
+        return self.apply(act, ctx)
+
+    def apply(self, act: torch.Tensor, ctx: Ctx, grad: str = "through") -> torch.Tensor:
+        """The edited activation at the selected positions. ``grad="block"``: the edit sees ``act`` detached, so
+        nothing upstream of the site gets a gradient through the edited positions (the edit's own tensors still do);
+        ``"through"``: gradients flow through the edit as autograd defines it."""
+        return self._apply(act, ctx, grad, self.edit)
+
+    def _apply(self, act: torch.Tensor, ctx: Ctx, grad: str, edit) -> torch.Tensor:
+        check_grad_mode(grad)
         mask = select_mask(self.positions, ctx.info, f"{type(self).__name__}.positions")
-        new = self.edit(act, ctx)
-        if mask is None or new is act:
+        src = act.detach() if grad == "block" else act
+        new = edit(src, ctx)
+        if mask is None:
             return new
+        if new is src and src is act:
+            return act
         return torch.where(mask.view(*mask.shape, *([1] * (act.dim() - 2))), new, act)
+
+    def source_sites(self) -> list[str]:
+        """Sites whose value in the same forward pass this intervention reads (``FromSite``); captured first."""
+        return []
 
     # serialization: JSON params + named tensors
     def params(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -248,3 +275,100 @@ def as_intervention(x) -> Intervention:
     if callable(x):
         return Fn(fn=x)
     raise TypeError(f"an intervention must be an Intervention or a callable (act, ctx) -> act; got {type(x).__name__}")
+
+
+# -- interventions in training loops: step windows and values read from another site ----------------------------
+@dataclass
+class Schedule:
+    """A step counter the training loop advances (``advance()`` once per step, or ``step = t``); interventions bound
+    to it are active for ``start <= step < stop`` (``stop=None``: to the end). One schedule may drive many edits."""
+
+    start: int = 0
+    stop: int | None = None
+    step: int = 0
+
+    def __post_init__(self):
+        if self.start < 0 or (self.stop is not None and self.stop < self.start):
+            raise ValueError(f"Schedule(start={self.start}, stop={self.stop}); expected 0 <= start <= stop "
+                             f"(active for start <= step < stop)")
+
+    @property
+    def active(self) -> bool:
+        return self.start <= self.step and (self.stop is None or self.step < self.stop)
+
+    def advance(self, n: int = 1) -> int:
+        """Move ``n`` steps on; returns the new step."""
+        self.step += n
+        return self.step
+
+
+@dataclass
+class Scheduled(Intervention):
+    """``inner`` while ``schedule`` is active, the identity (no edit, no gradient block) otherwise."""
+
+    inner: Any = None
+    schedule: Schedule = field(default_factory=Schedule)
+
+    def __post_init__(self):
+        self.inner = as_intervention(self.inner)
+        if not isinstance(self.schedule, Schedule):
+            raise TypeError(f"Scheduled.schedule must be a Schedule, got {type(self.schedule).__name__}")
+
+    def apply(self, act, ctx, grad="through"):
+        check_grad_mode(grad)
+        return self.inner.apply(act, ctx, grad) if self.schedule.active else act
+
+    def source_sites(self) -> list[str]:
+        return self.inner.source_sites()
+
+    def capture(self, act, ctx) -> None:
+        if hasattr(self.inner, "capture"):
+            self.inner.capture(act, ctx)
+
+
+@dataclass
+class FromSite(Intervention):
+    """Set the activation to ``fn(source_act, act, ctx)``, where ``source_act`` is site ``source``'s value in the
+    same forward pass (which must come earlier): a clamp to a value computed from elsewhere in the network.
+    ``model.intervene`` captures the source for it. With ``grad="block"`` the source is detached as well, so the
+    clamped value is a constant for autograd."""
+
+    source: str = ""
+    fn: Any = None
+    _held: list = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError(f"FromSite.source must name a site, got {self.source!r}")
+        if not callable(self.fn):
+            raise TypeError(f"FromSite.fn must be callable (source_act, act, ctx) -> act; got {type(self.fn).__name__}")
+
+    def source_sites(self) -> list[str]:
+        return [self.source]
+
+    def capture(self, act: torch.Tensor, ctx: Ctx) -> None:
+        """The source site's handler: keep this pass's value (the target consumes it)."""
+        self._held[:] = [act]
+
+    def apply(self, act, ctx, grad="through"):
+        if not self._held:
+            raise RuntimeError(f"FromSite at {ctx.site!r}: source site {self.source!r} was not reached earlier in this "
+                               f"forward pass (it must come before the target)")
+        src = self._held.pop()
+        if grad == "block":
+            src = src.detach()
+        return self._apply(act, ctx, grad, lambda a, c: self.fn(src, a, c))
+
+
+def bind(iv: Intervention, grad: str = "through", schedule: Schedule | None = None):
+    """The site handler running ``iv`` with a gradient mode and an optional schedule (the identity when off)."""
+    check_grad_mode(grad)
+    if grad == "through" and schedule is None:
+        return iv
+
+    def handler(act: torch.Tensor, ctx: Ctx) -> torch.Tensor | None:
+        if schedule is not None and not schedule.active:
+            return None
+        return iv.apply(act, ctx, grad)
+
+    return handler

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 import torch
 
 from actlab.core.hooks import Handler, HookEngine, StopForward
+from actlab.core.interventions import Schedule, bind, check_grad_mode
 from actlab.core.positions import Positions, position_ids_from_mask
 from actlab.core.recording import Recording, take_positions
 from actlab.core.serialize import normalize_mapping
@@ -316,12 +317,24 @@ class Model:
 
     # -- intervene -------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def intervene(self, mapping: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Iterator[Model]:
+    def intervene(self, mapping: Mapping[str, Any] | Iterable[tuple[str, Any]], *, grad: str = "through",
+                  schedule: Schedule | None = None) -> Iterator[Model]:
         """Apply ``{site: intervention | [interventions]}`` (or ``[(site, iv), ...]``) to every forward call in the
-        block, ``generate()`` included; nested blocks compose (outer first). Hooks are removed even on error."""
+        block, ``generate()`` and training steps included; nested blocks compose (outer first). Hooks are removed
+        even on error.
+
+        ``grad="through"`` (default): gradients flow through the edited activation as autograd defines it (an
+        identity edit leaves losses and gradients bit-identical). ``grad="block"``: the edit sees the activation
+        detached, so nothing upstream of the site gets gradient through it (a clamp is a constant).
+        ``schedule``: a ``Schedule`` the training loop advances; the edits apply only while it is active.
+        ``FromSite`` interventions get their source site captured earlier in the same pass.
+        """
+        check_grad_mode(grad)
         pairs = normalize_mapping(mapping)
-        self.check_sites([s for s, _ in pairs])
-        with self._engine.hooks(pairs):
+        sources = [(src, iv.capture) for _, iv in pairs for src in iv.source_sites()]
+        self.check_sites([s for s, _ in pairs] + [s for s, _ in sources])
+        handlers = sources + [(site, bind(iv, grad, schedule)) for site, iv in pairs]
+        with self._engine.hooks(handlers):
             yield self
 
     # -- generate --------------------------------------------------------------------------------------

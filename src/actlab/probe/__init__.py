@@ -1,0 +1,49 @@
+"""Probes and latent monitors: linear probes (logistic, difference of means, LDA) on any site with cross-validated
+AUROC and bootstrap intervals, saved as artifacts and applied as monitors during ``generate()``; Latent Guard
+(harmfulness from instruction-token states) and single-pair defection probes."""
+from actlab.probe.acts import POSITIONS, probe_acts
+from actlab.probe.evaluate import ProbeEval, cross_validate, evaluate
+from actlab.probe.linear import METHODS, LinearProbe, fit_lda, fit_logistic, fit_mean_diff, fit_probe
+from actlab.probe.metrics import (
+                                  Interval,
+                                  auroc,
+                                  balanced_accuracy,
+                                  bootstrap_auroc,
+                                  check_labels,
+                                  stratified_folds,
+                                  wilson,
+)
+from actlab.probe.monitor import MonitorResult, ProbeMonitor, monitor_generate
+from actlab.probe.report import plot_roc, save_figure, write_report
+from actlab.probe.run import ProbeConfig, eval_probe, monitor, train
+
+__all__ = [
+                                  "METHODS",
+                                  "POSITIONS",
+                                  "Interval",
+                                  "LinearProbe",
+                                  "MonitorResult",
+                                  "ProbeConfig",
+                                  "ProbeEval",
+                                  "ProbeMonitor",
+                                  "auroc",
+                                  "balanced_accuracy",
+                                  "bootstrap_auroc",
+                                  "check_labels",
+                                  "cross_validate",
+                                  "eval_probe",
+                                  "evaluate",
+                                  "fit_lda",
+                                  "fit_logistic",
+                                  "fit_mean_diff",
+                                  "fit_probe",
+                                  "monitor",
+                                  "monitor_generate",
+                                  "plot_roc",
+                                  "probe_acts",
+                                  "save_figure",
+                                  "stratified_folds",
+                                  "train",
+                                  "wilson",
+                                  "write_report",
+]

@@ -9,8 +9,8 @@ inputs (``max_norm``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,10 @@ class MaximizeConfig:
     steps: int = 128
     """gradient steps."""
     lr: float = 0.05
-    """Adam learning rate."""
+    """learning rate."""
+    optimizer: str = "adam"
+    """adam, or sgd (plain gradient ascent x <- x + lr * grad, the papers' update; Adam's per-pixel step sizes
+    bend the direction)."""
     param: str = "fourier"
     """pixel or fourier (decorrelated spectrum)."""
     decay: float = 1.0
@@ -60,6 +63,8 @@ class MaximizeConfig:
             raise ValueError("tv, l2, blur_every must be >= 0 and blur_sigma > 0")
         if (self.blur_every or self.center_bias) and self.param != "pixel":
             raise ValueError("blur_every and center_bias act on pixel parameters: set param='pixel'")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.max_norm is not None and self.max_norm <= 0:
             raise ValueError(f"max_norm must be > 0, got {self.max_norm}")
 
@@ -111,7 +116,7 @@ def maximize(f: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], 
     cfg = cfg or MaximizeConfig()
     p = ImageParam(tuple(shape), param=cfg.param, decay=cfg.decay, squash=cfg.squash, init=init, noise=cfg.noise,
                    seed=cfg.seed).to(device or "cpu")
-    opt = torch.optim.Adam(p.parameters(), lr=cfg.lr)
+    opt = (torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD)(p.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     h, w = shape[-2:]
     centre = 0.5 if cfg.squash else 0.0

@@ -6,8 +6,9 @@ site through ``model.recording(..., grad=True)`` (the forward stops at the site)
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 

@@ -40,7 +40,7 @@ class ImageParam(torch.nn.Module):
         if len(shape) != 4:
             raise ValueError(f"image shape must be [n, C, H, W]; got {list(shape)}")
         self.kind, self.squash, self.shape = param, squash, tuple(shape)
-        n, c, h, w = shape
+        _, c, h, w = shape
         gen = torch.Generator().manual_seed(seed)
         base = torch.zeros(shape) if init is None else _logit(init.detach().float().expand(shape).clone(), squash)
         base = base + noise * torch.randn(shape, generator=gen)

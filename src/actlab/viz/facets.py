@@ -5,8 +5,9 @@ t-SNE to 2-D, seeded), clustered with k-means; activation maximisation then star
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch

@@ -96,3 +96,14 @@ def test_metrics_formulas():
     assert precision_recall_f1(y, p) == pytest.approx((1.0, 2 / 3, 0.8))
     assert auroc([True, False, True, False], [0.9, 0.1, 0.4, 0.4]) == pytest.approx((1 + 1 + 1 + 0.5) / 4)
     assert auroc([True, True], [1, 2]) is None
+
+
+def test_every_scorer_exported_with_a_headline_value(examples):
+    import actlab.explain as E
+    for name in ("DetectionScorer", "FuzzingScorer", "EmbeddingScorer", "SurprisalScorer", "InterventionScorer"):
+        assert issubclass(getattr(E, name), E.Scorer) and name in E.__all__
+    s = examples
+    d = DetectionScorer(keyword_judge).score("apple", s.test, s.non_activating, TK)
+    assert d.value == d.balanced_accuracy == 1.0
+    e = EmbeddingScorer(bag_of_words, query_prefix="").score("apple", s.test, s.non_activating, TK)
+    assert e.value == e.auroc == 1.0

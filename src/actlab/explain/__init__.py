@@ -14,6 +14,7 @@ from actlab.explain.examples import (
                                      sample,
 )
 from actlab.explain.explainers import EndpointExplainer, Explainer, Explanation, ModelExplainer
+from actlab.explain.intervention import InterventionScorer, latent_intervention, steered_generators
 from actlab.explain.metrics import auroc, balanced_accuracy, precision_recall_f1
 from actlab.explain.prompts import PromptConfig, explainer_messages, judge_messages, parse_explanation
 from actlab.explain.scorers import (
@@ -41,9 +42,9 @@ from actlab.explain.text import highlight, token_pieces
 
 __all__ = ["CacheConfig", "ChatServer", "Chunk", "DetectionScorer", "DictionaryLatents", "DirectionLatents",
            "EmbeddingScorer", "EndpointClient", "EndpointConfig", "EndpointError", "EndpointExplainer", "Example",
-           "ExampleConfig", "ExampleSet", "Explainer", "Explanation", "FuzzingScorer", "LatentCache",
+           "ExampleConfig", "ExampleSet", "Explainer", "Explanation", "FuzzingScorer", "InterventionScorer", "LatentCache",
            "ModelExplainer", "NeuronLatents", "Promoted", "PromptConfig", "ResponseCache", "explainer_messages",
-           "judge_messages", "parse_explanation", "read_audit",
+           "judge_messages", "latent_intervention", "parse_explanation", "read_audit", "steered_generators",
            "ScoreResult", "Scorer", "StoreRows", "SurprisalScorer", "TensorRows", "TextRows", "activating_windows",
            "auroc", "balanced_accuracy", "build_cache", "build_examples", "cooccurrence", "fuzz_marks", "highlight",
            "logit_effect", "minilm_embedder", "model_logprob", "nearest_features", "neighbour_negatives",

@@ -46,6 +46,13 @@ class ScoreResult:
     settings: dict[str, Any] = field(default_factory=dict)
     records: list[dict] = field(default_factory=list)
     """Per example: kind, quantile, the text shown, label, prediction / score."""
+    value: float | None = None
+    """The headline number: balanced accuracy (detection, fuzzing), AUROC (embedding, surprisal), mean delta
+    surprisal in nats (intervention). Filled from the first two when not given."""
+
+    def __post_init__(self) -> None:
+        if self.value is None:
+            self.value = self.balanced_accuracy if self.balanced_accuracy is not None else self.auroc
 
 
 def _per_quantile(records: list[dict]) -> dict[str, float]:

@@ -6,8 +6,9 @@ at one position (default the last); each embedding is kept inside the ball of th
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 

@@ -32,6 +32,25 @@ class TopKSAE(Dictionary):
     def selector(self, **kw) -> Selector:
         return topk_selector(self.cfg.k)
 
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Output bias at the mean, then the tied encoder scaled by the least-squares factor of the first batch.
+
+        Why: with ``W_enc = W_dec`` (unit rows) the top-k projections over-shoot (held-out FVU 0.74 at init on
+        d 576 / 16,384 latents / k 32 where the best scalar gives 0.64, and Adam needs hundreds of steps to undo
+        it). Top-k selection is invariant to that scale (``b_enc`` is 0), so one scalar fits it exactly."""
+        super().init_from_data(x, y)
+        if self.cfg.is_transcoder:
+            return
+        xc = (x - self.centre_bias()).to(self.W_enc.dtype)
+        vals, idx = self.selector()(xc @ self.W_enc.t())   # training-mode selection (b_enc is 0)
+        recon = sparse_decode(vals, idx, self.W_dec)
+        den = float(recon.pow(2).sum())
+        if den > 0:
+            c = float((xc * recon).sum()) / den
+            if c > 0:
+                self.W_enc.mul_(c)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         x = self.check_input(x)
         pre = self.pre_acts(x)

@@ -78,11 +78,13 @@ def _probe(d: int, zero_at: int, scale: float) -> Tensor:
 
 
 @torch.no_grad()
-def frozen_norm(model: Model, x: Tensor) -> FrozenNorm:
-    """Freeze ``model.adapter.final_norm`` at the clean residual vectors ``x [n, d_model]`` (see the module doc)."""
-    _require_head(model)
+def frozen_norm(model: Model, x: Tensor, norm: torch.nn.Module | None = None) -> FrozenNorm:
+    """Freeze ``model.adapter.final_norm`` (or another norm module of the model, e.g. a block's pre-MLP norm found
+    by ``actlab.circuits``) at its clean input vectors ``x [n, d_model]`` (see the module doc)."""
     ad = model.adapter
-    norm = ad.final_norm
+    if norm is None:
+        _require_head(model)
+        norm = ad.final_norm
     p = next(norm.parameters(), None)
     dev, dt = (p.device, p.dtype) if p is not None else (x.device, x.dtype)
     d = x.shape[-1]
@@ -113,6 +115,7 @@ def frozen_norm(model: Model, x: Tensor) -> FrozenNorm:
     err = float((gu * inv_s - y).abs().max()) if y.numel() else 0.0
     tol = 1e-3 * max(1.0, float(y.abs().max()) if y.numel() else 1.0)
     if not err <= tol:
-        raise Unsupported(ad.name, f"the final norm {type(norm).__name__} is not of the form gain * (x [- mean]) / "
-                                   f"scale + bias (affine fit error {err:.3g}); direct logit attribution needs one")
+        raise Unsupported(ad.name, f"the norm {type(norm).__name__} is not of the form gain * (x [- mean]) / "
+                                   f"scale + bias (affine fit error {err:.3g}); direct logit attribution and attribution "
+                                   f"graphs need one")
     return FrozenNorm(gain[None] * inv_s, centred, None if bias is None else bias.to(x.device), err)

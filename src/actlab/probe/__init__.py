@@ -3,15 +3,23 @@ AUROC and bootstrap intervals, saved as artifacts and applied as monitors during
 (harmfulness from instruction-token states) and single-pair defection probes."""
 from actlab.probe.acts import POSITIONS, probe_acts
 from actlab.probe.evaluate import ProbeEval, cross_validate, evaluate
+from actlab.probe.latent_guard import (
+                                       JAILBREAK_TEMPLATES,
+                                       GuardEval,
+                                       LatentGuard,
+                                       evaluate_guard,
+                                       fit_latent_guard,
+                                       rewrite,
+)
 from actlab.probe.linear import METHODS, LinearProbe, fit_lda, fit_logistic, fit_mean_diff, fit_probe
 from actlab.probe.metrics import (
-                                  Interval,
-                                  auroc,
-                                  balanced_accuracy,
-                                  bootstrap_auroc,
-                                  check_labels,
-                                  stratified_folds,
-                                  wilson,
+                                       Interval,
+                                       auroc,
+                                       balanced_accuracy,
+                                       bootstrap_auroc,
+                                       check_labels,
+                                       stratified_folds,
+                                       wilson,
 )
 from actlab.probe.monitor import MonitorResult, ProbeMonitor, monitor_generate
 from actlab.probe.report import plot_roc, save_figure, write_report

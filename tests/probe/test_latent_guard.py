@@ -63,7 +63,7 @@ def test_latent_guard_smollm2_held_out_rewrites(smollm2):
     from actlab.steer import load_instructions
 
     H, S = load_instructions("harmful"), load_instructions("harmless")
-    guard, ev = evaluate_guard(smollm2, H, S, ["blocks.15.resid_post"], n_train=16, templates=["override"],
+    _, ev = evaluate_guard(smollm2, H, S, ["blocks.15.resid_post"], n_train=16, templates=["override"],
                                n_boot=300)
     # measured: plain held-out 1.0, override 0.97 (docs/probe.md: all templates; layers < 12 sit near chance)
     assert ev.auroc_plain.value >= 0.9

@@ -54,4 +54,10 @@ __all__ = [
                                   "train",
                                   "wilson",
                                   "write_report",
+                                  "JAILBREAK_TEMPLATES",
+                                  "GuardEval",
+                                  "LatentGuard",
+                                  "evaluate_guard",
+                                  "fit_latent_guard",
+                                  "rewrite",
 ]

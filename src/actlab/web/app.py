@@ -5,6 +5,7 @@ import ipaddress
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -138,7 +139,9 @@ def create_app(dirs: list, *, model: "Model | None" = None, model_name: "str | N
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
+        t0 = time.perf_counter()
         resp = await call_next(request)
+        resp.headers["Server-Timing"] = f"app;dur={1000 * (time.perf_counter() - t0):.2f}"
         resp.headers["Content-Security-Policy"] = CSP
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "no-referrer"

@@ -18,12 +18,40 @@ N_TOP, N_QUANTILES, N_NEAREST, N_TOKENS = 8, 5, 8, 10
 MAX_WINDOWS = 2000     # windows considered for quantile examples (highest first)
 
 
+def rounded(xs: list[float], d: int = 4) -> list[float]:
+    """Many floats to ``d`` significant digits (non-finite -> 0), faster than ``_r`` one by one."""
+    f = f"%.{d}g"
+    return [float(f % x) if math.isfinite(x) else 0.0 for x in xs]
+
+
 def _r(x: float, d: int = 5) -> float:
     """A float rounded to ``d`` significant digits for JSON (NaN/Inf become 0: JSON has no such numbers)."""
     x = float(x)
     if not math.isfinite(x) or x == 0:
         return 0.0
     return round(x, d - 1 - int(math.floor(math.log10(abs(x)))))
+
+
+class Runs:
+    """Rows of one document with consecutive positions: the bounds of the run each row is in, built once per cache
+    (``activating_windows`` otherwise rebuilds them, O(rows), on every call). The same rule and window arithmetic as
+    actlab.explain's own (its class is private; tests/web compare the windows with ``activating_windows``')."""
+
+    def __init__(self, cache):
+        doc, pos = cache.row_table("doc"), cache.row_table("pos")
+        new = torch.ones(doc.numel(), dtype=torch.bool)
+        new[1:] = (doc[1:] != doc[:-1]) | (pos[1:] != pos[:-1] + 1)
+        starts = new.nonzero().squeeze(1)
+        ends = torch.cat([starts[1:], torch.tensor([doc.numel()])])
+        rid = new.long().cumsum(0) - 1
+        self.lo, self.hi = starts[rid], ends[rid]
+        self.doc, self.tokens = doc, cache.row_table("tokens")
+
+    def window(self, peak: int, ctx_len: int, after: int) -> tuple[int, int]:
+        lo, hi = int(self.lo[peak]), int(self.hi[peak])
+        n = min(ctx_len, hi - lo)
+        start = min(max(peak - (n - 1 - min(after, n - 1)), lo), hi - n)
+        return start, start + n
 
 
 class SaeView:
@@ -54,11 +82,27 @@ class SaeView:
         self._index: dict[str, list] | None = None
         self._runs = None
         self._pieces: dict[int, str] = {}
+        self._unit: torch.Tensor | None = None
 
     # -- helpers ------------------------------------------------------------------------------------------
     @property
     def decoder(self) -> torch.Tensor | None:
         return None if self.dictionary is None else self.dictionary.W_dec.detach().float()
+
+    def unit_decoder(self) -> torch.Tensor:
+        """Decoder rows scaled to unit norm (computed once; nearest features are their cosines)."""
+        if self._unit is None:
+            W = self.decoder
+            self._unit = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return self._unit
+
+    def nearest(self, j: int, k: int) -> list[tuple[int, float]]:
+        """Same as ``actlab.explain.nearest_features(decoder, j, k)``, with the unit rows computed once."""
+        W = self.unit_decoder()
+        cos = W @ W[j]
+        cos[j] = -float("inf")
+        v, i = cos.topk(min(k, W.shape[0] - 1))
+        return list(zip(i.tolist(), v.tolist()))
 
     def tokenizer(self):
         try:
@@ -72,12 +116,17 @@ class SaeView:
         return self._pieces[t]
 
     def pieces(self, ids: list[int]) -> list[str]:
+        """``actlab.explain.token_pieces`` of ``ids`` (its first part), from per-token decodes cached once when no
+        token decodes to U+FFFD (then both are the single-token decodes), else computed in full."""
         tok = self.tokenizer()
         if tok is None:
             return [f"#{t}" for t in ids]
-        from actlab.explain import token_pieces
+        out = [self.piece(tok, t) for t in ids]
+        if any("\ufffd" in p for p in out):
+            from actlab.explain import token_pieces
 
-        return token_pieces(tok, ids)[0]
+            return token_pieces(tok, ids)[0]
+        return out
 
     def check(self, j: int) -> int:
         if not 0 <= j < self.cache.n_latents:
@@ -165,7 +214,9 @@ class SaeView:
         if not int(c.count[j]):
             return [], []
         cfg = ExampleConfig(ctx_len=24, after=6, n_quantiles=N_QUANTILES)
-        wins = activating_windows(c, j, cfg, limit=MAX_WINDOWS)
+        if self._runs is None:
+            self._runs = Runs(c)
+        wins = activating_windows(c, j, cfg, runs=self._runs, limit=MAX_WINDOWS)
         top = wins[:N_TOP]
         quant = []
         for b in range(N_QUANTILES):
@@ -175,7 +226,7 @@ class SaeView:
         return top, quant
 
     def _example(self, x) -> dict[str, Any]:
-        return {"tokens": self.pieces(x.tokens), "acts": [_r(a, 4) for a in x.acts], "max": _r(x.max_act),
+        return {"tokens": self.pieces(x.tokens), "acts": rounded(x.acts), "max": _r(x.max_act),
                 "quantile": x.quantile, "peak": x.peak, "doc": x.doc, "start": x.start}
 
     def _feature(self, j: int) -> dict[str, Any]:
@@ -192,11 +243,9 @@ class SaeView:
             "promoted": None, "nearest": [], "steerable": False}
         dec = self.decoder
         if dec is not None and dec.shape[0] > 1:
-            from actlab.explain import nearest_features
-
             ix = self.index()
             out["nearest"] = [{"id": i, "cos": _r(v, 4), "explanation": ix["explanation"][i],
-                               "top_token": ix["top_token"][i]} for i, v in nearest_features(dec, j, N_NEAREST)]
+                               "top_token": ix["top_token"][i]} for i, v in self.nearest(j, N_NEAREST)]
         if dec is not None and self.shared.available:
             m = self.shared.get()
             out["steerable"] = dec.shape[1] == m.adapter.d_model and self.dictionary.cfg.d_out is None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from actlab.web.features import SaeView, _r
+from actlab.web.features import SaeView, _r, rounded
 
 if TYPE_CHECKING:
     from actlab.models import Model
@@ -63,7 +63,7 @@ def prompt_view(m: Model, text: str, limits: Limits, sae: SaeView | None = None,
     with torch.no_grad():
         acts = m.record(ids, sites)
     fwd = time.perf_counter() - t0
-    norms = {s: [_r(x, 4) for x in acts[s][0].flatten(1).float().norm(dim=-1).tolist()] for s in sites}
+    norms = {s: rounded(acts[s][0].flatten(1).float().norm(dim=-1).tolist()) for s in sites}
     out: dict[str, Any] = {"tokens": _pieces(m, ids), "ids": ids[0].tolist(), "norms": norms,
                            "layers": [s for s in sites if s.endswith("resid_post")], "features": None,
                            "neurons": None, "forward_ms": _r(fwd * 1000, 4)}
@@ -82,9 +82,18 @@ def prompt_view(m: Model, text: str, limits: Limits, sae: SaeView | None = None,
 
 
 def _top(z: torch.Tensor, k: int) -> list[list[list[float]]]:
-    """Per token, the ``k`` largest positive values as ``[id, value]`` (highest first)."""
-    v, i = z.topk(min(k, z.shape[-1]), dim=-1)
-    return [[[int(a), _r(b, 4)] for a, b in zip(ii, vv) if b > 0] for ii, vv in zip(i.tolist(), v.tolist())]
+    """Per token, the ``k`` largest positive values as ``[id, value]`` (highest first; ties by lower id). Sorts
+    only the positive entries (a sparse code has few), not every latent of every token."""
+    r, c = (z > 0).nonzero(as_tuple=True)
+    v = z[r, c]
+    order = torch.argsort(v, descending=True, stable=True)
+    order = order[torch.argsort(r[order], stable=True)]
+    out: list[list[list[float]]] = [[] for _ in range(z.shape[0])]
+    vals = rounded(v[order].tolist())
+    for row, col, val in zip(r[order].tolist(), c[order].tolist(), vals):
+        if len(out[row]) < k:
+            out[row].append([col, val])
+    return out
 
 
 def attention_view(m: Model, text: str, layer: int, limits: Limits) -> dict[str, Any]:

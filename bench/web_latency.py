@@ -1,0 +1,158 @@
+"""Explorer latency (issue 16 performance): feature page data of a 16k-feature SAE served server side (p50/p95 over
+distinct, uncached features; target p95 < 50 ms), first load of a feature page in headless Chromium (target < 1 s),
+prompt view latency vs one forward of the same prompt (target: forward + < 20 ms), and the static export's size.
+
+The SAE is a TopK dictionary (16,384 latents, k = 32, random weights: the numbers are about serving, not about the
+features) over 32,768 random rows of width 64 (tiny-llama's), cached with ``actlab.explain.build_cache`` (1M entries).
+Usage: python bench/web_latency.py [--rows 32768] [--features 200]. Prints one line per figure."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def build(folder: Path, rows: int, n: int = 16384, k: int = 32) -> None:
+    import torch
+
+    from actlab import load_model
+    from actlab.data import load_texts
+
+    from actlab.dictionary import DictConfig, build
+    from actlab.explain import CacheConfig, DictionaryLatents, TensorRows, build_cache
+
+    torch.manual_seed(0)
+    sae = build(DictConfig(arch="topk", d_in=64, d_sae=n, k=k, site="blocks.1.resid_post", model="tiny-llama"), seed=0)
+    sae.save(folder / "sae")
+    acts = torch.randn(rows, 64)
+    tok = load_model("tiny-llama").tokenizer       # real text tokens (the demo corpus), so decoding is realistic
+    ids = [t for doc in load_texts("demo") for t in tok(doc).input_ids]
+    tokens = torch.tensor((ids * (rows // max(len(ids), 1) + 1))[:rows])
+    doc = torch.arange(rows) // 64
+    pos = torch.arange(rows) % 64
+    build_cache(TensorRows(acts, tokens, doc, pos), DictionaryLatents(sae, str(folder / "sae")), folder / "cache",
+                CacheConfig(progress=False))
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rows", type=int, default=32768)
+    ap.add_argument("--features", type=int, default=200, help="distinct features timed")
+    ap.add_argument("--export", type=int, default=1000, help="feature pages in the export size sample")
+    a = ap.parse_args()
+    import random
+
+    import torch
+    from fastapi.testclient import TestClient
+
+    from actlab import load_model
+    from actlab.web import create_app, export_html
+
+    tmp = Path(tempfile.mkdtemp(prefix="web_bench_"))
+    try:
+        t0 = time.perf_counter()
+        build(tmp / "art", a.rows)
+        print(f"built 16,384-latent cache over {a.rows} rows in {time.perf_counter() - t0:.1f} s")
+        model = load_model("tiny-llama")
+        app = create_app([tmp / "art"], model=model)
+        c = TestClient(app)
+        t0 = time.perf_counter()
+        assert c.get("/api/sae/art-cache/features", params={"limit": 20000}).status_code == 200
+        print(f"feature list (16,384 rows, index built on first call): {1000 * (time.perf_counter() - t0):.0f} ms")
+        t0 = time.perf_counter()
+        c.get("/api/sae/art-cache/features", params={"limit": 20000})
+        print(f"feature list again (index cached): {1000 * (time.perf_counter() - t0):.0f} ms")
+        c.get("/api/sae/art-cache/feature/0")            # loads the entries once
+        feats = random.Random(0).sample(range(1, 16384), a.features)
+        ms, srv = [], []
+        for j in feats:
+            t0 = time.perf_counter()
+            r = c.get(f"/api/sae/art-cache/feature/{j}")
+            ms.append(1000 * (time.perf_counter() - t0))
+            srv.append(float(r.headers["server-timing"].split("dur=")[1]))
+            assert r.status_code == 200
+        print(f"feature page data, {a.features} distinct uncached features, server side (Server-Timing): p50 "
+              f"{statistics.median(srv):.1f} ms, p95 {pct(srv, 0.95):.1f} ms, max {max(srv):.1f} ms (target p95 < 50 ms);"
+              f" client round trip p95 {pct(ms, 0.95):.1f} ms")
+        # prompt view vs one forward
+        text = "The quick brown fox jumps over the lazy dog. " * 3
+        ids = model.tokenize(text)["input_ids"]
+        sites = [s for s in model.sites if s.endswith("resid_post")]
+        sae = app.state.actlab.sae("art-cache").dictionary
+        fwd, enc, view, bare = [], [], [], []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                h = model.record(ids, sites)
+            fwd.append(1000 * (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                sae.encode(h[sites[-1]][0])
+            enc.append(1000 * (time.perf_counter() - t0))
+            r = c.post("/api/prompt", json={"text": text, "sae": "art-cache"})
+            view.append(float(r.headers["server-timing"].split("dur=")[1]))
+            r = c.post("/api/prompt", json={"text": text})
+            bare.append(float(r.headers["server-timing"].split("dur=")[1]))
+        f, e, v, b = (statistics.median(x) for x in (fwd, enc, view, bare))
+        print(f"prompt view, {ids.shape[1]} tokens, server side (medians): norms only {b:.1f} ms vs one forward "
+              f"{f:.1f} ms (+{b - f:.1f} ms, target < 20); with the 16k-latent SAE {v:.1f} ms = forward + SAE encode "
+              f"{e:.1f} ms + {v - f - e:.1f} ms")
+        browser_load(tmp / "art", model)
+        t0 = time.perf_counter()
+        out = export_html([tmp / "art"], tmp / "site", model=model, features=list(range(a.export)))
+        size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        print(f"static export of {a.export} feature pages: {size / 1e6:.2f} MB in {time.perf_counter() - t0:.1f} s "
+              f"(~{size / 1e6 * 16384 / a.export:.0f} MB for all 16,384)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def browser_load(folder: Path, model) -> None:
+    """First load of a feature page in headless Chromium: navigation start to the examples drawn."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        print("browser: Playwright not installed, skipped")
+        return
+    if not Path("/usr/bin/chromium").exists():
+        print("browser: /usr/bin/chromium absent, skipped")
+        return
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from web.conftest import Server
+
+    from actlab.web import create_app
+
+    s = Server(create_app([folder], model=model))
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+            times = []
+            for j in (11, 12, 13):
+                pg = b.new_page()
+                t0 = time.perf_counter()
+                pg.goto(f"{s.url}/#/feature/art-cache/{j}")
+                pg.wait_for_selector("[data-testid='top-example']", timeout=30_000)
+                times.append(1000 * (time.perf_counter() - t0))
+                pg.close()
+            b.close()
+        print(f"first feature page load in Chromium (fresh page each, uncached feature): "
+              f"{', '.join(f'{t:.0f}' for t in times)} ms (target < 1000 ms)")
+    finally:
+        s.stop()
+
+
+if __name__ == "__main__":
+    main()

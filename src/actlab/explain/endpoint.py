@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -54,7 +55,7 @@ class EndpointConfig:
     timeout: float = 60.0
     """Seconds to wait for one response."""
     backoff: float = 1.0
-    """First wait before a retry, in seconds; doubled at each retry (with up to 10% jitter)."""
+    """First wait before a retry, in seconds; doubled at each retry (plus up to a tenth, random)."""
     max_backoff: float = 60.0
     """Longest wait between retries (also caps a Retry-After)."""
     cache_dir: str = ""
@@ -219,7 +220,7 @@ class EndpointClient:
                     self._audit({"time": t0, "key": key, "url": url, "attempt": attempt, "status": status,
                                  "response": raw, "error": last})
                     raise EndpointError(f"{url} refused the request ({last}); not retried") from None
-            except (socket.timeout, TimeoutError) as e:
+            except TimeoutError as e:
                 last = f"no response within {self.cfg.timeout:g} s ({e})"
             except urllib.error.URLError as e:
                 last = f"cannot reach {url}: {e.reason}"
@@ -241,7 +242,7 @@ class EndpointClient:
 def _body(e: urllib.error.HTTPError) -> str:
     try:
         return e.read().decode("utf-8", errors="replace")
-    except Exception:   # the error body itself may be cut off
+    except (OSError, http.client.HTTPException):   # the error body itself may be cut off
         return ""
 
 

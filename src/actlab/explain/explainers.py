@@ -68,7 +68,7 @@ class Explainer:
         latent = examples[0].latent if examples else -1
         return Explanation(latent, parse_explanation(raw), self.name, raw, msgs,
                            {"prompt": asdict(cfg), "max_tokens": self.max_tokens, "temperature": self.temperature,
-                            "n_examples": min(len(examples), cfg.max_examples)})
+                            "n_examples": min(len(examples), cfg.max_shown)})
 
     def yes_probability(self, messages: Messages) -> float:
         """P(yes) of a Yes/No question: 1.0 / 0.0 from the parsed answer (0.5 when it says neither)."""

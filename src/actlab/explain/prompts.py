@@ -42,10 +42,10 @@ class PromptConfig:
     activations: bool = False
     """List each example's activating tokens with their activation on a 0-10 scale."""
     contrastive: bool = False
-    """Also show non-activating examples (the test set's are never used: pass hard negatives kept apart)."""
+    """Also show non-activating examples (the pipeline draws them apart from the scorers' test negatives)."""
     n_contrastive: int = 10
     """Non-activating examples shown in the contrastive variant."""
-    max_examples: int = 40
+    max_shown: int = 40
     """Activating examples shown at most (the training set, in the order given)."""
 
 
@@ -63,7 +63,7 @@ def explainer_messages(examples: Sequence[Example], tokenizer, cfg: PromptConfig
                        non_activating: Sequence[Example] = ()) -> Messages:
     """System + user messages asking for an explanation of the latent that fires in ``examples``."""
     cfg = cfg or PromptConfig()
-    exs = list(examples)[: cfg.max_examples]
+    exs = list(examples)[: cfg.max_shown]
     if not exs:
         raise ValueError("no activating examples to explain (the latent never fires in the cache?)")
     top = max(x.max_act for x in exs)
@@ -108,8 +108,8 @@ def judge_messages(kind: str, explanation: str, text: str) -> Messages:
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-_YES = re.compile(r"^\W*(yes|true|1)\b", re.I)
-_NO = re.compile(r"^\W*(no|false|0)\b", re.I)
+_YES = re.compile(r"^\W*(yes|true|1)\b", re.IGNORECASE)
+_NO = re.compile(r"^\W*(no|false|0)\b", re.IGNORECASE)
 
 
 def parse_yes_no(response: str) -> bool | None:

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     from actlab.explain.explainers import Explainer
@@ -62,7 +62,7 @@ def _handler(explainer: Explainer, model_name: str, counter: dict):
                 return
             try:
                 text = explainer.complete(messages, max_tokens=max_tokens, temperature=temperature)
-            except Exception as e:   # report the failure to the client instead of dropping the connection
+            except Exception as e:  # noqa: BLE001  (any failure goes back to the client as HTTP 500)
                 self._send(500, {"error": {"message": f"{type(e).__name__}: {e}"}})
                 return
             self._send(200, completion_body(text, model_name))
@@ -97,7 +97,7 @@ class ChatServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> ChatServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

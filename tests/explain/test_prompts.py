@@ -51,6 +51,8 @@ def test_parsing():
     assert parse_explanation("The marked words are fruit.\n[EXPLANATION]: the word \"apple\".") == 'the word "apple"'
     assert parse_explanation("[EXPLANATION]: a\n[EXPLANATION]: fruit names") == "fruit names"
     assert parse_explanation("\n  \"Apple tokens.\"\nmore") == "Apple tokens"
+    assert parse_explanation("The feature detects the following:\n\n- the word default.\n- more") == "the word default"
+    assert parse_explanation("Answer:") == "Answer:"
     assert parse_yes_no("Yes.") is True and parse_yes_no(" no, it is not") is False
     assert parse_yes_no("Maybe") is None and parse_yes_no("Nobody") is None
     with pytest.raises(ValueError, match="detection or fuzzing"):

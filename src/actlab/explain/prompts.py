@@ -87,13 +87,16 @@ def explainer_messages(examples: Sequence[Example], tokenizer, cfg: PromptConfig
 
 
 def parse_explanation(response: str, max_chars: int = 200) -> str:
-    """The text after the last ``[EXPLANATION]:`` (its line), else the response's first non-empty line; quotes and
-    a trailing period stripped, cut to ``max_chars``."""
+    """The text after the last ``[EXPLANATION]:`` (its line), else the response's first non-empty line (lead-in
+    lines ending in ':' skipped, list bullets dropped); quotes and a trailing period stripped, cut to ``max_chars``."""
     text = response.strip()
     k = text.rfind(MARKER)
     if k >= 0:
         text = text[k + len(MARKER):].strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    lines = [re.sub(r"^(?:[-*\u2022]|\d+[.)])\s+", "", ln.strip()) for ln in text.splitlines() if ln.strip()]
+    while len(lines) > 1 and lines[0].endswith(":"):   # a lead-in ("... the following:") before the answer
+        lines.pop(0)
+    line = lines[0] if lines else ""
     line = line.strip().strip("\"'`*").rstrip(".").strip()
     return line[:max_chars]
 

@@ -78,7 +78,7 @@ def test_attributions_vs_random_on_block_digits(block_model):
     for meth in ("ig", "grad_x_input", "smoothgrad", "layer_mask"):
         assert masses[meth] > 0.6, masses
     a, b = tr.subset(torch.arange(400)), te.subset(torch.arange(200))
-    kw = dict(epochs=10, lr=5e-3, batch_size=32)
+    kw = {"epochs": 10, "lr": 5e-3, "batch_size": 32}
     ig = diffroar(lambda: digits_cnn(8), a, b, attribution_scores(m, a, "ig"), attribution_scores(m, b, "ig"), 0.2,
                   **kw)
     rnd = diffroar(lambda: digits_cnn(8), a, b, attribution_scores(None, a, "random"),

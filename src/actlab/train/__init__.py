@@ -1,0 +1,17 @@
+"""Interventions during training and training dynamics (docs/train.md): the core's training-loop pieces re-exported
+(``Schedule``, ``Scheduled``, ``FromSite``; ``model.intervene(..., grad=, schedule=)``), training-time clamps, the
+checkpoint tracker and its metrics, linear probes, and the recipes (induction clamps, concept-space trajectories,
+random teachers, SHARP replay, attention VAT, LM emergence)."""
+from actlab.core.interventions import FromSite, Schedule, Scheduled
+from actlab.train.clamps import MeanClamp, PrevTokenPattern, ZeroClamp, previous_token_pattern
+from actlab.train.configs import ConceptConfig, InductionConfig, SharpConfig, TeacherConfig, VatConfig
+from actlab.train.metrics import (induction_metric, loss_metric, massive_metric, probe_metric, sparsity_metric)
+from actlab.train.probe import interpolation_losses, linear_probe_accuracy
+from actlab.train.tracker import (CheckpointTracker, load_checkpoint, log_spaced_steps, read_metrics,
+                                  save_checkpoint)
+
+__all__ = ["FromSite", "Schedule", "Scheduled", "MeanClamp", "PrevTokenPattern", "ZeroClamp",
+           "previous_token_pattern", "ConceptConfig", "InductionConfig", "SharpConfig", "TeacherConfig", "VatConfig",
+           "induction_metric", "loss_metric", "massive_metric", "probe_metric", "sparsity_metric",
+           "interpolation_losses", "linear_probe_accuracy", "CheckpointTracker", "load_checkpoint",
+           "log_spaced_steps", "read_metrics", "save_checkpoint"]

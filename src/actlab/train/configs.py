@@ -1,0 +1,205 @@
+"""Config dataclasses of the ``actlab train`` recipes (no torch here: the CLI builds its flags from them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class InductionConfig:
+    """Induction heads under clamps: a 2-layer attention-only transformer on repeated random sequences."""
+
+    out: str = ""
+    """output folder for induction.json / induction.png ('' = none)"""
+    vocab: int = 20
+    """token vocabulary"""
+    context: int = 24
+    """tokens per sequence"""
+    min_len: int = 3
+    """shortest repeated segment"""
+    max_len: int = 8
+    """longest repeated segment (2*max_len <= context)"""
+    d_model: int = 64
+    """residual width"""
+    n_heads: int = 4
+    """heads per layer"""
+    batch: int = 32
+    """sequences per step"""
+    steps: int = 2000
+    """optimizer steps"""
+    lr: float = 3e-3
+    """Adam learning rate"""
+    eval_every: int = 25
+    """steps between evaluations"""
+    eval_batch: int = 64
+    """held-out sequences per evaluation"""
+    onset_fraction: float = 0.5
+    """phase change = first step with second-copy loss below this fraction of the first-copy loss"""
+    grad: str = "block"
+    """gradient mode of the clamps: 'block' (a clamp is a constant) or 'through'"""
+    seed: int = 0
+    """seed (model, data order, evaluation set)"""
+
+    def __post_init__(self):
+        if 2 * self.max_len > self.context or self.min_len < 2 or self.min_len > self.max_len:
+            raise ValueError(f"need 2 <= min_len <= max_len and 2*max_len <= context; got min_len={self.min_len}, "
+                             f"max_len={self.max_len}, context={self.context}")
+        if self.grad not in ("through", "block"):
+            raise ValueError(f"grad={self.grad!r}; expected 'through' or 'block'")
+        if self.steps < 1 or self.eval_every < 1:
+            raise ValueError("need steps >= 1 and eval_every >= 1")
+
+
+@dataclass
+class ConceptConfig:
+    """Concept-space trajectories and hidden capabilities on the planted conditional generator."""
+
+    out: str = ""
+    """output folder for concepts.json and plots ('' = none)"""
+    steps: int = 10000
+    """last training step of the planted schedule"""
+    n_checkpoints: int = 40
+    """log-spaced checkpoints"""
+    kappa_max: float = 12.0
+    """asymptotic scale of the planted model"""
+    tau: float = 1000.0
+    """steps to half the asymptotic scale"""
+    theta: float = 2.0
+    """output threshold: a concept is produced when kappa * (W c)_j > theta"""
+    mix: float = 0.5
+    """interference between concepts (composition is harder the larger it is)"""
+    signal: tuple[float, float] = (1.0, 1.0)
+    """concept signal strengths (stronger is learned earlier)"""
+    over_scale: float = 1.5
+    """over-prompting: conditioning scaled by this"""
+    noise: float = 0.1
+    """output noise (and of the real data)"""
+    samples: int = 200
+    """samples per prompt and checkpoint"""
+    threshold: float = 0.5
+    """capability onset = first checkpoint whose accuracy reaches this"""
+    seed: int = 0
+    """seed"""
+
+    def __post_init__(self):
+        if self.n_checkpoints < 2 or self.steps < 1 or self.tau <= 0:
+            raise ValueError("need steps >= 1, n_checkpoints >= 2, tau > 0")
+        if len(self.signal) != 2:
+            raise ValueError(f"signal must give 2 strengths; got {self.signal}")
+
+
+@dataclass
+class TeacherConfig:
+    """Random-teacher self-distillation on clustered data (and on isotropic random inputs as the control)."""
+
+    out: str = ""
+    """output folder for random_teacher.json and a plot ('' = none)"""
+    n_clusters: int = 10
+    """Gaussian clusters (the probe's labels)"""
+    d_in: int = 16
+    """input dimension"""
+    separation: float = 1.0
+    """cluster-centre scale (relative to unit within-cluster noise)"""
+    width: int = 128
+    """MLP width"""
+    d_out: int = 64
+    """projection-head output (softmax) dimension"""
+    n_train: int = 2000
+    """unlabelled training inputs (also the probe's training set)"""
+    n_test: int = 1000
+    """probe test inputs"""
+    steps: int = 400
+    """distillation steps"""
+    batch: int = 128
+    """inputs per step"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    tau_t: float = 1.0
+    """teacher temperature"""
+    tau_s: float = 1.0
+    """student temperature"""
+    init_noise: float = 1.0
+    """student init = (1 - a) * teacher + a * fresh init (1 = independent init)"""
+    seed: int = 0
+    """seed"""
+
+    def __post_init__(self):
+        if not 0.0 <= self.init_noise <= 1.0:
+            raise ValueError(f"init_noise must be in [0, 1]; got {self.init_noise}")
+        if self.tau_t <= 0 or self.tau_s <= 0:
+            raise ValueError("temperatures must be > 0")
+
+
+@dataclass
+class SharpConfig:
+    """Hidden-activation replay (SHARP) on class-incremental digits."""
+
+    out: str = ""
+    """output folder for sharp.json and a plot ('' = none)"""
+    classes_per_episode: int = 2
+    """new classes per episode (10 digits -> 5 episodes)"""
+    width: int = 128
+    """hidden width (the replay layer is the bottom's output)"""
+    steps_per_episode: int = 60
+    """optimizer steps per episode"""
+    batch: int = 64
+    """new-data samples per step"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    per_class: int = 20
+    """stored activations per replayed class"""
+    replay_classes: int = 2
+    """how many of the most recently learned classes the buffer keeps"""
+    replay_weight: float = 1.0
+    """weight of the replay loss"""
+    bottom_lr_scale: float = 0.1
+    """learning rate of the bottom layers relative to lr (they always train; smaller = less activation drift)"""
+    seed: int = 0
+    """seed"""
+
+    def __post_init__(self):
+        if self.classes_per_episode < 1 or self.per_class < 1 or self.replay_classes < 1:
+            raise ValueError("classes_per_episode, per_class and replay_classes must be >= 1")
+
+
+@dataclass
+class VatConfig:
+    """Attention VAT on a keyword-classification toy (embedding + additive attention + linear)."""
+
+    out: str = ""
+    """output folder for vat.json ('' = none)"""
+    vocab: int = 50
+    """tokens (the first n_keywords are keywords)"""
+    n_keywords: int = 4
+    """keyword tokens (label = keyword % n_classes)"""
+    n_classes: int = 2
+    """classes"""
+    length: int = 12
+    """tokens per sequence"""
+    d: int = 32
+    """embedding width"""
+    n_train: int = 1000
+    """training sequences"""
+    n_test: int = 500
+    """held-out sequences"""
+    steps: int = 150
+    """optimizer steps"""
+    batch: int = 32
+    """sequences per step"""
+    lr: float = 3e-3
+    """Adam learning rate"""
+    eps: float = 1.0
+    """perturbation norm on the attention scores (per example)"""
+    xi: float = 1e-2
+    """finite-difference step of the power iteration"""
+    lam: float = 1.0
+    """weight of the VAT term"""
+    seeds: int = 3
+    """seeds averaged"""
+    seed: int = 0
+    """first seed"""
+
+    def __post_init__(self):
+        if self.eps < 0 or self.xi <= 0 or self.lam < 0:
+            raise ValueError("need eps >= 0, xi > 0, lam >= 0")
+        if not 0 < self.n_keywords < self.vocab or self.n_classes < 2:
+            raise ValueError("need 0 < n_keywords < vocab and n_classes >= 2")

@@ -13,6 +13,8 @@ import torch
 from actlab.artifact import atomic_write_bytes, atomic_write_text
 
 GALLERY = "index.html"
+STYLE = ("<style>body{font-family:sans-serif;margin:2em} img{image-rendering:pixelated;border:1px solid #ccc}"
+         " td,th{padding:2px 8px;text-align:right}</style>")
 
 
 def to_uint8(images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -63,9 +65,8 @@ def write_gallery(folder: str | os.PathLike, title: str, sections: Sequence[tupl
     for _, png, _ in sections:
         if not (folder / png).is_file():
             raise FileNotFoundError(f"gallery image {folder / png} does not exist")
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:2em} img{image-rendering:pixelated;border:1px solid #ccc}"
-             " td,th{padding:2px 8px;text-align:right}</style>", f"<h1>{html.escape(title)}</h1>"]
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>", STYLE,
+             f"<h1>{html.escape(title)}</h1>"]
     if table:
         head, *rows = table
         parts.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in head) + "</tr>")

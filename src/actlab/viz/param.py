@@ -88,6 +88,7 @@ def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference of neighbouring pixels, per image ``[n]``."""
-    dh = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
-    dw = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
+    c, h, w = x.shape[-3:]
+    dh = x.diff(dim=-2).abs().sum((-3, -2, -1)) / (c * (h - 1) * w)
+    dw = x.diff(dim=-1).abs().sum((-3, -2, -1)) / (c * h * (w - 1))
     return dh + dw

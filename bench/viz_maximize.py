@@ -1,0 +1,95 @@
+"""Activation maximisation: actlab.viz.maximize (with and without its regularisers) vs a plain autograd loop on the
+same objective, in one process, timed interleaved (median of per-round paired ratios).
+
+  python bench/viz_maximize.py [--steps 40 --repeats 5 --batch 8]
+
+Objectives: a class logit and a conv channel (read through model.recording, forward stopped at the site) of
+(a) the digits CNN (16x16) and (b) a wider torchvision-style CNN at 32x32 passed in by the user (random weights;
+speed does not depend on training). Rows: plain = Adam on raw pixels, module forward; bare = maximize with pixel
+parameters and no transforms/penalties (the framework's own cost); full = Fourier parameterisation + jitter + scaling
++ TV + L2 (the regularisers' cost = full / bare). Target (issue 19): regularisers cost < 20% (full / bare < 1.2).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+import actlab
+from actlab.viz import MaximizeConfig, Unit, digits_model, maximize, objective, plain_ascent
+
+
+def user_cnn() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(3, 32, 3, padding=1)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(32, 64, 3, padding=1)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("conv3", nn.Conv2d(64, 128, 3, padding=1)), ("relu3", nn.ReLU()),
+        ("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("fc", nn.Linear(128, 10))]))
+
+
+def rounds(methods: dict, repeats: int) -> dict[str, list[float]]:
+    names, times = list(methods), {k: [] for k in methods}
+    for r in range(repeats + 1):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for k in order:
+            t0 = time.perf_counter()
+            methods[k]()
+            if r:                                     # round 0 warms up
+                times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def bench(name: str, m, unit: Unit, plain_f, shape, steps: int, repeats: int) -> list[dict]:
+    f = objective(m, unit)
+    bare = MaximizeConfig(steps=steps, param="pixel", squash=False, jitter=0, scale=0)
+    full = MaximizeConfig(steps=steps, param="fourier", jitter=2, scale=0.1, tv=0.05, l2=0.01)
+    t = rounds({"plain": lambda: plain_ascent(plain_f, shape, steps),
+                "bare": lambda: maximize(f, shape, bare),
+                "full": lambda: maximize(f, shape, full)}, repeats)
+    out = []
+    for k in ("plain", "bare", "full"):
+        out.append({"workload": name, "objective": unit.describe(), "method": k,
+                    "steps_per_s": round(steps / statistics.median(t[k]), 1),
+                    "ratio_vs_plain": round(statistics.median(a / b for a, b in zip(t[k], t["plain"])), 3),
+                    "ratio_vs_bare": round(statistics.median(a / b for a, b in zip(t[k], t["bare"])), 3)})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=8)
+    a = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        m = digits_model("cnn", cache=tmp)
+    net = m.module
+    rows += bench("digits-cnn 16x16", m, Unit(neuron=3), lambda x: net(x)[:, 3], (a.batch, 1, 16, 16), a.steps,
+                  a.repeats)
+    rows += bench("digits-cnn 16x16", m, Unit("module:conv3", channel=5), lambda x: net[:7](x)[:, 5].mean((1, 2)),
+                  (a.batch, 1, 16, 16), a.steps, a.repeats)
+    u = actlab.wrap(user_cnn().eval().requires_grad_(False))
+    rows += bench("user CNN 3x32x32", u, Unit(neuron=3), lambda x: u.module(x)[:, 3], (a.batch, 3, 32, 32),
+                  a.steps, a.repeats)
+    rows += bench("user CNN 3x32x32", u, Unit("module:conv3", channel=5),
+                  lambda x: u.module[:7](x)[:, 5].mean((1, 2)), (a.batch, 3, 32, 32), a.steps, a.repeats)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {a.batch}, {a.steps} steps, "
+          f"median of {a.repeats} rounds")
+    print("| workload | objective | method | steps/s | x plain | x bare |")
+    print("|---|---|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['workload']} | {r['objective']} | {r['method']} | {r['steps_per_s']} | {r['ratio_vs_plain']} | "
+              f"{r['ratio_vs_bare']} |")
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+import pytest
+
+
+@pytest.fixture(scope="session")
+def fixture_cache(tmp_path_factory):
+    """One folder for the trained security fixtures (each trains once per session, then loads as an artifact)."""
+    return tmp_path_factory.mktemp("security_fixtures")
+
+
+@pytest.fixture(scope="session")
+def digits_bd(fixture_cache):
+    from actlab.security import BackdoorConfig, digits_backdoor
+
+    return digits_backdoor(BackdoorConfig(), cache=fixture_cache)

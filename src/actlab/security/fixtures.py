@@ -89,7 +89,7 @@ def poison(x: torch.Tensor, y: torch.Tensor, trigger: Trigger, target: int, frac
         raise ValueError(f"poison_fraction must be in (0, 1); got {fraction}")
     g = torch.Generator().manual_seed(seed)
     cand = (y != target).nonzero().flatten()
-    k = int(round(fraction * len(y)))
+    k = round(fraction * len(y))
     if k < 1 or k > len(cand):
         raise ValueError(f"cannot poison {k} of {len(cand)} non-target rows")
     idx = cand[torch.randperm(len(cand), generator=g)[:k]]
@@ -126,7 +126,7 @@ def digits_backdoor(cfg: BackdoorConfig | None = None, cache: str | Path | None 
     tr, te = load_digits("train", seed=cfg.seed), load_digits("test", seed=cfg.seed)
     trigger = patch_trigger(tr.x.shape[1:], cfg.patch, corner=cfg.corner)
     perm = torch.randperm(len(tr.y), generator=torch.Generator().manual_seed(cfg.seed + 7))
-    n_val = int(round(cfg.val_fraction * len(tr.y)))
+    n_val = round(cfg.val_fraction * len(tr.y))
     val, fit = perm[:n_val].sort().values, perm[n_val:].sort().values
     x, y, mask = poison(tr.x[fit], tr.y[fit], trigger, cfg.target, cfg.poison_fraction, cfg.seed)
     torch.manual_seed(cfg.seed)

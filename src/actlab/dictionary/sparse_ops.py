@@ -98,15 +98,26 @@ class SparseDictFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, W_dec, b_pre, b_dec, select: Selector, grads_in_place: bool = False):
+    def forward(ctx, x, W_enc, b_enc, W_dec, b_pre, b_dec, select: Selector, grads_in_place: bool = False,
+                select_dtype: torch.dtype | None = None):
         xc = x - b_pre
-        pre = workspace((x.shape[0], W_enc.shape[0]), xc.dtype, xc.device)
-        torch.mm(xc, W_enc.t(), out=pre)
-        pre += b_enc
-        vals, idx = select(pre)
-        del pre
-        idx, order = idx.sort(dim=-1)  # CSR wants sorted columns per row
-        vals = vals.gather(-1, order)
+        if select_dtype is None or select_dtype == xc.dtype:
+            pre = workspace((x.shape[0], W_enc.shape[0]), xc.dtype, xc.device)
+            torch.mm(xc, W_enc.t(), out=pre)
+            pre += b_enc
+            vals, idx = select(pre)
+            del pre
+            idx, order = idx.sort(dim=-1)  # CSR wants sorted columns per row
+            vals = vals.gather(-1, order)
+        else:   # low-precision selection, full-precision values of the selected latents
+            pre = workspace((x.shape[0], W_enc.shape[0]), select_dtype, xc.device)
+            torch.mm(xc.to(select_dtype), W_enc.to(select_dtype).t(), out=pre)
+            pre += b_enc.to(select_dtype)
+            sel, idx = select(pre)
+            del pre
+            idx, order = idx.sort(dim=-1)
+            live = sel.gather(-1, order) > 0
+            vals = exact_preacts(xc, W_enc, b_enc, idx).relu_().mul_(live)
         recon = F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum")
         recon += b_dec
         ctx.save_for_backward(xc, W_enc, W_dec, vals, idx)
@@ -141,16 +152,30 @@ class SparseDictFn(torch.autograd.Function):
         g_x = None
         if need[0]:
             g_x = F.embedding_bag(idx, W_enc, per_sample_weights=g_pre, mode="sum")
-        return g_x, g_W_enc, (g_b_enc if need[2] else None), g_W_dec, g_b_pre, g_b_dec, None, None
+        return g_x, g_W_enc, (g_b_enc if need[2] else None), g_W_dec, g_b_pre, g_b_dec, None, None, None
 
 
-def fused_sparse_dict(x, W_enc, b_enc, W_dec, b_pre, b_dec, select: Selector, grads_in_place: bool = False):
-    """Fused path: returns (recon [B, d_out], values [B, kk], indices [B, kk])."""
-    return SparseDictFn.apply(x, W_enc, b_enc, W_dec, b_pre, b_dec, select, grads_in_place)
+def exact_preacts(xc: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Pre-activations ``xc @ W_enc[idx]^T + b_enc[idx]`` at the selected latents only ([B, kk], sorted idx), in
+    the parameters' precision: a sampled product (B*kk*d work) instead of the dense B*n*d GEMM."""
+    pattern = _csr_rows(idx, W_enc.shape[0], torch.zeros(idx.shape, dtype=xc.dtype, device=xc.device))
+    out = torch.sparse.sampled_addmm(pattern, xc.contiguous(), W_enc.t()).values().view(idx.shape)
+    return out + b_enc[idx]
 
 
-def eager_sparse_dict(x, W_enc, b_enc, W_dec, b_pre, b_dec, select: Selector, grads_in_place: bool = False):
-    """Dense reference with plain autograd: same outputs as ``fused_sparse_dict``."""
+def fused_sparse_dict(x, W_enc, b_enc, W_dec, b_pre, b_dec, select: Selector, grads_in_place: bool = False,
+                      select_dtype: torch.dtype | None = None):
+    """Fused path: returns (recon [B, d_out], values [B, kk], indices [B, kk]).
+
+    ``select_dtype`` (e.g. torch.bfloat16): run the one dense product, the encoder GEMM, and the selection in that
+    dtype (fp32 accumulation inside the GEMM), then recompute the selected pre-activations in the parameters'
+    precision; decoder, gradients and optimizer stay in full precision (master weights)."""
+    return SparseDictFn.apply(x, W_enc, b_enc, W_dec, b_pre, b_dec, select, grads_in_place, select_dtype)
+
+
+def eager_sparse_dict(x, W_enc, b_enc, W_dec, b_pre, b_dec, select: Selector, grads_in_place: bool = False,
+                      select_dtype: torch.dtype | None = None):
+    """Dense reference with plain autograd: same outputs as ``fused_sparse_dict`` (always full precision)."""
     pre = (x - b_pre) @ W_enc.t() + b_enc
     with torch.no_grad():
         vals, idx = select(pre.detach().clone())

@@ -28,6 +28,7 @@ class TopKSAE(Dictionary):
     arch = "topk"
     aux_coef: float = 1 / 32
     grads_in_place: bool = False   # set by the trainer, which keeps persistent zeroed .grad buffers
+    select_dtype: torch.dtype | None = None   # set by the trainer (precision): dtype of the training GEMM + selection
 
     def selector(self, **kw) -> Selector:
         return topk_selector(self.cfg.k)
@@ -61,7 +62,8 @@ class TopKSAE(Dictionary):
         """(recon [B, d_out], values [B, kk], indices [B, kk]) through the fused or eager path."""
         fn = fused_sparse_dict if self.cfg.fused else eager_sparse_dict
         recon, vals, idx = fn(x, self.W_enc, self.b_enc, self.W_dec, self.centre_bias(), self.b_dec,
-                              selector or self.selector(), self.grads_in_place and self.training)
+                              selector or self.selector(), self.grads_in_place and self.training,
+                              self.select_dtype if self.training else None)
         if self.cfg.skip:
             recon = recon + x @ self.W_skip
         return recon, vals, idx

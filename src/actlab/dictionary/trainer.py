@@ -69,6 +69,12 @@ class TrainConfig:
     """Show a tqdm progress bar (rank 0)."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms(True) for bit-exact reruns."""
+    train_device: str = "cpu"
+    """Where the dictionary trains ('cpu', 'cuda', 'cuda:1', ...); batches are moved there (the CLI's --device is
+    the model's)."""
+    precision: str = "auto"
+    """TopK family: dtype of the encoder GEMM and latent selection, 'fp32', 'bf16' or 'auto' (bf16 where the hardware
+    has native bf16: AVX512-BF16/AMX CPUs, bf16 GPUs); activations, decoder, gradients and Adam stay fp32."""
 
     def __post_init__(self):
         if self.batch_size < 1 or self.total_tokens < self.batch_size:
@@ -77,6 +83,9 @@ class TrainConfig:
         if self.checkpoint_every < 0 or self.checkpoint_minutes < 0:
             raise ValueError(f"checkpoint_every and checkpoint_minutes must be >= 0; got {self.checkpoint_every}, "
                              f"{self.checkpoint_minutes}")
+        from actlab.dictionary.precision import PRECISIONS
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
         if self.normalize not in ("expected_norm", "none"):
             raise ValueError(f"normalize must be 'expected_norm' or 'none'; got {self.normalize!r}")
         self.betas = tuple(self.betas)
@@ -123,7 +132,11 @@ class Trainer:
         self.is_main = self.rank == 0
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        self.model: Dictionary = build(dict_cfg, seed=cfg.seed)
+        self.device = torch.device(cfg.train_device)
+        self.model: Dictionary = build(dict_cfg, seed=cfg.seed).to(self.device)
+        if hasattr(self.model, "select_dtype") and dict_cfg.fused:
+            from actlab.dictionary.precision import select_dtype
+            self.model.select_dtype = select_dtype(cfg.precision, self.model.W_enc.device)
         lr = cfg.lr if cfg.lr is not None else default_lr(dict_cfg)
         self.lr = lr
         self.opt = _adam(self.model.parameters(), lr, cfg.betas)
@@ -134,7 +147,7 @@ class Trainer:
                 p.grad = torch.zeros_like(p)
         self.total_steps = max(cfg.total_tokens // (cfg.batch_size * self.world), 1)   # tokens over all ranks
         self.state = TrainState()
-        self.since_fired = torch.zeros(dict_cfg.d_sae, dtype=torch.long)
+        self.since_fired = torch.zeros(dict_cfg.d_sae, dtype=torch.long, device=self.device)
         self.out = Path(cfg.out) if cfg.out else None
         self.history: list[dict] = []
         self.resumed_from: str | None = None
@@ -174,6 +187,7 @@ class Trainer:
             x, y, g = b, None, None
         else:
             x, y, g = (list(b) + [None, None])[:3]
+        x, y, g = (t.to(self.device, non_blocking=True) if isinstance(t, torch.Tensor) else t for t in (x, y, g))
         x = check_batch(x.float(), d.d_in, f"input activations at {d.site or 'the site'}")
         if d.is_transcoder:
             if y is None:
@@ -385,7 +399,7 @@ class Trainer:
         if DictConfig.from_dict(meta["dict_cfg"]) != self.dcfg:
             raise ValueError(f"checkpoint {folder} was made for a different dictionary config; use another "
                              f"--out or resume=False")
-        tensors = load_tensors(folder / "state.safetensors")
+        tensors = {k: v.to(self.device) for k, v in load_tensors(folder / "state.safetensors").items()}
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         params = dict(self.model.named_parameters())
         for n, p in params.items():

@@ -78,33 +78,38 @@ def transcoder_layers(model: Model, transcoders: Mapping[str, Dictionary] | Sequ
     return [by_layer[i] for i in range(L)]
 
 
-def _block_norms(model: Model, enc: dict, acts: dict[str, Tensor], i: int) -> tuple[str, str]:
-    """(pre-attention norm path, pre-MLP norm path) of block ``i``, found from recorded inputs/outputs."""
+def _block_norms(model: Model, enc: dict, acts: dict[str, Tensor]) -> list[tuple[str, str]]:
+    """(pre-attention norm path, pre-MLP norm path) of every block, found from the norm-like modules' recorded
+    inputs/outputs in one forward pass (the pre-MLP norm outputs ``mlp_in``, the pre-attention one reads
+    ``resid_pre``), never from their names."""
     ad = model.adapter
-    root = ad.block_path(i)
     d = ad.d_model
-    cands = []
-    for name, mod in ad.block(i).named_modules():
-        w = getattr(mod, "weight", None)
-        if name and not list(mod.children()) and isinstance(w, torch.Tensor) and w.dim() == 1 \
-                and w.shape[0] == d and not isinstance(mod, (torch.nn.Linear, torch.nn.Embedding)):
-            cands.append(f"{root}.{name}")
-    sites = [s for p in cands for s in (f"module:{p}:in", f"module:{p}")]
+    cands: list[list[str]] = []
+    for i in range(ad.n_layers):
+        root = ad.block_path(i)
+        cands.append([f"{root}.{name}" for name, mod in ad.block(i).named_modules()
+                      if name and not list(mod.children()) and isinstance(getattr(mod, "weight", None), torch.Tensor)
+                      and mod.weight.dim() == 1 and mod.weight.shape[0] == d
+                      and not isinstance(mod, (torch.nn.Linear, torch.nn.Embedding))])
+    sites = [s for c in cands for p in c for s in (f"module:{p}:in", f"module:{p}")]
     rec = model.record(enc, sites, stop_early=False) if sites else {}
-    pre = acts[f"blocks.{i}.resid_pre"][0].float()
-    mlp_in = acts[f"blocks.{i}.mlp_in"][0].float()
 
     def close(a: Tensor, b: Tensor) -> bool:
         return a.shape == b.shape and bool((a - b).abs().max() <= 1e-4 * max(1.0, float(b.abs().max())))
 
-    ln2 = [p for p in cands if close(rec[f"module:{p}"][0].float(), mlp_in)]
-    ln1 = [p for p in cands if p not in ln2 and close(rec[f"module:{p}:in"][0].float(), pre)]
-    extra = [p for p in cands if p not in ln1 + ln2]
-    if len(ln1) != 1 or len(ln2) != 1 or extra:
-        raise Unsupported(ad.name, f"block {i}: attribution graphs need exactly one norm before attention and one "
-                                   f"before the MLP; found pre-attention {ln1}, pre-MLP {ln2}, other norm-like "
-                                   f"modules {extra}")
-    return ln1[0], ln2[0]
+    out = []
+    for i, c in enumerate(cands):
+        pre = acts[f"blocks.{i}.resid_pre"][0].float()
+        mlp_in = acts[f"blocks.{i}.mlp_in"][0].float()
+        ln2 = [p for p in c if close(rec[f"module:{p}"][0].float(), mlp_in)]
+        ln1 = [p for p in c if p not in ln2 and close(rec[f"module:{p}:in"][0].float(), pre)]
+        extra = [p for p in c if p not in ln1 + ln2]
+        if len(ln1) != 1 or len(ln2) != 1 or extra:
+            raise Unsupported(ad.name, f"block {i}: attribution graphs need exactly one norm before attention and "
+                                       f"one before the MLP; found pre-attention {ln1}, pre-MLP {ln2}, other "
+                                       f"norm-like modules {extra}")
+        out.append((ln1[0], ln2[0]))
+    return out
 
 
 def _norm(n: FrozenNorm, x: Tensor, bias: bool = True) -> Tensor:
@@ -184,8 +189,9 @@ class ReplacementModel:
         parallel = bool(getattr(ad, "parallel", False))
         n1, n2, pats, WV, bV, WO, bO, errs, feats, vals = [], [], [], [], [], [], [], [], [], []
         mods = dict(model.module.named_modules())
+        norms = _block_norms(model, enc, acts)
         for i in range(L):
-            p1, p2 = _block_norms(model, enc, acts, i)
+            p1, p2 = norms[i]
             pre = f32[f"blocks.{i}.resid_pre"]
             mid = pre if parallel else pre + f32[f"blocks.{i}.attn_out"]
             n1.append(_cast(frozen_norm(model, pre, norm=mods[p1]), dtype))

@@ -123,7 +123,64 @@ def _eval_args(p) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def cmd_snmf_fit(a) -> None:
+    from actlab.dictionary.snmf_model import fit
+    texts = clikit.texts_from_args(a, "nothing to factorise")
+    f = fit(clikit.model_from_args(a), texts, cfg=clikit.config_from_args(a))
+    print(f"blocks.{f.layer}.mlp_act: {f.K} features from {f.G.shape[0]} tokens, loss {f.loss:.4g} -> {f.save(a.out)}")
+
+
+def cmd_snmf_describe(a) -> None:
+    from actlab.dictionary.snmf_model import SNMFFeatures
+    f, m = SNMFFeatures.load(a.path), clikit.model_from_args(a)
+    for k in [int(x) for x in clikit.split_list(a.feature)] or range(f.K):
+        print(f"feature {k}:")
+        print("  promotes: " + " ".join(repr(t) for t, _ in f.top_tokens(m, k, a.n)))
+        for g, c in f.top_contexts(k, a.n):
+            print(f"  {g:8.4f}  {c!r}")
+
+
+def cmd_snmf_steer(a) -> None:
+    from actlab.dictionary.snmf_model import SNMFFeatures
+    f, m = SNMFFeatures.load(a.path), clikit.model_from_args(a)
+    with m.intervene(f.steer(a.feature, a.alpha, a.where, m)):
+        outs = m.generate(a.prompt, max_new_tokens=a.max_new_tokens, chat=a.chat)
+    for p, o in zip(a.prompt, outs):
+        print(f"### {p}\n{o}\n")
+
+
+def _register_snmf(sub) -> None:
+    from actlab.dictionary.snmf_model import SNMFConfig
+    p = sub.add_parser("snmf", help="semi-NMF features of an MLP: fit, describe (inputs and outputs), steer")
+    s = clikit.subcommands(p, dest="snmf_cmd", metavar="VERB")
+    p.set_defaults(func=lambda a: p.print_help())
+    f = s.add_parser("fit", help="factorise blocks.{layer}.mlp_act over texts (neurons x tokens)")
+    clikit.add_model_args(f)
+    clikit.add_text_args(f)
+    clikit.add_config(f, SNMFConfig)
+    f.add_argument("--out", required=True, help="output folder (actlab artifact dictionary.snmf)")
+    f.set_defaults(func=cmd_snmf_fit)
+    d = s.add_parser("describe", help="per feature: promoted tokens (W_U^T W_out F_k) and top contexts (G)")
+    d.add_argument("path", help="folder written by 'snmf fit'")
+    clikit.add_model_args(d, positional=False)
+    d.add_argument("--feature", help="features, comma separated (default: all)")
+    d.add_argument("--n", type=int, default=8, help="tokens and contexts per feature")
+    d.set_defaults(func=cmd_snmf_describe)
+    g = s.add_parser("steer", help="generate with alpha F_k / ||F_k|| added to the MLP activation")
+    g.add_argument("path", help="folder written by 'snmf fit'")
+    clikit.add_model_args(g, positional=False)
+    g.add_argument("--feature", type=int, required=True, help="feature index")
+    g.add_argument("--alpha", type=float, default=4.0, help="strength (norm of the added vector)")
+    g.add_argument("--where", default="mlp_act", choices=["mlp_act", "mlp_out"],
+                   help="add at the MLP activation, or its W_out image at the MLP output")
+    g.add_argument("--prompt", action="append", required=True, help="prompt (repeatable)")
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--chat", action="store_true", help="apply the chat template")
+    g.set_defaults(func=cmd_snmf_steer)
+
+
 def register(sub) -> None:
+    _register_snmf(sub)
     p = sub.add_parser("sae", help="train / evaluate / inspect sparse autoencoders")
     s = p.add_subparsers(dest="verb", metavar="VERB")
     t = s.add_parser("train", help="train an SAE from a store (or a model on the fly)")

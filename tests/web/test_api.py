@@ -72,6 +72,7 @@ def test_feature_page_data_equals_cache(api, artifacts, model):
     cos = W @ W[j]
     cos[j] = -2
     assert [n["id"] for n in f["nearest"]] == cos.topk(8).indices.tolist()
+    assert [n["cos"] for n in f["nearest"]] == pytest.approx(cos.topk(8).values.tolist(), abs=1e-4)
     logits = (sae.W_dec[j].detach() * model.adapter.final_norm.weight.detach()) @ model.adapter.W_U.detach()
     assert f["promoted"]["top"][0][1] == pytest.approx(float(logits.max()), rel=1e-3)
     assert f["steerable"] is True
@@ -171,3 +172,14 @@ def test_model_is_loaded_lazily_once(artifacts):
     for _ in range(2):
         assert c.post("/api/prompt", json={"text": "ab"}).status_code == 200
     assert shared.loads == 1
+
+
+def test_token_pieces_keep_split_characters(server, model):
+    """A character split over byte tokens is decoded as one piece (actlab.explain.token_pieces), not as U+FFFD."""
+    from actlab.explain import token_pieces
+
+    view = server.app.state.actlab.sae(SID)
+    ids = model.tokenizer("café ☕ apple").input_ids
+    assert view.pieces(ids) == token_pieces(model.tokenizer, ids)[0]
+    assert "\ufffd" not in "".join(view.pieces(ids)) and "".join(view.pieces(ids)).endswith("café ☕ apple")
+    assert view.pieces(ids[-5:]) == token_pieces(model.tokenizer, ids[-5:])[0]

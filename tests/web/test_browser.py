@@ -108,6 +108,7 @@ def test_prompt_attention_patch(page, server, artifacts, model):
 
 
 def test_static_export_opens_from_file(page, artifacts, tmp_path, model):
+    from actlab.explain import ExampleConfig, activating_windows
     from actlab.web import export_html
 
     out = export_html([artifacts["root"]], tmp_path / "site", model=model, features=[3, 5])
@@ -115,10 +116,28 @@ def test_static_export_opens_from_file(page, artifacts, tmp_path, model):
     page.goto((out / "index.html").as_uri() + f"#/sae/{SID}")
     page.wait_for_selector("[data-testid='feature-row']", timeout=20_000)
     assert page.locator("nav a").count() == 0      # no live pages in a static site
+    assert page.inner_text("[data-testid='dead'] .v") == str(int((c.count == 0).sum()))
     page.fill("[data-testid='search']", "fruit")
     page.click("[data-testid='feature-link']")
     page.wait_for_selector("[data-testid='top-example']", timeout=20_000)
-    assert page.inner_text("[data-testid='max'] .v") == fmt(float(c.max[3]))
+    j = 3
+    assert page.inner_text("[data-testid='max'] .v") == fmt(float(c.max[j]))
+    assert page.inner_text("[data-testid='density'] .v") == fmt(float(c.density[j]))
+    assert page.inner_text("[data-testid='count'] .v") == f"{int(c.count[j])} / {c.n_rows}"
+    assert EXPLAINED[j][0] in page.inner_text("[data-testid='explanation']")
+    bars = page.locator("[data-testid='act-hist'] .bar").evaluate_all("b => b.map(x => +x.dataset.count)")
+    assert bars == c.hist[j].tolist()
+    wins = activating_windows(c, j, ExampleConfig(ctx_len=24, after=6, n_quantiles=5), limit=8)
+    shown = page.locator("[data-testid='top-example']")
+    assert shown.count() == len(wins)
+    for k in (0, len(wins) - 1):
+        ex = shown.nth(k)
+        acts = ex.locator(".tok").evaluate_all("t => t.map(x => +x.dataset.act)")
+        assert acts == pytest.approx(wins[k].acts, rel=1e-3, abs=1e-6)
+        assert int(ex.locator(".tok.peak").get_attribute("data-i")) == wins[k].peak
+        assert "".join(ex.locator(".tok").all_text_contents()) == model.tokenizer.decode(wins[k].tokens)
+    assert page.locator("[data-testid='nearest'] a").count() == 8
+    assert page.locator("[data-testid='promoted'] .pill").count() == 20
     assert page.locator("[data-testid='steer-button']").count() == 0
     shoot(page, "export")
     assert page.errors == []

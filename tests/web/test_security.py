@@ -28,6 +28,9 @@ def served(tmp_path_factory, artifacts, model):
     (root / "link.json").symlink_to(outside / "secret.json")
     (root / "dirlink").symlink_to(outside, target_is_directory=True)
     (root / "inner.json").symlink_to(root / "ok.json")     # a symlink that stays inside is fine
+    (outside / "stats.json").write_text('{"meta": {"n_tokens": 1}, "massive": {}}')
+    (root / "evil").mkdir()
+    (root / "evil" / "stats.json").symlink_to(outside / "stats.json")   # an artifact file pointing out
     s = Server(create_app([root, artifacts["root"]], model=model, limits=Limits(max_new_tokens=8,
                                                                                  max_body_bytes=4096)))
     yield s
@@ -43,6 +46,11 @@ def raw_get(server: Server, target: str) -> tuple[int, str]:
             data += chunk
     head, _, body = data.decode("latin-1").partition("\r\n\r\n")
     return int(head.split()[1]), body
+
+
+def test_registry_skips_symlinked_artifacts(served):
+    ids = [a["id"] for a in httpx.get(served.url + "/api/index").json()["artifacts"]]
+    assert ids and not any("evil" in i for i in ids)
 
 
 def test_served_file_and_inner_symlink(served):

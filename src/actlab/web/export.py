@@ -1,7 +1,8 @@
 """Static export: the explorer's read-only pages (home, model overview, SAE overview with search, every feature page,
 patching views) as plain files that open from ``file://`` with no server. The page code is the served app's own;
 each API answer is written as ``data/<api path>.js`` calling ``ACTLAB_DATA(path, value)`` (a script tag, since
-browsers refuse ``fetch`` of local files)."""
+browsers refuse ``fetch`` of local files). Feature pages are written compactly (``compact.py``: 256 features per
+file, examples as rows of one shared token table) and expanded in the browser by ``static/export.js``."""
 from __future__ import annotations
 
 import json
@@ -65,15 +66,32 @@ def export_html(dirs: list[str | Path] | str | Path, out: str | Path, *, model: 
     for e in reg.of_kind("patch.result"):
         total += _write(out, f"patch/{e.id}", patch_view(e))
     for sid, v in sae_views(reg, shared).items():
-        total += _write(out, f"sae/{sid}", v.overview())
-        total += _write(out, f"sae/{sid}/features", v.search("", 0, v.cache.n_latents))
-        todo = range(v.cache.n_latents) if features is None else [j for j in features if 0 <= j < v.cache.n_latents]
-        it = todo
-        if progress:
-            from tqdm.auto import tqdm
-
-            it = tqdm(todo, desc=f"feature pages of {sid}")
-        for j in it:
-            total += _write(out, f"sae/{sid}/feature/{j}", v.feature(j))
+        total += _sae(out, sid, v, features, progress)
     log.info("static export: %.1f MB in %s", total / 1e6, out)
     return out
+
+
+def _sae(out: Path, sid: str, v, features: list[int] | None, progress: bool) -> int:
+    """One SAE's files: overview (+ export settings), columnar feature list, feature shards, rows, vocab."""
+    from actlab.web.compact import ROWS_CHUNK, SHARD, compact_feature, rows_chunks, vocab
+
+    n = v.cache.n_latents
+    ov = {**v.overview(), "export": {"shard": SHARD, "rows_chunk": ROWS_CHUNK,
+                                     "hist_edges": [float(f"{e:.4g}") for e in v.cache.hist_edges.tolist()]}}
+    total = _write(out, f"sae/{sid}", ov)
+    total += _write(out, f"sae/{sid}/features", {"columnar": True, **{k: x for k, x in v.index().items() if k != "id"}})
+    todo = range(n) if features is None else sorted({j for j in features if 0 <= j < n})
+    if progress:
+        from tqdm.auto import tqdm
+
+        todo = tqdm(todo, desc=f"feature pages of {sid}")
+    ids: set[int] = set()
+    shards: dict[int, dict[int, dict]] = {}
+    for j in todo:
+        shards.setdefault(j // SHARD, {})[j] = compact_feature(v, j, ids)
+    for s, feats in shards.items():
+        total += _write(out, f"sae/{sid}/fs/{s}", feats)
+    for k, chunk in enumerate(rows_chunks(v)):
+        total += _write(out, f"sae/{sid}/rows/{k}", chunk)
+        ids.update(chunk)
+    return total + _write(out, f"sae/{sid}/vocab", vocab(v, ids))

@@ -15,11 +15,19 @@ function dataFile(path) {
   return "data/" + path.replace(/^\/api\//, "").split("?")[0] + ".js";
 }
 
+// the static export's feature list is columnar (smaller): rows again here
+function columns(v) {
+  const features = v.density.map((d, i) => ({ id: i, density: d, max: v.max[i], top_token: v.top_token[i], explanation: v.explanation[i] }));
+  return { total: features.length, offset: 0, features };
+}
+
 A.get = function (path) {
   if (!A.static) return A.request("GET", path);
+  const m = path.match(/^\/api\/sae\/([^/?]+)\/feature\/(\d+)$/);
+  if (m && A.staticFeature) return A.staticFeature(decodeURIComponent(m[1]), Number(m[2]));   // export.js
   const key = path.replace(/^\/api\//, "").split("?")[0];
   return new Promise((resolve, reject) => {
-    A._pending[key] = { resolve, reject };
+    A._pending[key] = { resolve: (v) => resolve(v && v.columnar ? columns(v) : v), reject };
     const s = document.createElement("script");
     s.src = dataFile(path);
     s.onerror = () => { delete A._pending[key]; reject(new Error("not in this export: " + key)); };

@@ -4,14 +4,31 @@ checkpoint tracker and its metrics, linear probes, and the recipes (induction cl
 random teachers, SHARP replay, attention VAT, LM emergence)."""
 from actlab.core.interventions import FromSite, Schedule, Scheduled
 from actlab.train.clamps import MeanClamp, PrevTokenPattern, ZeroClamp, previous_token_pattern
-from actlab.train.configs import ConceptConfig, InductionConfig, SharpConfig, TeacherConfig, VatConfig
+from actlab.train.configs import (ConceptConfig, InductionConfig, LmEmergenceConfig, SharpConfig, TeacherConfig,
+                                  VatConfig)
 from actlab.train.metrics import (induction_metric, loss_metric, massive_metric, probe_metric, sparsity_metric)
 from actlab.train.probe import interpolation_losses, linear_probe_accuracy
 from actlab.train.tracker import (CheckpointTracker, load_checkpoint, log_spaced_steps, read_metrics,
                                   save_checkpoint)
 
 __all__ = ["FromSite", "Schedule", "Scheduled", "MeanClamp", "PrevTokenPattern", "ZeroClamp",
-           "previous_token_pattern", "ConceptConfig", "InductionConfig", "SharpConfig", "TeacherConfig", "VatConfig",
+           "previous_token_pattern", "ConceptConfig", "InductionConfig", "LmEmergenceConfig", "SharpConfig", "TeacherConfig", "VatConfig",
            "induction_metric", "loss_metric", "massive_metric", "probe_metric", "sparsity_metric",
            "interpolation_losses", "linear_probe_accuracy", "CheckpointTracker", "load_checkpoint",
-           "log_spaced_steps", "read_metrics", "save_checkpoint"]
+           "log_spaced_steps", "read_metrics", "save_checkpoint", "run_recipe"]
+
+
+def run_recipe(name: str, cfg):
+    """Run one recipe by its CLI name with its config; returns the report dict."""
+    from actlab.train.concepts import run_concepts
+    from actlab.train.induction import run_induction
+    from actlab.train.lm import run_lm_emergence
+    from actlab.train.random_teacher import run_random_teacher
+    from actlab.train.sharp import run_sharp
+    from actlab.train.vat import run_vat
+
+    recipes = {"induction": run_induction, "concepts": run_concepts, "random-teacher": run_random_teacher,
+               "sharp": run_sharp, "vat": run_vat, "lm-emergence": run_lm_emergence}
+    if name not in recipes:
+        raise KeyError(f"unknown recipe {name!r}; known: {sorted(recipes)}")
+    return recipes[name](cfg)

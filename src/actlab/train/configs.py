@@ -117,7 +117,7 @@ class TeacherConfig:
     """teacher temperature"""
     tau_s: float = 1.0
     """student temperature"""
-    init_noise: float = 1.0
+    init_noise: float = 0.5
     """student init = (1 - a) * teacher + a * fresh init (1 = independent init)"""
     seed: int = 0
     """seed"""
@@ -170,7 +170,7 @@ class VatConfig:
     vocab: int = 50
     """tokens (the first n_keywords are keywords)"""
     n_keywords: int = 4
-    """keyword tokens (label = keyword % n_classes)"""
+    """keyword tokens (label = keyword id mod n_classes)"""
     n_classes: int = 2
     """classes"""
     length: int = 12
@@ -203,3 +203,43 @@ class VatConfig:
             raise ValueError("need eps >= 0, xi > 0, lam >= 0")
         if not 0 < self.n_keywords < self.vocab or self.n_classes < 2:
             raise ValueError("need 0 < n_keywords < vocab and n_classes >= 2")
+
+
+@dataclass
+class LmEmergenceConfig:
+    """Massive-activation and sparsity emergence over the checkpoints of a small LM trained on the demo corpus."""
+
+    out: str = "lm_emergence"
+    """output folder (checkpoints, metrics.jsonl, lm_emergence.png/.json)"""
+    data: str = "demo"
+    """text source (.txt/.jsonl/.parquet/folder) or 'demo' (the bundled demo corpus)"""
+    n_layers: int = 4
+    """transformer blocks"""
+    d_model: int = 128
+    """residual width"""
+    n_heads: int = 4
+    """attention heads"""
+    d_ff: int = 512
+    """ReLU MLP hidden width"""
+    context: int = 128
+    """tokens per context"""
+    batch: int = 16
+    """contexts per step"""
+    steps: int = 1000
+    """optimizer steps"""
+    lr: float = 3e-3
+    """AdamW peak learning rate (20-step warm-up, cosine decay)"""
+    n_checkpoints: int = 16
+    """log-spaced checkpoints, step 0 included"""
+    probe_contexts: int = 8
+    """held-out probe contexts the metrics are measured on"""
+    max_tokens: int = 400000
+    """corpus tokens used"""
+    seed: int = 0
+    """seed"""
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.steps < 1 or self.n_checkpoints < 2:
+            raise ValueError("need steps >= 1 and n_checkpoints >= 2")

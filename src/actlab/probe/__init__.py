@@ -2,6 +2,7 @@
 AUROC and bootstrap intervals, saved as artifacts and applied as monitors during ``generate()``; Latent Guard
 (harmfulness from instruction-token states) and single-pair defection probes."""
 from actlab.probe.acts import POSITIONS, probe_acts
+from actlab.probe.defection import DefectionEval, contrast_probe, evaluate_defection
 from actlab.probe.evaluate import ProbeEval, cross_validate, evaluate
 from actlab.probe.latent_guard import (
                                        JAILBREAK_TEMPLATES,
@@ -29,6 +30,7 @@ __all__ = [
                                        "JAILBREAK_TEMPLATES",
                                        "METHODS",
                                        "POSITIONS",
+                                       "DefectionEval",
                                        "GuardEval",
                                        "Interval",
                                        "LatentGuard",
@@ -41,9 +43,11 @@ __all__ = [
                                        "balanced_accuracy",
                                        "bootstrap_auroc",
                                        "check_labels",
+                                       "contrast_probe",
                                        "cross_validate",
                                        "eval_probe",
                                        "evaluate",
+                                       "evaluate_defection",
                                        "evaluate_guard",
                                        "fit_latent_guard",
                                        "fit_lda",

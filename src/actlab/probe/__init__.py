@@ -23,7 +23,7 @@ from actlab.probe.metrics import (
                                        wilson,
 )
 from actlab.probe.monitor import MonitorResult, ProbeMonitor, monitor_generate
-from actlab.probe.report import plot_roc, save_figure, write_report
+from actlab.probe.report import fmt, plot_roc, save_figure, write_report
 from actlab.probe.run import ProbeConfig, eval_probe, monitor, train
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
                                        "fit_logistic",
                                        "fit_mean_diff",
                                        "fit_probe",
+                                       "fmt",
                                        "monitor",
                                        "monitor_generate",
                                        "plot_roc",

@@ -1,0 +1,42 @@
+"""``actlab security unlearn|scan``: flags from the run configs (actlab.clikit) and calls into actlab.security;
+no logic here."""
+from __future__ import annotations
+
+import argparse
+
+from actlab import clikit
+
+
+def cmd_unlearn(a: argparse.Namespace) -> None:
+    from actlab.security.run import unlearn
+
+    res = unlearn(clikit.config_from_args(a), a.out)
+    for name, r in res["results"].items():
+        print(f"{name:<40} CA {r['ca']['value']:.3f} ASR {r['asr']['value']:.3f}")
+    print(f"wrote {a.out}/report.md")
+
+
+def cmd_scan(a: argparse.Namespace) -> None:
+    from actlab.security.run import run_scan
+
+    res = run_scan(clikit.config_from_args(a), a.out)
+    s = res["scan"]
+    print(f"flagged {s['flagged']} class {s['target']} anomaly index {s['anomaly_index']:.2f}; wrote {a.out}/report.md")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from actlab.security.run import ScanRunConfig, UnlearnConfig
+
+    sp = subparsers.add_parser("security", help="backdoor fixtures: SSD unlearning, trigger scan (reports with CIs)")
+    sub = clikit.subcommands(sp, dest="security_cmd", metavar="VERB")
+    sp.set_defaults(func=lambda a: sp.print_help())
+
+    p = sub.add_parser("unlearn", help="SSD corrective unlearning on the BadNets digits fixture")
+    clikit.add_config(p, UnlearnConfig)
+    p.add_argument("--out", required=True, help="report folder: report.md, report.json, ca_asr.png")
+    p.set_defaults(func=cmd_unlearn)
+
+    p = sub.add_parser("scan", help="trigger scan (which class, which patch) of the BadNets digits fixture")
+    clikit.add_config(p, ScanRunConfig)
+    p.add_argument("--out", required=True, help="report folder: report.md, report.json, mask_l1.png, mask.png")
+    p.set_defaults(func=cmd_scan)

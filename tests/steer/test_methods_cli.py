@@ -51,3 +51,60 @@ def test_read_triples_errors(tmp_path):
     with pytest.raises(ValueError, match="one completion of each kind"):
         read_triples(None, ["a", "b", "c"], ["x", "y"], ["z"])
     assert read_triples(None, ["a", "b"], ["x"], ["z"]) == [("a", "x", "z"), ("b", "x", "z")]
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_inversion_rates_counts_replies():
+    """inversion_rates appends the inversion question, generates with the chat template under the given
+    interventions, and counts replies starting with 'Certainly' / 'No' (case and spaces ignored)."""
+    import contextlib
+
+    from actlab.steer.refusal import INVERSION_QUESTION, inversion_rates
+
+    class Fake:
+        seen = {}
+
+        @contextlib.contextmanager
+        def intervene(self, ivs):
+            self.seen["ivs"] = ivs
+            yield
+
+        def generate(self, prompts, max_new_tokens, chat):
+            self.seen.update(prompts=prompts, chat=chat)
+            return [" Certainly, it is.", "no", "Nope", "I think so", "certainly"]
+
+    f = Fake()
+    r = inversion_rates(f, list("abcde"), ivs=["X"])
+    assert r == {"certainly": 0.4, "no": 0.4}  # "Nope" starts with "no" too: the reference's prefix match
+    assert f.seen["prompts"][0] == "a" + INVERSION_QUESTION and f.seen["chat"] and f.seen["ivs"] == ["X"]
+
+
+def test_cli_refusal(tiny, tmp_path, capsys, monkeypatch):
+    from actlab import load_model
+    from actlab.steer.refusal import harm_refusal_directions, load_instructions
+
+    from actlab.steer import refusal
+
+    m = load_model("tiny-llama")
+    m.tokenizer.chat_template = CHATML
+    monkeypatch.setattr(clikit, "model_from_args", lambda a: m)
+    harmful = set(load_instructions("harmful"))
+    # a random tiny model never prefers "I'm sorry": let the harmful ones count as refused (by the score judge)
+    monkeypatch.setattr(refusal, "refusal_score", lambda model, ins, ivs=None: torch.tensor(
+        [1.0 if x in harmful else -1.0 for x in ins]))
+    main(["steer", "refusal", "tiny-llama", "--n", "3", "--layers", "1", "--judge", "score", "--effects",
+          "--out", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert "cos(d_harm, d_ref)" in out and "unsteered: refusal score" in out and "ablate on harmful" in out
+    lib = harm_refusal_directions(m, load_instructions("harmful")[:3], load_instructions("harmless")[:3], [1],
+                                  judge="score")
+    got = Direction.load(tmp_path / "r" / "refusal" / "blocks.1.resid_pre")
+    assert torch.allclose(got.vector, lib.refusal["blocks.1.resid_pre"].vector, atol=1e-5)
+    monkeypatch.undo()
+    monkeypatch.setattr(clikit, "model_from_args", lambda a: load_model("tiny-llama"))
+    with pytest.raises(ValueError, match="no chat template"):
+        main(["steer", "refusal", "tiny-llama", "--n", "2", "--layers", "1", "--judge", "score",
+              "--out", str(tmp_path / "e")])

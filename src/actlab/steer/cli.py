@@ -95,6 +95,35 @@ def cmd_grains(a: argparse.Namespace) -> None:
     print(f"wrote {folder} (one direction folder per site; apply with mode norm_add) and attributions.json")
 
 
+def cmd_refusal(a: argparse.Namespace) -> None:
+    from actlab.steer.inputs import read_prompts
+    from actlab.steer.refusal import effects, harm_refusal_directions, load_instructions
+
+    m = clikit.model_from_args(a)
+    harmful = read_prompts(a.harmful, "--harmful") if a.harmful else load_instructions("harmful")
+    harmless = read_prompts(a.harmless, "--harmless") if a.harmless else load_instructions("harmless")
+    if a.n:
+        harmful, harmless = harmful[:a.n], harmless[:a.n]
+    layers = [int(x) for x in clikit.split_list(a.layers)]
+    res = harm_refusal_directions(m, harmful, harmless, layers, judge=a.judge, max_new_tokens=a.max_new_tokens)
+    for s in res.harm:
+        res.harm[s].save(f"{a.out}/harm/{s}")
+        res.refusal[s].save(f"{a.out}/refusal/{s}")
+        print(f"{s}: cos(d_harm, d_ref) = {res.cos[s]:+.3f}  |d_harm| {res.harm[s].norms['vector']:.2f}  "
+              f"|d_ref| {res.refusal[s].norms['vector']:.2f}  median |h| {res.harm[s].norms['resid_median']:.1f}")
+    if a.effects:
+        eff = effects(m, res, harmful, harmless, a.coeff)
+        b = eff.pop("base")
+        print(f"unsteered: refusal score harmful {b['refusal_H']:+.2f} harmless {b['refusal_L']:+.2f}; "
+              f"judgement harmful {b['judge_H']:+.2f} harmless {b['judge_L']:+.2f}")
+        for s, r in eff.items():
+            print(f"{s}: add x{a.coeff:g} on harmless -> refusal {r['add_harm_refusal']:+.2f} (harm) "
+                  f"{r['add_ref_refusal']:+.2f} (ref), judgement {r['add_harm_judge']:+.2f} (harm) "
+                  f"{r['add_ref_judge']:+.2f} (ref); ablate on harmful -> refusal {r['ablate_harm_refusal']:+.2f} "
+                  f"(harm) {r['ablate_ref_refusal']:+.2f} (ref)")
+    print(f"wrote {a.out}/harm/<site> and {a.out}/refusal/<site> (steer with 'actlab steer apply')")
+
+
 def _data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", help='JSONL, one {"positive": text, "negative": text} per line')
     p.add_argument("--positive", help="positive prompts (.txt one per line, .json list, .jsonl)")
@@ -173,3 +202,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lam", help="strengths to report f = log p(y+) - log p(y-) at, comma separated (norm_add)")
     p.add_argument("--out", required=True, help="output folder: one direction folder per site, attributions.json")
     p.set_defaults(func=cmd_grains)
+
+    p = sub.add_parser("refusal", help="harmfulness (t_inst) vs refusal (t_post) directions, their cosine, and "
+                                       "each one's effect when added / ablated")
+    clikit.add_model_args(p)
+    p.add_argument("--harmful", help="harmful instructions (.txt/.json/.jsonl; default: the bundled 24)")
+    p.add_argument("--harmless", help="harmless instructions (default: the bundled 24)")
+    p.add_argument("--n", type=int, default=0, help="use only the first N of each set (0: all)")
+    p.add_argument("--layers", required=True, help="blocks whose resid_pre gets the directions, comma separated")
+    p.add_argument("--judge", default="generate", choices=["generate", "score"],
+                   help="refusal labels from generated replies (substring judge) or from log p(I'm sorry) > "
+                        "log p(Sure)")
+    p.add_argument("--max-new-tokens", type=int, default=24, help="reply length for --judge generate")
+    p.add_argument("--effects", action="store_true", help="also measure each direction added (harmless) and "
+                                                          "ablated (harmful)")
+    p.add_argument("--coeff", type=float, default=1.5, help="strength for --effects, x the raw mean difference")
+    p.add_argument("--out", required=True, help="output folder: harm/<site>/ and refusal/<site>/ directions")
+    p.set_defaults(func=cmd_refusal)

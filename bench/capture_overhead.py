@@ -1,7 +1,9 @@
 """Capture and steering overhead of actlab's core vs a plain forward / generate, raw torch hooks, HF
 output_hidden_states and (where importable) nnsight — all in one process, timed interleaved, median of repeats.
 
-  python bench/capture_overhead.py [--batch 4 --seq 128 --new-tokens 64 --repeats 7]
+  python bench/capture_overhead.py [--batch 4 --seq 128 --new-tokens 64 --repeats 7] [--device cuda]
+  python bench/capture_overhead.py --model tiny-gpt2 --batch 1 --seq 16 --threads 1 --calls 50  # per-call overhead
+  python bench/capture_overhead.py --short                # smoke run: tiny-gpt2 1x16, few rounds, no generate
 
 Prints ratio = method / plain baseline (median of per-round paired ratios). Targets (issue 2): record every
 resid_post <= 1.05 x plain forward; generate with one Add <= 1.05 x plain generate.
@@ -25,16 +27,19 @@ def corpus_ids(tok, n: int) -> torch.Tensor:
     return ids[:n]
 
 
-def timed_rounds(methods: dict, repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Every round runs every method once, rotating the start; returns per-round seconds."""
+def timed_rounds(methods: dict, repeats: int, warmup: int, calls: int = 1) -> dict[str, list[float]]:
+    """Every round runs every method ``calls`` times, rotating the start; returns per-round seconds per call."""
     names = list(methods)
     times = {k: [] for k in names}
     for r in range(warmup + repeats):
         order = names[r % len(names):] + names[: r % len(names)]
         for k in order:
             t0 = time.perf_counter()
-            methods[k]()
-            dt = time.perf_counter() - t0
+            for _ in range(calls):
+                methods[k]()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            dt = (time.perf_counter() - t0) / calls
             if r >= warmup:
                 times[k].append(dt)
     return times
@@ -62,18 +67,26 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--skip-generate", action="store_true")
+    ap.add_argument("--calls", type=int, default=1, help="calls per timed sample (tiny models: 20-100)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--short", action="store_true", help="tiny-gpt2 1x16, 1 thread, 5 rounds of 20 calls, no generate")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
+    if a.short:
+        a.model, a.batch, a.seq, a.threads, a.repeats, a.warmup, a.calls = "tiny-gpt2", 1, 16, 1, 5, 1, 20
+        a.skip_generate = True
     torch.set_num_threads(a.threads)
     import actlab
     from actlab import Add
 
-    m = actlab.load_model(a.model)
+    m = actlab.load_model(a.model, device=a.device)
     hf = m.module
-    ids = corpus_ids(m.tokenizer, a.batch * a.seq).reshape(a.batch, a.seq)
+    vocab = hf.get_input_embeddings().weight.shape[0]
+    ids = (corpus_ids(m.tokenizer, a.batch * a.seq) % vocab).reshape(a.batch, a.seq).to(a.device)
     enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    layers = list(hf.model.layers)
     sites = [f"blocks.{i}.resid_post" for i in range(m.n_layers)]
+    mods = dict(hf.named_modules())
+    layers = [mods[m.sitemap.resolve(s).module] for s in sites]   # the block modules, whatever the architecture
 
     def plain():
         with torch.no_grad():
@@ -100,9 +113,9 @@ def main() -> None:
     def record_early():
         return m.record(enc, sites=sites)
 
-    methods = {"HF forward, no hooks (baseline)": plain, "torch forward hooks x30": raw_hooks,
-               "HF output_hidden_states": hidden_states, "actlab record 30 resid_post (full pass)": record_full,
-               "actlab record 30 resid_post (stop early)": record_early}
+    methods = {"HF forward, no hooks (baseline)": plain, f"torch forward hooks x{m.n_layers}": raw_hooks,
+               "HF output_hidden_states": hidden_states, f"actlab record {m.n_layers} resid_post (full pass)": record_full,
+               f"actlab record {m.n_layers} resid_post (stop early)": record_early}
     try:
         import copy
 
@@ -123,8 +136,10 @@ def main() -> None:
     ref = raw_hooks()
     got = record_full()
     assert all(torch.equal(ref[i], got[s]) for i, s in enumerate(sites)), "actlab capture differs from raw hooks"
-    print(f"model {m.name}, batch {a.batch} x {a.seq} tokens, {a.threads} threads, torch {torch.__version__}")
-    results = {"capture": report("1. capture every resid_post", timed_rounds(methods, a.repeats, a.warmup),
+    import os
+    print(f"model {m.name}, batch {a.batch} x {a.seq} tokens, {a.threads} threads, {a.device}, torch {torch.__version__}; "
+          f"load {os.getloadavg()[0]:.1f}")
+    results = {"capture": report("1. capture every resid_post", timed_rounds(methods, a.repeats, a.warmup, a.calls),
                                  "HF forward, no hooks (baseline)")}
 
     if not a.skip_generate:
@@ -132,7 +147,7 @@ def main() -> None:
         g_enc = {"input_ids": g_ids, "attention_mask": torch.ones_like(g_ids)}
         mid = m.n_layers // 2
         v = torch.randn(m.d_model, generator=torch.Generator().manual_seed(0))
-        v = v / v.norm() * 8.0
+        v = (v / v.norm() * 8.0).to(a.device)
         kw = dict(max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, do_sample=False,
                   pad_token_id=m.tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
 
@@ -157,6 +172,7 @@ def main() -> None:
         results["generate"] = report(f"2. greedy generate {a.new_tokens} tokens, prompt {a.batch} x {a.gen_prompt}, "
                                      f"one Add at blocks.{mid}.resid_post",
                                      timed_rounds(gm, max(3, a.repeats // 2), 1), "HF generate, plain (baseline)")
+    print(f"load after {os.getloadavg()[0]:.1f}")
     if a.out:
         with open(a.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -7,12 +7,11 @@ replacement. A root pre-hook tracks token positions so handlers know where they 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
-from actlab.core.positions import PassInfo, pass_info
+from actlab.core.positions import PassInfo, call_shape, info_from_shape
 
 if TYPE_CHECKING:
     from actlab.models.sites import SiteMap, SiteSpec
@@ -22,17 +21,30 @@ class StopForward(Exception):
     """Raised by a recording hook once every requested site is captured (early exit of the forward pass)."""
 
 
-@dataclass
 class Ctx:
-    """What a handler knows about the call: the site name, the pass info (None for non-sequence inputs)."""
+    """What a handler knows about the call: the site name, the pass info (None for non-sequence inputs).
 
-    site: str
-    info: PassInfo | None
-    module: torch.nn.Module
+    ``info`` is computed on first read (from the engine's current call), so a handler that never reads positions
+    costs no position bookkeeping."""
+
+    __slots__ = ("site", "module", "_info", "_engine")
+
+    def __init__(self, site: str, info: PassInfo | None, module: torch.nn.Module | None,
+                 engine: HookEngine | None = None):
+        self.site, self._info, self.module, self._engine = site, info, module, engine
+
+    @property
+    def info(self) -> PassInfo | None:
+        return self._engine.info if self._engine is not None else self._info
 
     @property
     def step(self) -> int:
-        return 0 if self.info is None else self.info.step
+        if self._engine is not None:
+            return self._engine.step
+        return 0 if self._info is None else self._info.step
+
+    def __repr__(self) -> str:
+        return f"Ctx(site={self.site!r}, step={self.step})"
 
 
 Handler = Callable[[torch.Tensor, Ctx], "torch.Tensor | None"]
@@ -75,7 +87,9 @@ class HookEngine:
     def __init__(self, module: torch.nn.Module, sitemap: SiteMap):
         self.module = module
         self.sitemap = sitemap
-        self.info: PassInfo | None = None
+        self._shape = None   # call_shape of the current root call (None: none, or not a token sequence)
+        self._info: PassInfo | None = None
+        self.step = 0
         self._calls = 0
         self._root_users = 0
         self._root_handle = None
@@ -84,25 +98,43 @@ class HookEngine:
 
     # -- root tracking -------------------------------------------------------------------------------
     def _root_pre(self, mod, args, kwargs):
-        self.info = pass_info(args, kwargs, self._calls)
-        self._calls = (self.info.step if self.info is not None else self._calls) + 1
+        self._shape = shape = call_shape(args, kwargs)
+        self._info = None
+        if shape is not None:
+            self.step = self._calls if shape[4] else 0   # shape[4]: cached tokens (0: a prefill or plain pass)
+        else:
+            self.step = 0
+        self._calls = (self.step if shape is not None else self._calls) + 1
+
+    @property
+    def info(self) -> PassInfo | None:
+        """Positions of the current root call, computed on first read (None outside a call / for non-sequences)."""
+        if self._info is None and self._shape is not None:
+            self._info = info_from_shape(self._shape, self.step)
+        return self._info
 
     @contextlib.contextmanager
     def tracking(self) -> Iterator[None]:
         """Track positions of root forward calls; nested uses share one hook and one step counter."""
-        if self._root_users == 0:
-            self._calls = 0
-            self.info = None
-            self._root_handle = self.module.register_forward_pre_hook(self._root_pre, with_kwargs=True)
-        self._root_users += 1
+        self._track_enter()
         try:
             yield
         finally:
-            self._root_users -= 1
-            if self._root_users == 0:
-                self._root_handle.remove()
-                self._root_handle = None
-                self.info = None
+            self._track_exit()
+
+    def _track_enter(self) -> None:
+        if self._root_users == 0:
+            self._calls = 0
+            self._shape, self._info, self.step = None, None, 0
+            self._root_handle = self.module.register_forward_pre_hook(self._root_pre, with_kwargs=True)
+        self._root_users += 1
+
+    def _track_exit(self) -> None:
+        self._root_users -= 1
+        if self._root_users == 0:
+            self._root_handle.remove()
+            self._root_handle = None
+            self._shape, self._info, self.step = None, None, 0
 
     # -- site views --------------------------------------------------------------------------------------
     def _view(self, spec: SiteSpec, t: torch.Tensor) -> torch.Tensor:
@@ -146,7 +178,7 @@ class HookEngine:
                         k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
                     raw, where = kwargs[key], key
                 view = engine._view(spec, raw)
-                new = handler(view, Ctx(site, engine.info, m))
+                new = handler(view, Ctx(site, None, m, engine))
                 if new is None or new is view:
                     if view is raw or not (torch.is_grad_enabled() and view.requires_grad):
                         return None
@@ -177,7 +209,7 @@ class HookEngine:
                     raise TypeError(f"site {site!r}: module output {type(output).__name__} holds no tensor")
             full = base["x"] + raw if base else raw  # the same sum the block computes next (bitwise)
             view = engine._view(spec, full)
-            new = handler(view, Ctx(site, engine.info, m))
+            new = handler(view, Ctx(site, None, m, engine))
             if new is None or new is view:
                 if view is raw or not (torch.is_grad_enabled() and view.requires_grad):
                     return None
@@ -228,11 +260,12 @@ class HookEngine:
     def hooks(self, pairs: list[tuple[str, Handler]]) -> Iterator[None]:
         """Install (site, handler) pairs in order for the duration of the block; always removed."""
         handles = []
-        with self.tracking():
-            try:
-                for site, h in pairs:
-                    handles.append(self.add(site, h))
-                yield
-            finally:
-                for h in handles:
-                    h.remove()
+        self._track_enter()   # one generator frame instead of two nested ones (per-call overhead)
+        try:
+            for site, h in pairs:
+                handles.append(self.add(site, h))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            self._track_exit()

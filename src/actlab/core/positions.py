@@ -39,8 +39,9 @@ class PassInfo:
         return self.positions_bp.shape[1]
 
 
-def pass_info(args: tuple, kwargs: dict, step: int) -> PassInfo | None:
-    """Derive positions from an HF model's forward arguments; None when the input is not a token sequence."""
+def call_shape(args: tuple, kwargs: dict) -> tuple[int, int, torch.device, torch.Tensor | None, int] | None:
+    """(batch, tokens of this call, device, 2-D attention mask or None, cached tokens before it) of an HF model's
+    forward arguments, without tensor work; None when the input is not a token sequence."""
     x = kwargs.get("input_ids")
     if x is None and args and isinstance(args[0], torch.Tensor) and args[0].dim() == 2 and not args[0].is_floating_point():
         x = args[0]
@@ -70,6 +71,18 @@ def pass_info(args: tuple, kwargs: dict, step: int) -> PassInfo | None:
             past = int(cache_position.reshape(-1)[0])
         elif cache is not None and hasattr(cache, "get_seq_length"):
             past = int(cache.get_seq_length())
+    return b, p, device, mask, past
+
+
+def pass_info(args: tuple, kwargs: dict, step: int) -> PassInfo | None:
+    """Derive positions from an HF model's forward arguments; None when the input is not a token sequence."""
+    shape = call_shape(args, kwargs)
+    return None if shape is None else info_from_shape(shape, step)
+
+
+def info_from_shape(shape: tuple[int, int, torch.device, torch.Tensor | None, int], step: int) -> PassInfo:
+    """The PassInfo of a ``call_shape`` (the tensor work: positions, validity, lengths)."""
+    b, p, device, mask, past = shape
     absolute = torch.arange(past, past + p, device=device)
     if mask is not None:
         m = mask.bool()

@@ -93,8 +93,10 @@ class Recording:
         """The site handler that fills this recording (``pending``: stop the forward once every site is seen)."""
         self._convert = convert
 
+        every = positions is None or (isinstance(positions, str) and positions == "all")
+
         def handle(act: torch.Tensor, ctx: Ctx) -> torch.Tensor | None:
-            mask = position_mask(positions, ctx.info)
+            mask = None if every else position_mask(positions, ctx.info)   # 'all' never computes positions
             new = None
             if self.grad_enabled and torch.is_grad_enabled():
                 new = act = hold(act)

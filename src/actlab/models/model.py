@@ -40,6 +40,7 @@ class Model:
         self.sitemap = SiteMap(module)
         self._engine = HookEngine(module, self.sitemap)
         self._takes_position_ids: bool | None = None
+        self._first_param: tuple[torch.nn.Module, torch.nn.Parameter | None] | None = None
 
     # -- facts -----------------------------------------------------------------------------------------
     @property
@@ -69,14 +70,22 @@ class Model:
     def d_model(self) -> int | None:
         return self.adapter.d_model
 
+    def _param0(self) -> torch.nn.Parameter | None:
+        """The module's first parameter, looked up once per module (``.to()`` moves it in place, so its device and
+        dtype stay current); walking the parameters on every call cost ~40 us per input tensor."""
+        cached = self._first_param
+        if cached is None or cached[0] is not self.module:
+            cached = self._first_param = (self.module, next(self.module.parameters(), None))
+        return cached[1]
+
     @property
     def device(self) -> torch.device:
-        p = next(self.module.parameters(), None)
+        p = self._param0()
         return p.device if p is not None else torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
-        p = next(self.module.parameters(), None)
+        p = self._param0()
         return p.dtype if p is not None else torch.float32
 
     @property
@@ -87,6 +96,14 @@ class Model:
     def context_length(self) -> int | None:
         """The most tokens the model takes in one sequence (learned or trained positions), None if unknown."""
         cfg = self.config
+        cached = getattr(self, "_context_cache", None)
+        if cached is not None and cached[0] is cfg:   # HF config attribute reads are slow (~100 us per call)
+            return cached[1]
+        self._context_cache = (cfg, self._context_from(cfg))
+        return self._context_cache[1]
+
+    @staticmethod
+    def _context_from(cfg: Any) -> int | None:
         for key in ("n_positions", "max_position_embeddings"):
             n = getattr(cfg, key, None)
             if isinstance(n, int) and n > 0:
@@ -162,7 +179,7 @@ class Model:
         mask = enc.get("attention_mask")
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"empty input (shape {list(x.shape)}): give at least one token per prompt")
-        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2 and not bool(mask.all()):
             empty = (mask.sum(1) == 0).nonzero().flatten().tolist()
             if empty:
                 raise ValueError(f"prompt {empty[0]} of the batch is empty (no tokens): give at least one token")
@@ -196,6 +213,8 @@ class Model:
         if not (isinstance(mask, torch.Tensor) and mask.dim() == 2 and isinstance(x, torch.Tensor) and x.dim() >= 2
                 and mask.shape[0] == x.shape[0] and mask.shape[1] >= x.shape[1]):
             return kw
+        if bool(mask.all()):   # no padding: the ids are the module's own default (arange after the cache)
+            return kw
         kw["position_ids"] = position_ids_from_mask(mask, x.shape[1])
         return kw
 
@@ -205,14 +224,16 @@ class Model:
                 raise ValueError("no inputs: got an empty list of texts")
             return (), self._tokenize_fitting(inputs, truncate)
         if isinstance(inputs, dict) or hasattr(inputs, "keys"):
-            return (), {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in dict(inputs).items()}
+            dev = self.device
+            return (), {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in dict(inputs).items()}
         if isinstance(inputs, torch.Tensor):
             x = inputs.to(self.device)
             if not x.is_floating_point() and self.config is not None:
                 return (), {"input_ids": x if x.dim() == 2 else x[None]}
             return (x,), {}
         if isinstance(inputs, tuple):
-            return tuple(t.to(self.device) if isinstance(t, torch.Tensor) else t for t in inputs), {}
+            dev = self.device
+            return tuple(t.to(dev) if isinstance(t, torch.Tensor) else t for t in inputs), {}
         raise TypeError(f"inputs must be text, a list of texts, a dict of tensors or a tensor; got {type(inputs).__name__}")
 
     def _prepare(self, inputs: Inputs, extra: Mapping[str, Any] | None = None,
@@ -266,7 +287,18 @@ class Model:
         ``loss.backward()``, ``rec.grad(site)`` is its gradient. Nested with ``intervene``, the outer block's
         hooks run first: a recording opened outside sees the activation before the intervention.
         """
-        sites = self.check_sites(sites)
+        rec, pairs = self._recorder(self.check_sites(sites), positions, dtype, device, detach, stop_early, grad)
+        with contextlib.ExitStack() as stack:
+            if grad:
+                stack.enter_context(torch.enable_grad())
+            stack.enter_context(self._engine.hooks(pairs))
+            yield rec
+
+    @staticmethod
+    def _recorder(sites: list[str], positions: Positions, dtype: str | torch.dtype | None,
+                  device: str | torch.device | None, detach: bool | None, stop_early: bool,
+                  grad: bool) -> tuple[Recording, list[tuple[str, Handler]]]:
+        """A Recording and the (site, handler) pairs that fill it."""
         rec = Recording(sites, grad=grad)
         dtype = parse_dtype(dtype)
         keep_graph = grad or detach is False
@@ -277,11 +309,7 @@ class Model:
             return t.to(device=device, dtype=dtype) if dtype is not None or device is not None else t
 
         pending = set(sites) if stop_early else None
-        with contextlib.ExitStack() as stack:
-            if grad:
-                stack.enter_context(torch.enable_grad())
-            stack.enter_context(self._engine.hooks([(s, rec.handler(s, positions, convert, pending)) for s in sites]))
-            yield rec
+        return rec, [(s, rec.handler(s, positions, convert, pending)) for s in sites]
 
     def record(self, inputs: Inputs, sites: str | Iterable[str], *, positions: Positions = "all",
                dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
@@ -298,8 +326,8 @@ class Model:
         sites = self.check_sites(sites)
         args, kw = self._prepare(inputs, forward_kwargs, truncate)
         kw.setdefault("use_cache", False) if self.config is not None else None
-        with torch.set_grad_enabled(grad), self.recording(sites, positions=positions, dtype=dtype, device=device,
-                                                          detach=not grad, stop_early=stop_early) as rec:
+        rec, pairs = self._recorder(sites, positions, dtype, device, not grad, stop_early, False)
+        with torch.set_grad_enabled(grad), self._engine.hooks(pairs):   # two frames, not four nested managers
             try:
                 self.module(*args, **kw)
             except StopForward:

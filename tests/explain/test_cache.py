@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -143,3 +144,71 @@ def test_sigkill_resume_identical_shards(tmp_path):
     assert torch.equal(LatentCache(ref).hist, LatentCache(out).hist)
     assert torch.equal(LatentCache(ref).dense(5), LatentCache(out).dense(5))
     assert not [f for f in out.iterdir() if f.name.endswith(".tmp")]
+
+
+def test_rank_split_equals_single_process(tmp_path):
+    """Chunks split by rank (as under torchrun), each rank resumable in its own folder, merged by the last one:
+    the same totals, row tables and entries as one process."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.relu(torch.randn(1000, 6, generator=g) - 0.5)
+    tok = torch.randint(0, 50, (1000,), generator=g)
+    cfg = CacheConfig(progress=False, shard_entries=200)
+    one = build_cache(TensorRows(x, tok, batch_rows=64), NeuronLatents(6, "s"), tmp_path / "one", cfg)
+    out = tmp_path / "split"
+    assert build_cache(TensorRows(x, tok, batch_rows=64), NeuronLatents(6, "s"), out, cfg, rank=0, world=3) is None
+    assert build_cache(TensorRows(x, tok, batch_rows=64), NeuronLatents(6, "s"), out, cfg, rank=2, world=3) is None
+    three = build_cache(TensorRows(x, tok, batch_rows=64), NeuronLatents(6, "s"), out, cfg, rank=1, world=3)
+    assert three is not None and three.n_rows == one.n_rows == 1000
+    assert {s["file"].split("/")[0] for s in three.config["shards"]} == {"rank-000", "rank-001", "rank-002"}
+    for k in ("count", "max", "sum", "hist"):
+        assert torch.equal(getattr(three, k), getattr(one, k)), k
+    for k in ("tokens", "doc", "pos"):
+        assert torch.equal(three.row_table(k), one.row_table(k))
+    for j in range(6):
+        assert all(torch.equal(a, b) for a, b in zip(three.latent(j), one.latent(j)))
+        assert torch.equal(three.dense(j), x[:, j] * (x[:, j] > 0))
+    again = build_cache(TensorRows(x, tok, batch_rows=64), NeuronLatents(6, "s"), out, cfg)   # finished: reused
+    assert again.config == three.config
+
+
+TORCHRUN = r"""
+import sys, time, torch
+from actlab import distributed
+from actlab.explain import CacheConfig, NeuronLatents, TensorRows, build_cache
+distributed.init_from_env()
+
+
+class Slow(NeuronLatents):   # rank 1 finishes last: rank 0 must wait for it before merging
+    def __call__(self, x):
+        if distributed.rank() == 1:
+            time.sleep(0.2)
+        return super().__call__(x)
+
+g = torch.Generator().manual_seed(3)
+x = torch.relu(torch.randn(600, 5, generator=g) - 0.5)
+tok = torch.randint(0, 50, (600,), generator=g)
+c = build_cache(TensorRows(x, tok, batch_rows=50), Slow(5, "s"), sys.argv[1], CacheConfig(progress=False))
+open(f"{sys.argv[1]}.rank{distributed.rank()}", "w").write(str(None if c is None else c.n_rows))
+distributed.destroy()
+"""
+
+
+def test_torchrun_two_ranks(tmp_path):
+    """A real torchrun (2 CPU processes, gloo): rank 0 merges, the cache equals a single-process one."""
+    script = tmp_path / "run.py"
+    script.write_text(TORCHRUN)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sk:   # a free port (torchrun's --master-port 0 hangs with gloo)
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                        str(port), str(script), str(tmp_path / "c2")], env=env, capture_output=True, text=True,
+                       timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "c2.rank0").read_text() == "600" and (tmp_path / "c2.rank1").exists()
+    subprocess.run([sys.executable, str(script), str(tmp_path / "c1")], env=env, check=True, capture_output=True)
+    a, b = LatentCache(tmp_path / "c2"), LatentCache(tmp_path / "c1")
+    assert len({s["file"].split("/")[0] for s in a.config["shards"]}) == 2
+    for k in ("count", "max", "sum", "hist"):
+        assert torch.equal(getattr(a, k), getattr(b, k))
+    assert all(torch.equal(u, v) for u, v in zip(a.entries(), b.entries()))

@@ -11,6 +11,7 @@ boundaries, so the result equals an uninterrupted run file for file. The folder 
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -151,39 +152,29 @@ def _start(out: Path, ident: dict) -> list[dict]:
     return shards
 
 
-def build_cache(rows: RowSource, latents: LatentSource, out: str | Path, cfg: CacheConfig | None = None,
-                extra: dict | None = None) -> LatentCache:
-    """Cache ``latents`` over ``rows`` into the folder ``out`` (resuming a killed run with the same settings)."""
-    cfg = cfg or CacheConfig()
-    out = Path(out)
-    ident = {"format_version": FORMAT_VERSION, "rows": rows.describe(), "latents": latents.describe(),
-             "cache": cfg.identity()}
-    with folder_lock(out, what="explain cache"):
-        if (out / "cfg.json").exists():
-            done = LatentCache(out)
-            if done.config.get("identity") != ident:
-                raise ArtifactError(f"{out} holds a finished latent cache of other settings "
-                                    f"({_diff(ident, done.config.get('identity', {}))}); use another folder")
-            return done
-        shards = _start(out, ident)
-        chunk0 = shards[-1]["chunk_end"] if shards else 0
-        row0 = shards[-1]["row_end"] if shards else 0
-        if shards:
-            log.warning("resuming the latent cache in %s after %d complete shard(s) (%d rows)", out, len(shards), row0)
-        bar = _bar(cfg, rows, chunk0)
-        buf = _Buffer(latents.n_latents, cfg, row0, chunk0)
+def _pass(rows: RowSource, latents: LatentSource, out: Path, cfg: CacheConfig, ident: dict,
+          chunks: range) -> list[dict]:
+    """Cache the chunks ``chunks`` into shards in ``out`` (resuming its progress); rows numbered from 0 there."""
+    shards = _start(out, ident)
+    chunk0 = shards[-1]["chunk_end"] if shards else chunks.start
+    row0 = shards[-1]["row_end"] if shards else 0
+    if shards:
+        log.warning("resuming the latent cache in %s after %d complete shard(s) (%d rows)", out, len(shards), row0)
+    bar = _bar(cfg, rows, chunk0)
+    buf = _Buffer(latents.n_latents, cfg, row0, chunk0)
 
-        def flush(chunk_end: int) -> _Buffer:
-            name = shard_name(len(shards))
-            t = buf.tensors()
-            save_tensors(out / name, t)   # no extra metadata: a 2-key header is ordered at random
-            shards.append({"file": name, "chunk_start": buf.chunk0, "chunk_end": chunk_end, "row_start": buf.row0,
-                           "row_end": buf.row0 + buf.rows, "entries": buf.entries})
-            atomic_write_json(out / PROGRESS, {"identity": ident, "shards": shards})
-            return _Buffer(latents.n_latents, cfg, buf.row0 + buf.rows, chunk_end)
+    def flush(chunk_end: int) -> _Buffer:
+        name = shard_name(len(shards))
+        t = buf.tensors()
+        save_tensors(out / name, t)   # no extra metadata: a 2-key header is ordered at random
+        shards.append({"file": name, "chunk_start": buf.chunk0, "chunk_end": chunk_end, "row_start": buf.row0,
+                       "row_end": buf.row0 + buf.rows, "entries": buf.entries})
+        atomic_write_json(out / PROGRESS, {"identity": ident, "shards": shards})
+        return _Buffer(latents.n_latents, cfg, buf.row0 + buf.rows, chunk_end)
 
-        c = chunk0
-        for c, chunk in enumerate(rows.chunks(chunk0), start=chunk0):
+    c = chunk0
+    if chunk0 < chunks.stop:
+        for c, chunk in enumerate(itertools.islice(rows.chunks(chunk0), chunks.stop - chunk0), start=chunk0):
             z = latents(chunk.acts)
             if z.shape != (chunk.acts.shape[0], latents.n_latents):
                 raise ValueError(f"the latent source returned shape {list(z.shape)} for {chunk.acts.shape[0]} rows;"
@@ -193,16 +184,93 @@ def build_cache(rows: RowSource, latents: LatentSource, out: str | Path, cfg: Ca
                 bar.update(z.shape[0])
             if buf.full():
                 buf = flush(c + 1)
-        if buf.rows:
-            buf = flush(c + 1)
-        if bar is not None:
-            bar.close()
-        totals = _totals(out, shards, latents.n_latents, cfg)
-        config = {"identity": ident, "n_latents": latents.n_latents, "n_rows": shards[-1]["row_end"] if shards else 0,
-                  "site": latents.site, "shards": shards, "hist_edges": hist_edges(cfg).tolist(),
-                  "extra": extra or {}}
-        save_artifact(out, KIND, config, totals, version=FORMAT_VERSION, tensors_file=STATS_FILE)
-    return LatentCache(out)
+    if buf.rows:
+        buf = flush(c + 1)
+    if bar is not None:
+        bar.close()
+    if not shards or shards[-1]["chunk_end"] < chunks.stop:   # record completion even for an empty range
+        atomic_write_json(out / PROGRESS, {"identity": ident, "shards": shards, "chunk_end": chunks.stop})
+    return shards
+
+
+def build_cache(rows: RowSource, latents: LatentSource, out: str | Path, cfg: CacheConfig | None = None,
+                extra: dict | None = None, *, rank: int | None = None,
+                world: int | None = None) -> LatentCache | None:
+    """Cache ``latents`` over ``rows`` into the folder ``out`` (resuming a killed run with the same settings).
+
+    Under ``torchrun`` (or with explicit ``rank`` / ``world``), rank ``r`` caches its contiguous block of chunks
+    into ``out/rank-r/`` (resumable on its own); rank 0 then lists every rank's shards in order in ``cfg.json``
+    (their rows offset by the rows of earlier ranks), so the cache equals a single-process one row for row.
+    Without torch.distributed initialised, whichever rank finishes last merges; the others return None."""
+    from actlab import distributed
+
+    cfg = cfg or CacheConfig()
+    out = Path(out)
+    ident = {"format_version": FORMAT_VERSION, "rows": rows.describe(), "latents": latents.describe(),
+             "cache": cfg.identity()}
+    r = distributed.rank() if rank is None else int(rank)
+    w = distributed.world_size() if world is None else int(world)
+    if (out / "cfg.json").exists():
+        done = LatentCache(out)
+        if done.config.get("identity") != ident:
+            raise ArtifactError(f"{out} holds a finished latent cache of other settings "
+                                f"({_diff(ident, done.config.get('identity', {}))}); use another folder")
+        return done
+    if w <= 1:
+        with folder_lock(out, what="explain cache"):
+            if (out / "cfg.json").exists():
+                return build_cache(rows, latents, out, cfg, extra, rank=0, world=1)
+            shards = _pass(rows, latents, out, cfg, ident, range(rows.n_chunks))
+            _finish(out, shards, latents, cfg, ident, extra)
+        return LatentCache(out)
+    part = out / f"rank-{r:03d}"
+    with folder_lock(part, what=f"explain cache rank {r}"):
+        _pass(rows, latents, part, cfg, {**ident, "rank": r, "world": w},
+              distributed.shard_range(rows.n_chunks, r, w))
+    if distributed.is_initialized():
+        distributed.barrier()
+    if r == 0 or not distributed.is_initialized():
+        _merge(out, w, rows.n_chunks, latents, cfg, ident, extra)
+    if distributed.is_initialized():
+        distributed.barrier()
+    return LatentCache(out) if (out / "cfg.json").exists() else None
+
+
+def _merge(out: Path, world: int, n_chunks: int, latents: LatentSource, cfg: CacheConfig, ident: dict,
+           extra: dict | None) -> None:
+    """List every rank's shards in rank order with row offsets, once all ranks have finished their block."""
+    from actlab import distributed
+
+    parts = []
+    for k in range(world):
+        prog = out / f"rank-{k:03d}" / PROGRESS
+        if not prog.exists():
+            return   # another rank is not done (without torch.distributed: the last rank merges)
+        p = read_json(prog, what="latent cache progress")
+        if p.get("identity") != {**ident, "rank": k, "world": world}:
+            raise ArtifactError(f"{prog} was written with other settings; use another folder")
+        end = p.get("chunk_end", p["shards"][-1]["chunk_end"] if p["shards"] else -1)
+        if end < distributed.shard_range(n_chunks, k, world).stop:
+            return
+        parts.append(p["shards"])
+    shards, offset = [], 0
+    for k, part in enumerate(parts):
+        for s in part:
+            shards.append({**s, "file": f"rank-{k:03d}/{s['file']}", "row_offset": offset,
+                           "row_start": s["row_start"] + offset, "row_end": s["row_end"] + offset})
+        offset += part[-1]["row_end"] if part else 0
+    with folder_lock(out, what="explain cache"):
+        if not (out / "cfg.json").exists():
+            _finish(out, shards, latents, cfg, ident, extra)
+
+
+def _finish(out: Path, shards: list[dict], latents: LatentSource, cfg: CacheConfig, ident: dict,
+            extra: dict | None) -> None:
+    totals = _totals(out, shards, latents.n_latents, cfg)
+    config = {"identity": ident, "n_latents": latents.n_latents, "n_rows": shards[-1]["row_end"] if shards else 0,
+              "site": latents.site, "shards": shards, "hist_edges": hist_edges(cfg).tolist(),
+              "extra": extra or {}}
+    save_artifact(out, KIND, config, totals, version=FORMAT_VERSION, tensors_file=STATS_FILE)
 
 
 def _bar(cfg: CacheConfig, rows: RowSource, chunk0: int):
@@ -264,6 +332,7 @@ class LatentCache:
         parts: dict[str, list[Tensor]] = {k: [] for k in ENTRY_KEYS + ROW_KEYS}
         for s in self.config["shards"]:
             t = load_tensors(self.folder / s["file"], names=ENTRY_KEYS + ROW_KEYS)
+            t["row"] = t["row"] + int(s.get("row_offset", 0))   # shards of rank r > 0 count rows from 0
             for k, part in parts.items():
                 part.append(t[k])
         cat = {k: torch.cat(v).long() if k != "value" else torch.cat(v) for k, v in parts.items()}

@@ -15,6 +15,8 @@ def cmd_cache(a: argparse.Namespace) -> None:
     c = cache_from_paths(a.out, clikit.config_from_args(a), store=a.store, model=model, data=a.data,
                          dictionary=a.dictionary, neurons=a.neurons, directions=a.directions, site=a.site,
                          max_rows=a.max_rows, batch_rows=a.batch_rows, max_texts=a.max_texts)
+    if c is None:   # a torchrun rank other than 0: rank 0 reports
+        return
     alive = int((c.count > 0).sum())
     print(f"cached {c.n_latents} latents over {c.n_rows} tokens ({alive} fire at least once; "
           f"{int(c.count.sum())} entries in {len(c.config['shards'])} shard(s)); wrote {a.out}")

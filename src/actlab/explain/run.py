@@ -63,8 +63,12 @@ def make_latents(*, dictionary: str | None = None, neurons: bool = False, direct
 def cache_from_paths(out: str, cfg: CacheConfig, *, store: str | None = None, model: Model | None = None,
                      data: str | None = None, dictionary: str | None = None, neurons: bool = False,
                      directions: str | None = None, site: str | None = None, max_rows: int | None = None,
-                     batch_rows: int = 4096, max_texts: int | None = None) -> LatentCache:
-    """Cache a latent source over a store (``store``) or over a model run on texts (``model`` + ``data``)."""
+                     batch_rows: int = 4096, max_texts: int | None = None) -> LatentCache | None:
+    """Cache a latent source over a store (``store``) or over a model run on texts (``model`` + ``data``).
+    Under torchrun each rank caches its block of chunks and rank 0 merges (the others return None)."""
+    from actlab import distributed
+
+    distributed.init_from_env()
     if (store is None) == (model is None):
         raise ValueError("give either a store (--store DIR) or a model and --data, not both")
     if store is not None:

@@ -89,7 +89,7 @@ def test_cli_fit_describe_steer(tmp_path, capsys):
         a.func(a)
 
     f = tmp_path / "t.txt"
-    f.write_text("\n".join(["abZcd", "Zefg", "hijk"]))
+    f.write_text("abZcd\nZefg\nhijk")
     main(["snmf", "fit", "tiny-llama", "--file", str(f), "--layer", "1", "--features", "3", "--iters", "20",
           "--restarts", "1", "--out", str(tmp_path / "s")])
     assert "3 features from" in capsys.readouterr().out

@@ -65,7 +65,8 @@ def test_inversion_rates_counts_replies():
     from actlab.steer.refusal import INVERSION_QUESTION, inversion_rates
 
     class Fake:
-        seen = {}
+        def __init__(self):
+            self.seen = {}
 
         @contextlib.contextmanager
         def intervene(self, ivs):
@@ -84,9 +85,8 @@ def test_inversion_rates_counts_replies():
 
 def test_cli_refusal(tiny, tmp_path, capsys, monkeypatch):
     from actlab import load_model
-    from actlab.steer.refusal import harm_refusal_directions, load_instructions
-
     from actlab.steer import refusal
+    from actlab.steer.refusal import harm_refusal_directions, load_instructions
 
     m = load_model("tiny-llama")
     m.tokenizer.chat_template = CHATML
@@ -108,3 +108,15 @@ def test_cli_refusal(tiny, tmp_path, capsys, monkeypatch):
     with pytest.raises(ValueError, match="no chat template"):
         main(["steer", "refusal", "tiny-llama", "--n", "2", "--layers", "1", "--judge", "score",
               "--out", str(tmp_path / "e")])
+
+
+def test_cli_vista(tiny, capsys):
+    from actlab.steer.sla import vsv_compare
+
+    main(["steer", "vista", "tiny-llama", "--context", "the cat ", "--question", "sat on", "--target", "m",
+          "--lam", "0.1", "--max-new-tokens", "3", "--ranks-tokens", "2", "--sla-layers", "0"])
+    out = capsys.readouterr().out
+    r = vsv_compare(tiny("tiny-llama"), "the cat ", "sat on", 0.1, "m")
+    assert f"{r['kl_no_context']:.4f} without context, {r['kl_steered']:.4f} steered" in out
+    assert "rank per layer,    steered: " + " ".join(str(x) for x in r["ranks_steered"]) in out
+    assert "### plain: sat on" in out and "### steered: sat on" in out and out.count("rank per layer:") == 4

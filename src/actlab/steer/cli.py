@@ -124,6 +124,28 @@ def cmd_refusal(a: argparse.Namespace) -> None:
     print(f"wrote {a.out}/harm/<site> and {a.out}/refusal/<site> (steer with 'actlab steer apply')")
 
 
+def cmd_vista(a: argparse.Namespace) -> None:
+    from actlab.steer.sla import ranking_dynamics, sla_generate, vsv_compare, vsv_interventions
+
+    m = clikit.model_from_args(a)
+    r = vsv_compare(m, a.context, a.question, a.lam, a.target)
+    print(f"next-token KL to the with-context run: {r['kl_no_context']:.4f} without context, "
+          f"{r['kl_steered']:.4f} steered (lam {a.lam:g})")
+    if a.target:
+        print(f"p({a.target!r}): context {r['p_context']:.4f}  no context {r['p_no_context']:.4f}  "
+              f"steered {r['p_steered']:.4f}")
+        for k in ("ranks_context", "ranks_no_context", "ranks_steered"):
+            print(f"  rank per layer, {k[6:]:>10}: {' '.join(str(x) for x in r[k])}")
+    layers = [int(x) for x in clikit.split_list(a.sla_layers)]
+    for name, ivs in (("plain", {}), ("steered", vsv_interventions(m, [a.context + a.question], [a.question], a.lam))):
+        with m.intervene(ivs):
+            out = sla_generate(m, [a.question], a.max_new_tokens, sla_layers=layers, sla_alpha=a.sla_alpha)[0]
+            toks, ranks = ranking_dynamics(m, a.question, a.ranks_tokens) if a.ranks_tokens else ([], None)
+        print(f"### {name}: {a.question}{out}")
+        for j, t in enumerate(toks):
+            print(f"  {t!r:>12} rank per layer: {' '.join(str(int(x)) for x in ranks[:, j])}")
+
+
 def _data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", help='JSONL, one {"positive": text, "negative": text} per line')
     p.add_argument("--positive", help="positive prompts (.txt one per line, .json list, .jsonl)")
@@ -219,3 +241,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--coeff", type=float, default=1.5, help="strength for --effects, x the raw mean difference")
     p.add_argument("--out", required=True, help="output folder: harm/<site>/ and refusal/<site>/ directions")
     p.set_defaults(func=cmd_refusal)
+
+    p = sub.add_parser("vista", help="VISTA on a with/without-context pair: steering vector, KL / target rank per "
+                                     "layer, steered generation, token ranking dynamics")
+    clikit.add_model_args(p)
+    p.add_argument("--context", required=True, help="the context (a supporting passage; the image in an LVLM)")
+    p.add_argument("--question", required=True, help="the input without the context (generation starts here)")
+    p.add_argument("--target", help="a token the context supports (its first token is tracked)")
+    p.add_argument("--lam", type=float, default=0.05, help="VSV strength (0.01-0.17 in the paper)")
+    p.add_argument("--sla-layers", help="self-logits augmentation layers, comma separated (default: none)")
+    p.add_argument("--sla-alpha", type=float, default=0.3, help="SLA mix weight")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="tokens to generate")
+    p.add_argument("--ranks-tokens", type=int, default=4, help="generated tokens whose per-layer rank to print")
+    p.set_defaults(func=cmd_vista)

@@ -134,3 +134,82 @@ class ContextSteer(Intervention):
         s = 1 + (-(x @ vn) / n.squeeze(-1).clamp_min(1e-12)).clamp_min(0)[..., None] if self.adaptive else 1.0
         y = x / n.clamp_min(1e-12) + self.lam * s * vn
         return (y / y.norm(dim=-1, keepdim=True).clamp_min(1e-12) * n).to(act.dtype)
+
+
+def vsv_interventions(model: Model, with_context, without_context, lam: float = 0.05,
+                      layers: Sequence[int] | None = None, adaptive: bool = True) -> dict[str, ContextSteer]:
+    """``{blocks.{l}.mlp_out: ContextSteer(v_l, lam)}`` from one with/without-context pair: the VSV edit to apply
+    (``model.intervene``) while generating from the input without the context."""
+    return {s: ContextSteer(v, lam=lam, adaptive=adaptive)
+            for s, v in vsv_vectors(model, with_context, without_context, layers).items()}
+
+
+# -- token ranking dynamics (the diagnostic VISTA is built on) ------------------------------------------------
+def _lens_ranks(model: Model, acts: dict[str, torch.Tensor], targets: torch.Tensor, final_norm: bool) -> torch.Tensor:
+    """``[n_layers, n]``: rank (0 = top) of ``targets[j]`` in the logit lens of ``acts[l][j]``."""
+    rows = []
+    for i in range(model.n_layers):
+        with torch.no_grad():
+            lg = early_logits(model, acts[f"blocks.{i}.resid_post"].to(model.dtype), final_norm).float()
+        tgt = lg.gather(-1, targets[:, None].to(lg.device))
+        rows.append((lg > tgt).sum(-1).cpu())
+    return torch.stack(rows)
+
+
+def token_ranks(model: Model, text: str, token: int | str, final_norm: bool = True) -> torch.Tensor:
+    """``[n_layers]``: the rank (0 = top) of ``token`` (an id, or a string whose first token is taken) as the next
+    token after ``text``, under the logit lens of every block's output."""
+    if isinstance(token, str):
+        ids = model.tokenizer(token, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"token {token!r} has no tokens")
+        token = ids[0]
+    sites = [f"blocks.{i}.resid_post" for i in range(model.n_layers)]
+    acts = model.record([text], sites=sites, positions="last")
+    return _lens_ranks(model, {s: a.reshape(1, -1) for s, a in acts.items()}, torch.tensor([int(token)]),
+                       final_norm)[:, 0]
+
+
+def ranking_dynamics(model: Model, prompt: str, max_new_tokens: int = 16, *, final_norm: bool = True,
+                     chat: bool = False) -> tuple[list[str], torch.Tensor]:
+    """(generated tokens, ``[n_layers, n_new]`` ranks): greedy generation from ``prompt`` (interventions of an
+    active ``intervene`` block apply), then, for every step, the rank of the token finally emitted under each
+    block's logit lens at that step (teacher-forced on the generated text, which for greedy decoding is the
+    state the model decided in). VISTA's "token ranking dynamics": grounded tokens peak before the last layer."""
+    out = model.generate([prompt], max_new_tokens=max_new_tokens, chat=chat, return_ids=True)[0]
+    n_prompt = len(model.tokenize([prompt], chat=chat)["input_ids"][0])
+    new = out[n_prompt:]
+    if len(new) == 0:
+        return [], torch.zeros(model.n_layers, 0, dtype=torch.long)
+    sites = [f"blocks.{i}.resid_post" for i in range(model.n_layers)]
+    acts = model.record({"input_ids": out[None], "attention_mask": torch.ones_like(out[None])}, sites=sites)
+    steps = {s: a[0, n_prompt - 1:len(out) - 1] for s, a in acts.items()}  # the state that chose each new token
+    ranks = _lens_ranks(model, steps, new, final_norm)
+    return [model.tokenizer.decode([int(t)]) for t in new], ranks
+
+
+def vsv_compare(model: Model, context: str, question: str, lam: float = 0.05, target: str | None = None,
+                layers: Sequence[int] | None = None) -> dict:
+    """One with/without-context pair (``context + question`` vs ``question``): next-token KL to the with-context run
+    without and with the VSV edit, and, for ``target`` (its first token), p and its logit-lens rank per layer in the
+    three runs. The numbers VISTA's sanity check reads, on any text model."""
+    ivs = vsv_interventions(model, [context + question], [question], lam, layers)
+
+    def logp(text, edit):
+        with model.intervene(ivs if edit else {}), torch.no_grad():
+            return model([text]).logits[0, -1].float().log_softmax(-1)
+
+    p_ctx, p_no, p_st = logp(context + question, False), logp(question, False), logp(question, True)
+    kl = lambda p, q: float((p.exp() * (p - q)).sum())
+    out = {"kl_no_context": kl(p_ctx, p_no), "kl_steered": kl(p_ctx, p_st), "lam": lam}
+    if target:
+        ids = model.tokenizer(target, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"target {target!r} has no tokens")
+        t = ids[0]
+        out.update(p_context=float(p_ctx[t].exp()), p_no_context=float(p_no[t].exp()), p_steered=float(p_st[t].exp()),
+                   ranks_context=token_ranks(model, context + question, t).tolist(),
+                   ranks_no_context=token_ranks(model, question, t).tolist())
+        with model.intervene(ivs):
+            out["ranks_steered"] = token_ranks(model, question, t).tolist()
+    return out

@@ -142,3 +142,16 @@ def test_bad_input():
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         fit_probe(bad, y)
+
+
+def test_bootstrap_resamples_both_classes():
+    """Swapping the roles of the classes (scores negated) leaves the AUROC's uncertainty unchanged: an interval that
+    resampled one class only would be narrow one way round and wide the other."""
+    g = torch.Generator().manual_seed(5)
+    s = torch.cat([torch.randn(200, generator=g) + 1.0, torch.randn(20, generator=g)])
+    y = torch.tensor([1] * 200 + [0] * 20)
+    a = bootstrap_auroc(s, y, n_boot=2000)
+    b = bootstrap_auroc(-s, 1 - y, n_boot=2000)
+    assert a.value == pytest.approx(b.value)
+    ratio = (a.hi - a.lo) / (b.hi - b.lo)
+    assert 0.7 < ratio < 1.4, ratio

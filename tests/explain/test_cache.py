@@ -203,6 +203,7 @@ def test_torchrun_two_ranks(tmp_path):
         port = sk.getsockname()[1]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
                         str(port), str(script), str(tmp_path / "c2")], env=env, capture_output=True, text=True,
+                       check=False,
                        timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "c2.rank0").read_text() == "600" and (tmp_path / "c2.rank1").exists()

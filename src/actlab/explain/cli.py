@@ -46,6 +46,12 @@ def cmd_examples(a: argparse.Namespace) -> None:
         print(json.dumps(rep, indent=1))
 
 
+def _dictionary(cache):
+    from actlab.explain.run import reopen_latents
+
+    return getattr(reopen_latents(cache), "dictionary", None)
+
+
 def cmd_show(a: argparse.Namespace) -> None:
     from actlab.explain.run import feature_card
 
@@ -55,7 +61,7 @@ def cmd_show(a: argparse.Namespace) -> None:
         model = cache_model(cache)
     for j in clikit.split_list(a.latent):
         print(feature_card(cache, int(j), tok, model=model, decoder=dec, n_examples=a.examples,
-                           color=not a.no_color))
+                           color=not a.no_color, dictionary=_dictionary(cache)))
         print()
 
 

@@ -82,3 +82,36 @@ def cooccurrence(cache: LatentCache, latents: list[int] | None = None) -> Tensor
         active[r] = True
         out[a] = torch.bincount(lat[active[row]], minlength=cache.n_latents)
     return out
+
+
+def attn_layer(site: str) -> int | None:
+    """The layer of a ``blocks.{i}.attn.z`` site, else None (not an attention-output SAE)."""
+    parts = site.split(".")
+    if len(parts) == 4 and parts[0] == "blocks" and parts[2:] == ["attn", "z"] and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def head_shares(dictionary, n_heads: int, j: int, k: int = 3) -> list[tuple[int, float]]:
+    """The ``k`` heads with the largest share of latent ``j``'s decoder norm (``actlab.lens.head_attribution``)."""
+    from actlab.lens import head_attribution
+
+    share = head_attribution(dictionary, n_heads)[j]
+    v, i = share.topk(min(k, n_heads))
+    return list(zip(i.tolist(), v.tolist()))
+
+
+@torch.no_grad()
+def dfa_sources(model: Model, dictionary, j: int, tokens: list[int], position: int,
+                k: int = 5) -> list[tuple[int, float]]:
+    """Direct feature attribution of latent ``j`` at ``position`` of a token window to its source positions
+    (summed over heads; ``actlab.lens.direct_feature_attribution``): the ``k`` largest ``(source index, value)``.
+    The window is run on its own, so the attention sees only the window's tokens."""
+    from actlab.lens import direct_feature_attribution
+
+    ids = torch.tensor([list(tokens)], dtype=torch.long)
+    res = direct_feature_attribution(model, dictionary, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+                                     features=[j], position=position)
+    per_src = res.by_source()[0, 0, : position % ids.shape[1] + 1].cpu()
+    v, i = per_src.topk(min(k, per_src.numel()))
+    return list(zip(i.tolist(), v.tolist()))

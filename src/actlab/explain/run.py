@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from actlab.explain.cache import CacheConfig, LatentCache, build_cache
-from actlab.explain.effects import nearest_features, promoted_tokens
+from actlab.explain.effects import attn_layer, dfa_sources, head_shares, nearest_features, promoted_tokens
 from actlab.explain.examples import ExampleConfig, activating_windows, build_examples
 from actlab.explain.sources import DictionaryLatents, DirectionLatents, NeuronLatents, StoreRows, TextRows
 
@@ -151,9 +151,11 @@ def _ansi(text: str, color: bool) -> str:
 
 def feature_card(cache: LatentCache, j: int, tokenizer, *, model: Model | None = None,
                  decoder: torch.Tensor | None = None, n_examples: int = 5, k_tokens: int = 8,
-                 color: bool = False) -> str:
+                 color: bool = False, dictionary=None) -> str:
     """A terminal card of latent ``j``: density, max, histogram sparkline, promoted tokens (with a model and a
-    residual-width decoder), nearest latents, and the top examples with the activating tokens highlighted."""
+    residual-width decoder), nearest latents, for an SAE on ``blocks.{i}.attn.z`` (with ``dictionary`` and a model)
+    its top heads and the top example's DFA source tokens, and the top examples with the activating tokens
+    highlighted."""
     if not 0 <= j < cache.n_latents:
         raise IndexError(f"latent {j} out of range: the cache holds {cache.n_latents} latents")
     e = cache.hist_edges
@@ -173,10 +175,23 @@ def feature_card(cache: LatentCache, j: int, tokenizer, *, model: Model | None =
     if decoder is not None and decoder.shape[0] > 1:
         lines.append("nearest  " + "  ".join(f"#{i} ({c:.2f})" for i, c in nearest_features(decoder, j, 5)))
     exs = activating_windows(cache, j, ExampleConfig(), limit=n_examples)
+    if dictionary is not None and model is not None and attn_layer(dictionary.cfg.site) is not None:
+        lines += attention_lines(model, dictionary, j, exs[0] if exs else None, tokenizer)
     lines.append(f"top {len(exs)} examples:")
     for x in exs:
         lines.append(f"  {x.max_act:8.3f}  " + _ansi(x.highlighted(tokenizer).replace("\n", "\\n"), color))
     return "\n".join(lines)
+
+
+def attention_lines(model: Model, dictionary, j: int, top, tokenizer) -> list[str]:
+    """Feature-card lines of an attention-output SAE latent: head shares, DFA sources of the top example."""
+    heads = head_shares(dictionary, model.adapter.n_heads, j)
+    out = ["heads    " + "  ".join(f"h{h} {v:.2f}" for h, v in heads) + "  (share of decoder norm)"]
+    if top is not None:
+        src = dfa_sources(model, dictionary, j, top.tokens, top.focus)
+        out.append("DFA from " + "  ".join(f"{tokenizer.decode([top.tokens[i]])!r} {v:+.2f}" for i, v in src)
+                   + "  (top example, into its peak token)")
+    return out
 
 
 def cache_model(cache: LatentCache) -> Model | None:

@@ -82,18 +82,11 @@ def prompt_view(m: Model, text: str, limits: Limits, sae: SaeView | None = None,
 
 
 def _top(z: torch.Tensor, k: int) -> list[list[list[float]]]:
-    """Per token, the ``k`` largest positive values as ``[id, value]`` (highest first; ties by lower id). Sorts
-    only the positive entries (a sparse code has few), not every latent of every token."""
-    r, c = (z > 0).nonzero(as_tuple=True)
-    v = z[r, c]
-    order = torch.argsort(v, descending=True, stable=True)
-    order = order[torch.argsort(r[order], stable=True)]
-    out: list[list[list[float]]] = [[] for _ in range(z.shape[0])]
-    vals = rounded(v[order].tolist())
-    for row, col, val in zip(r[order].tolist(), c[order].tolist(), vals):
-        if len(out[row]) < k:
-            out[row].append([col, val])
-    return out
+    """Per token, the ``k`` largest positive values as ``[id, value]`` (highest first). ``topk`` over the dense
+    code measured faster here than sorting only its non-zeros (a comparison plus ``nonzero`` over every latent)."""
+    v, i = z.topk(min(k, z.shape[-1]), dim=-1)
+    vals = [rounded(row) for row in v.tolist()]
+    return [[[a, b] for a, b in zip(ii, vv) if b > 0] for ii, vv in zip(i.tolist(), vals)]
 
 
 def attention_view(m: Model, text: str, layer: int, limits: Limits) -> dict[str, Any]:

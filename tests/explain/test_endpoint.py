@@ -65,9 +65,8 @@ def test_gives_up_with_a_clear_error(tmp_path):
         with pytest.raises(EndpointError, match="refused the request .*HTTP 401.*not retried"):
             EndpointClient(cfg(s, tmp_path, max_retries=5)).chat(msgs(0))
         assert len(s.requests) == 1
-    with FaultServer([("malformed",)] * 2) as s:
-        with pytest.raises(EndpointError, match="malformed response"):
-            EndpointClient(cfg(s, tmp_path, max_retries=1)).chat(msgs(1))
+    with FaultServer([("malformed",)] * 2) as s, pytest.raises(EndpointError, match="malformed response"):
+        EndpointClient(cfg(s, tmp_path, max_retries=1)).chat(msgs(1))
     bad = EndpointConfig(base_url="http://127.0.0.1:9/v1", max_retries=1, backoff=0.01, timeout=1)
     with pytest.raises(EndpointError, match="cannot reach"):
         EndpointClient(bad).chat(msgs(0))

@@ -105,7 +105,7 @@ def test_smollm2_explain_and_score(trained, capsys):
     )
     from actlab.explain.pipeline import explain_latents, score_explanations
 
-    tmp_path, _, m, _, sae, cache, _, _ = trained
+    _, _, m, _, sae, cache, _, _ = trained
     _, shared = shared_token_latents(cache)
     # the most frequent shared-token latent on a word (enough windows for disjoint train and test sets)
 

@@ -6,7 +6,12 @@ import pytest
 
 @pytest.fixture(scope="session")
 def viz_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("viz_cache")
+    """A fresh model cache per session ($ACTLAB_VIZ_TEST_CACHE reuses one across runs, e.g. for mutation runs)."""
+    import os
+    from pathlib import Path
+
+    keep = os.environ.get("ACTLAB_VIZ_TEST_CACHE")
+    return Path(keep) if keep else tmp_path_factory.mktemp("viz_cache")
 
 
 @pytest.fixture(scope="session")

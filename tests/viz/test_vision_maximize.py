@@ -91,6 +91,23 @@ def test_fourier_parameterisation_round_trips_an_image_and_is_decorrelated():
     assert low > 3 * high
 
 
+def test_random_transform_translates_and_scales():
+    from actlab.viz.maximize import random_transform
+
+    x = torch.rand(1, 1, 12, 12)
+    shifted = [random_transform(x, 2, 0.0, torch.Generator().manual_seed(s)) for s in range(6)]
+    moved = 0
+    for y in shifted:    # a pure translation by whole pixels: the interior equals a rolled copy
+        hits = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                if torch.allclose(y[..., 2:-2, 2:-2], torch.roll(x, (-dy, -dx), (2, 3))[..., 2:-2, 2:-2], atol=1e-5)]
+        assert hits
+        moved += hits[0] != (0, 0)
+    assert moved >= 3
+    z = random_transform(torch.arange(144.0).view(1, 1, 12, 12), 0, 0.3, torch.Generator().manual_seed(1))
+    assert not torch.allclose(z, torch.arange(144.0).view(1, 1, 12, 12), atol=1e-3)   # scaled
+    assert torch.equal(random_transform(x, 0, 0.0, torch.Generator()), x)
+
+
 def test_regularisers_do_what_they_say(digits_cnn):
     f = objective(digits_cnn, Unit(neuron=3))
     plain = maximize(f, (1, 1, 16, 16), MaximizeConfig(steps=48, lr=0.1, param="pixel", jitter=0, scale=0))
@@ -105,3 +122,27 @@ def test_regularisers_do_what_they_say(digits_cnn):
     assert centre > corner  # the early, centred gradient has moved the middle most
     base = plain_ascent(f, (1, 1, 16, 16), steps=48, lr=0.1)
     assert float(f(base)) > 0
+
+
+def test_a_torchvision_style_user_module():
+    """features / avgpool / classifier like torchvision's VGG/AlexNet: sites by path, channels, maximisation."""
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                                torch.nn.MaxPool2d(2), torch.nn.Conv2d(8, 12, 3, padding=1),
+                                                torch.nn.ReLU())
+            self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+            self.classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
+
+        def forward(self, x):
+            return self.classifier(self.avgpool(self.features(x)))
+
+    torch.manual_seed(0)
+    m = vision_model(Net(), name="user")
+    assert conv_sites(m) == {"module:features.0": 8, "module:features.3": 12}
+    assert not any(p.requires_grad for p in m.module.parameters()) and not m.module.training
+    f = objective(m, Unit("module:features.3", channel=7))
+    r = maximize(f, (2, 3, 16, 16), MaximizeConfig(steps=30, lr=0.1))
+    assert r.images.shape == (2, 3, 16, 16)
+    assert bool((r.values > f(torch.full((2, 3, 16, 16), 0.5)).detach()).all())

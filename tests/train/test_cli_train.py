@@ -26,7 +26,7 @@ def test_every_recipe_has_config_flags(capsys):
 
 def test_concepts_verb_runs_and_writes_its_report(tmp_path, capsys):
     out = tmp_path / "c"
-    a = parser().parse_args(["train", "concepts", "--out", str(out), "--n-checkpoints", "12", "--samples", "50"])
+    a = parser().parse_args(["train", "concepts", "--out", str(out), "--n-checkpoints", "10", "--samples", "40"])
     a.func(a)
     printed = json.loads(capsys.readouterr().out.split("\nwrote")[0])
     assert printed["checks"]["over_earlier"] is True

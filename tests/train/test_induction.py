@@ -11,7 +11,7 @@ from actlab.train.toy import repeated_sequences
 
 
 def test_identity_clamp_reproduces_the_baseline_exactly_and_detached_it_differs(one_thread):
-    cfg = InductionConfig(steps=30, eval_every=15)
+    cfg = InductionConfig(steps=30, eval_every=15, eval_batch=16)
     rep = run_induction(cfg, clamps=("none", "identity"))
     assert rep["checks"]["identity_reproduces_baseline"] is True
     assert rep["runs"]["none"]["loss"][0] != rep["runs"]["none"]["loss"][-1]
@@ -40,6 +40,9 @@ def test_zero_clamp_sends_no_gradient_to_layer_0_and_prev_clamp_is_exact():
         m(x).logsumexp(-1).sum().backward()
     assert all(p.grad is None or p.grad.abs().max() == 0 for p in m.module.blocks[0].parameters())
     assert m.module.blocks[1].qkv.weight.grad.abs().max() > 0
+    with m.intervene(clamp_interventions("zero")), m.recording(["module:blocks.0"]) as rec:
+        m(x)
+    assert rec["module:blocks.0"].abs().max() == 0  # the lesion writes zeros (not merely a detached value)
     with m.intervene(clamp_interventions("prev_token")), m.recording(["module:blocks.0.pattern"]) as rec:
         m(x)
     p = rec["module:blocks.0.pattern"]

@@ -77,7 +77,7 @@ def test_sparsity_and_massive_metrics_on_planted_activations():
             a[..., :7] = 1.0                                      # exactly 7 of 50 units active per token
             self.act(a)
             h = torch.randn(b, t, 32, generator=torch.Generator().manual_seed(0))
-            h[:, 0, 5] = 5000.0                                   # a massive activation at (pos 0, channel 5)
+            h[:, 0, 5] = -5000.0                                  # a massive (negative) activation at (pos 0, channel 5)
             return self.resid(h)
 
     m = Model(Planted(), None, name="planted")

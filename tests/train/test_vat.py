@@ -22,17 +22,20 @@ def test_perturbation_norm_is_eps_and_vat_term_vanishes_at_eps_zero():
         torch.testing.assert_close(r.norm(dim=1), torch.full((16,), eps), rtol=1e-5, atol=0)
     assert vat_loss(m, x, logits, 0.0, cfg.xi) == 0.0
     assert vat_loss(m, x, logits, 2.0, cfg.xi) > 0
-    # the adversarial direction beats a random one of the same norm
+    # the adversarial direction beats random directions of the same norm (on a confident model: x20 readout)
+    with torch.no_grad():
+        m.module.out.weight.mul_(20)
+    logits = m(x)
     r = vat_perturbation(m, x, logits, 2.0, cfg.xi, torch.Generator().manual_seed(1))
-    rnd = torch.randn(r.shape, generator=torch.Generator().manual_seed(5))
-    rnd = 2.0 * rnd / rnd.norm(dim=1, keepdim=True)
     from actlab.core.interventions import Fn
     from actlab.train.vat import SCORES, kl
 
     def div(p):
         with torch.no_grad(), m.intervene({SCORES: Fn(fn=lambda a, c: a + p)}):
             return kl(logits.detach(), m(x))
-    assert div(r) > div(rnd)
+    g = torch.Generator().manual_seed(5)
+    rnd = [torch.randn(r.shape, generator=g) for _ in range(20)]
+    assert div(r) > 2 * max(div(2.0 * q / q.norm(dim=1, keepdim=True)) for q in rnd)  # measured: 2.44 vs 0.56
 
 
 def test_vat_raises_keyword_attention_and_lowers_entropy(one_thread):

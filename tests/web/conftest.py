@@ -20,7 +20,9 @@ pytest.importorskip("uvicorn")
 SITE = "blocks.1.resid_post"
 CHROMIUM = "/usr/bin/chromium"
 TEXTS = [f"doc {i}: the apple and the pear, {i * 7} cafe. Mary gave John a drink." for i in range(40)]
-EXPLAINED = {3: ("fruit words like apple", {"detection": 0.75, "fuzzing": 0.625}), 7: ("digits in numbers", {})}
+# latent 3: a tolerant explanations.jsonl file; latent 7: the explain family's own artifacts (actlab explain run|score)
+EXPLAINED = {3: ("fruit words like apple", {"detection": 0.75, "fuzzing": 0.625}),
+             7: ("digits in numbers", {"detection": 0.9})}
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +50,15 @@ def artifacts(tmp_path_factory, model):
                 tensor_source(acts, 256))
     cache = build_cache(TextRows(model, SITE, TEXTS), DictionaryLatents(sae, str(root / "sae")), root / "cache",
                         CacheConfig(progress=False))
-    (root / "cache" / "explanations.jsonl").write_text("".join(
-        json.dumps({"latent": j, "explanation": e, "scores": s}) + "\n" for j, (e, s) in EXPLAINED.items()))
+    (root / "cache" / "explanations.jsonl").write_text(json.dumps(
+        {"latent": 3, "explanation": EXPLAINED[3][0], "scores": EXPLAINED[3][1]}) + "\n")
+    from actlab.explain import Explanation, ScoreResult, save_explanations, save_scores
+
+    cache_dir = str((root / "cache").resolve())
+    save_explanations(root / "explanations", [Explanation(7, EXPLAINED[7][0], "stub", EXPLAINED[7][0], [])],
+                      {"cache": cache_dir, "explainer": "stub"})
+    save_scores(root / "scores", [ScoreResult("detection", 7, EXPLAINED[7][0], 4, 4, 0.9, 1.0, 0.8, 0.89, None, {},
+                                              value=0.9)], {"cache": cache_dir, "explanations": "x"})
     run_stats(StatsConfig(model="tiny-llama", out=str(root / "stats"), data=None, tokens=128, context_length=32,
                           ablation_tokens=0, sink_contexts=0, eval_tokens=0), model=model, progress=False)
     tok = model.tokenizer

@@ -24,7 +24,8 @@ def api(server):
 def test_index_lists_every_artifact(api):
     kinds = {a["id"]: a["kind"] for a in api.get("/api/index").json()["artifacts"]}
     assert kinds == {"art-cache": "explain.latent_cache", "art-sae": "dictionary", "art-stats": "stats.report",
-                     "art-patch": "patch.result", "art-direction": "steer.direction"}
+                     "art-patch": "patch.result", "art-direction": "steer.direction",
+                     "art-explanations": "explain.explanations", "art-scores": "explain.scores"}
 
 
 def test_sae_overview_equals_cache(api, artifacts):
@@ -76,8 +77,9 @@ def test_feature_page_data_equals_cache(api, artifacts, model):
     logits = (sae.W_dec[j].detach() * model.adapter.final_norm.weight.detach()) @ model.adapter.W_U.detach()
     assert f["promoted"]["top"][0][1] == pytest.approx(float(logits.max()), rel=1e-3)
     assert f["steerable"] is True
-    e = api.get(f"/api/sae/{SID}/feature/3").json()
-    assert e["explanation"] == EXPLAINED[3][0] and e["scores"] == EXPLAINED[3][1]
+    for k in (3, 7):     # a tolerant explanations file; the explain family's explanations + scores artifacts
+        e = api.get(f"/api/sae/{SID}/feature/{k}").json()
+        assert e["explanation"] == EXPLAINED[k][0] and e["scores"] == EXPLAINED[k][1]
 
 
 def test_dead_feature_and_range(api, artifacts):

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 MAX_DEPTH = 4
 MAX_JSON_BYTES = 64 << 20
 # (file name, artifact kind) pairs that identify a folder's kind from its "artifact" block
-KINDS = {"cfg.json": ("explain.latent_cache", "dictionary"), "result.json": ("patch.result",),
+KINDS = {"cfg.json": ("explain.latent_cache", "dictionary", "explain.explanations", "explain.scores"),
+         "result.json": ("patch.result",),
          "direction.json": ("steer.direction",)}
 
 
@@ -158,9 +159,41 @@ class Registry:
             return None
         return p if any(contained(r, p) for r in self.roots) else None
 
-    def explanations_for(self, folder: Path) -> dict[int, dict]:
-        """Explanations stored in a cache folder, beside it, or in its parent (merged, the nearest wins)."""
+    def _records(self, e: Entry) -> list[dict]:
+        from actlab.artifact import load_artifact
+
+        try:
+            return [r for r in load_artifact(e.folder, e.kind, tensors_file=None).records or [] if isinstance(r, dict)]
+        except (OSError, ValueError) as err:   # a broken folder is reported, not fatal
+            log.warning("skipping %s: %s", e.folder, err)
+            return []
+
+    def artifact_explanations(self, folder: Path) -> dict[int, dict]:
+        """``explain.explanations`` / ``explain.scores`` folders (``actlab explain run|score``) made from the cache at
+        ``folder``: the text per latent, and per scorer its headline value (``value``, else balanced accuracy)."""
         out: dict[int, dict] = {}
+        for kind in ("explain.explanations", "explain.scores"):
+            for e in self.of_kind(kind):
+                if self.inside(e.config.get("cache") or "") != folder:
+                    continue
+                for r in self._records(e):
+                    try:
+                        j = int(r["latent"])
+                    except (KeyError, TypeError, ValueError):
+                        continue
+                    d = out.setdefault(j, {"explanation": "", "scores": {}})
+                    if kind == "explain.explanations" and isinstance(r.get("text"), str):
+                        d["explanation"] = r["text"]
+                    elif kind == "explain.scores":
+                        v = r.get("value", r.get("balanced_accuracy"))
+                        if isinstance(v, (int, float)):
+                            d["scores"][str(r.get("scorer", "score"))] = v
+        return out
+
+    def explanations_for(self, folder: Path) -> dict[int, dict]:
+        """Explanations of the cache at ``folder``: explain.explanations / explain.scores artifacts made from it, and
+        explanation files in it, beside it or in a sub-folder (merged; the files win)."""
+        out: dict[int, dict] = self.artifact_explanations(folder)
         for f in (folder.parent, folder):
             out.update(self.explanations.get(f, {}))
         for sub, recs in self.explanations.items():   # an explanations folder inside the cache's folder

@@ -7,7 +7,7 @@ import torch
 from actlab.train.concepts import ConceptClassifiers, kappa, run_concepts
 from actlab.train.configs import ConceptConfig
 
-FAST = dict(n_checkpoints=16, samples=100)
+FAST = {"n_checkpoints": 16, "samples": 100}
 
 
 def test_over_prompting_shows_an_earlier_onset_and_a_positive_gap():

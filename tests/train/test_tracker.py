@@ -1,6 +1,5 @@
 """Checkpoint tracker and metrics: log-spaced schedule, checkpoints as artifacts (round trip), one JSONL, plots, the
 emergence fit of actlab.stats on a planted time course; each metric against a planted ground truth."""
-import json
 
 import numpy as np
 import pytest
@@ -9,8 +8,17 @@ import torch
 from actlab import Model
 from actlab.core.interventions import Fn
 from actlab.stats import exp_log_curve
-from actlab.train import (CheckpointTracker, PrevTokenPattern, induction_metric, load_checkpoint, log_spaced_steps,
-                          massive_metric, probe_metric, read_metrics, sparsity_metric)
+from actlab.train import (
+    CheckpointTracker,
+    PrevTokenPattern,
+    induction_metric,
+    load_checkpoint,
+    log_spaced_steps,
+    massive_metric,
+    probe_metric,
+    read_metrics,
+    sparsity_metric,
+)
 from actlab.train.toy import PATTERN, AttnOnly, head_scores, repeated_pairs
 
 

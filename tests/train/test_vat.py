@@ -15,7 +15,7 @@ def small():
 
 
 def test_perturbation_norm_is_eps_and_vat_term_vanishes_at_eps_zero():
-    cfg, m, (x, y, _) = small()
+    cfg, m, (x, _, _) = small()
     logits = m(x)
     for eps in (0.5, 2.0):
         r = vat_perturbation(m, x, logits, eps, cfg.xi, torch.Generator().manual_seed(1))

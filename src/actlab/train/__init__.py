@@ -4,18 +4,52 @@ checkpoint tracker and its metrics, linear probes, and the recipes (induction cl
 random teachers, SHARP replay, attention VAT, LM emergence)."""
 from actlab.core.interventions import FromSite, Schedule, Scheduled
 from actlab.train.clamps import MeanClamp, PrevTokenPattern, ZeroClamp, previous_token_pattern
-from actlab.train.configs import (ConceptConfig, InductionConfig, LmEmergenceConfig, SharpConfig, TeacherConfig,
-                                  VatConfig)
-from actlab.train.metrics import (induction_metric, loss_metric, massive_metric, probe_metric, sparsity_metric)
+from actlab.train.configs import (
+    ConceptConfig,
+    InductionConfig,
+    LmEmergenceConfig,
+    SharpConfig,
+    TeacherConfig,
+    VatConfig,
+)
+from actlab.train.metrics import induction_metric, loss_metric, massive_metric, probe_metric, sparsity_metric
 from actlab.train.probe import interpolation_losses, linear_probe_accuracy
-from actlab.train.tracker import (CheckpointTracker, load_checkpoint, log_spaced_steps, read_metrics,
-                                  save_checkpoint)
+from actlab.train.tracker import (
+    CheckpointTracker,
+    load_checkpoint,
+    log_spaced_steps,
+    read_metrics,
+    save_checkpoint,
+)
 
-__all__ = ["FromSite", "Schedule", "Scheduled", "MeanClamp", "PrevTokenPattern", "ZeroClamp",
-           "previous_token_pattern", "ConceptConfig", "InductionConfig", "LmEmergenceConfig", "SharpConfig", "TeacherConfig", "VatConfig",
-           "induction_metric", "loss_metric", "massive_metric", "probe_metric", "sparsity_metric",
-           "interpolation_losses", "linear_probe_accuracy", "CheckpointTracker", "load_checkpoint",
-           "log_spaced_steps", "read_metrics", "save_checkpoint", "run_recipe"]
+__all__ = [
+    "CheckpointTracker",
+    "ConceptConfig",
+    "FromSite",
+    "InductionConfig",
+    "LmEmergenceConfig",
+    "MeanClamp",
+    "PrevTokenPattern",
+    "Schedule",
+    "Scheduled",
+    "SharpConfig",
+    "TeacherConfig",
+    "VatConfig",
+    "ZeroClamp",
+    "induction_metric",
+    "interpolation_losses",
+    "linear_probe_accuracy",
+    "load_checkpoint",
+    "log_spaced_steps",
+    "loss_metric",
+    "massive_metric",
+    "previous_token_pattern",
+    "probe_metric",
+    "read_metrics",
+    "run_recipe",
+    "save_checkpoint",
+    "sparsity_metric",
+]
 
 
 def run_recipe(name: str, cfg):

@@ -6,19 +6,25 @@ import argparse
 import json
 
 from actlab import clikit
-from actlab.train.configs import (ConceptConfig, InductionConfig, LmEmergenceConfig, SharpConfig, TeacherConfig,
-                                  VatConfig)
+from actlab.train.configs import (
+    ConceptConfig,
+    InductionConfig,
+    LmEmergenceConfig,
+    SharpConfig,
+    TeacherConfig,
+    VatConfig,
+)
 
 VERBS = {
-    "induction": (InductionConfig, "induction heads in a 2-layer attention-only transformer under clamps "
-                                   "(none / identity / ideal previous-token / zero)"),
+    "induction": (InductionConfig, ("induction heads in a 2-layer attention-only transformer under clamps "
+                                    "(none / identity / ideal previous-token / zero)")),
     "concepts": (ConceptConfig, "concept-space trajectories and hidden capabilities on the planted generator"),
-    "random-teacher": (TeacherConfig, "self-distillation from a random teacher: probe accuracy of teacher vs "
-                                      "student, clustered vs random inputs"),
+    "random-teacher": (TeacherConfig, ("self-distillation from a random teacher: probe accuracy of teacher vs "
+                                       "student, clustered vs random inputs")),
     "sharp": (SharpConfig, "hidden-activation replay (SHARP) for class-incremental digits"),
     "vat": (VatConfig, "virtual adversarial training on attention: keyword attention and entropy"),
-    "lm-emergence": (LmEmergenceConfig, "massive activations and MLP sparsity over the checkpoints of a small LM "
-                                        "trained on the demo corpus"),
+    "lm-emergence": (LmEmergenceConfig, ("massive activations and MLP sparsity over the checkpoints of a small LM "
+                                         "trained on the demo corpus")),
 }
 
 

@@ -12,8 +12,8 @@ The planted generator of the spec: ``o = sigmoid(kappa_t * W c - theta) + noise`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable
 
 import torch
 
@@ -99,7 +99,7 @@ def run_concepts(cfg: ConceptConfig) -> dict:
     elicitation gap per checkpoint, and per concept the first step its classifier turns on (signal order)."""
     gen = planted_generator(cfg)
     clfs = ConceptClassifiers(*real_data(cfg))
-    steps = sorted({0, *[int(round(x)) for x in torch.logspace(0, math.log10(cfg.steps), cfg.n_checkpoints).tolist()]})
+    steps = sorted({0, *[round(x) for x in torch.logspace(0, math.log10(cfg.steps), cfg.n_checkpoints).tolist()]})
     prompts = torch.tensor([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=torch.float64)
     target = torch.tensor([1.0, 1.0], dtype=torch.float64)
     modes = {"plain": 1.0, "over": cfg.over_scale}

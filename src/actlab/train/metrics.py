@@ -2,7 +2,8 @@
 fixed probe set, measured with actlab's recordings and the public ``actlab.stats`` tools."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -91,7 +92,7 @@ def probe_metric(site: str, x_train, y_train, x_test, y_test, position: int | No
     return metric
 
 
-def loss_metric(loss_fn: Callable[["Model"], torch.Tensor]) -> Metric:
+def loss_metric(loss_fn: Callable[[Model], torch.Tensor]) -> Metric:
     """The value of ``loss_fn(model)`` (evaluated without gradients)."""
 
     def metric(model: Model) -> float:

@@ -1,7 +1,7 @@
 """Linear probes and linear mode connectivity: the evaluation tools of the random-teacher recipe (§3)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

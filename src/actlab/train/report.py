@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from actlab.artifact import atomic_write_bytes, atomic_write_json
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from actlab.viz.bas import bas_localize, bas_loss, best_box, box_mask
-from actlab.viz.traverse import TraverseConfig, class_confidence, level_set_traverse
+from actlab.viz.traverse import TraverseConfig, class_confidence, level_set_traverse, line_confidence
 
 
 def test_logistic_regression_orthogonal_steps_keep_the_logit_and_reach_the_projection():
@@ -18,6 +18,8 @@ def test_logistic_regression_orthogonal_steps_keep_the_logit_and_reach_the_proje
     assert sum(r.corrections) == 0                                           # exact steps never need a correction
     proj = tgt - ((tgt @ w + b - r.level) / (w @ w)) * w
     assert torch.allclose(r.final, proj, atol=1e-6)
+    line = line_confidence(f, src, r.final)                                 # a flat level set: the line stays on it
+    assert float((line - r.level).abs().max()) < 1e-9 and len(line) == 11
 
 
 @pytest.mark.parametrize("seed", [1, 2, 5])
@@ -42,6 +44,9 @@ def test_digits_cnn_traversal_keeps_confidence(digits_cnn, digits16):
     assert float(r.values.min()) >= r.level - 1e-5
     assert r.distances[-1] < 0.5 * r.distances[0]
     assert r.path.min() >= 0 and r.path.max() <= 1
+    line = line_confidence(f, src, r.final)
+    assert line[0] == pytest.approx(r.values[0].item(), abs=1e-5) and line[-1] == pytest.approx(r.values[-1].item(),
+                                                                                                  abs=1e-5)
     with pytest.raises(ValueError, match="shape"):
         level_set_traverse(f, src, tgt[:, :8])
 

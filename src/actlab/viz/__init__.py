@@ -20,7 +20,13 @@ from actlab.viz.roar import (
                              signal_mass,
 )
 from actlab.viz.text import SoftPrompt, nearest_tokens, soft_prompt
-from actlab.viz.traverse import Traversal, TraverseConfig, class_confidence, level_set_traverse
+from actlab.viz.traverse import (
+                             Traversal,
+                             TraverseConfig,
+                             class_confidence,
+                             level_set_traverse,
+                             line_confidence,
+)
 from actlab.viz.vision import (
                              ARCHS,
                              PatchViT,
@@ -75,6 +81,7 @@ __all__ = [
                              "image_grid",
                              "keep_mask",
                              "level_set_traverse",
+    "line_confidence",
                              "maximize",
                              "mds_cluster",
                              "multifaceted",

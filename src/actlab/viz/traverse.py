@@ -116,3 +116,14 @@ def level_set_traverse(f: Callable[[torch.Tensor], torch.Tensor], source: torch.
         dists.append(float((target - x).abs().max()))
         reached = dists[-1] <= cfg.stop
     return Traversal(torch.stack(path), torch.tensor(values, dtype=torch.float64), level, dists, corr, reached)
+
+
+def line_confidence(f: Callable[[torch.Tensor], torch.Tensor], a: torch.Tensor, b: torch.Tensor,
+                    n: int = 11) -> torch.Tensor:
+    """``f`` at ``n`` evenly spaced points of the straight segment from ``a`` to ``b`` (e.g. source to the final
+    traversal image: the paper's check that the two are joined by a high-confidence line)."""
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    t = torch.linspace(0, 1, n, dtype=a.dtype).view(-1, *[1] * a.dim())
+    with torch.no_grad():
+        return torch.cat([f((a + s * (b - a))[None]).reshape(1) for s in t]).detach()

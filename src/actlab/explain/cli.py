@@ -158,9 +158,10 @@ def register(sub) -> None:
     from actlab.explain.cache import CacheConfig
     from actlab.explain.examples import ExampleConfig
 
-    p = sub.add_parser("explain", help="explain features: latent cache, examples, feature cards",
+    p = sub.add_parser("explain", help="explain features: latent cache, examples, cards, LLM explanations, scores",
                        description="Cache latents (SAE/transcoder, MLP neurons, directions) over a store or texts, "
-                                   "sample examples, and show feature cards.")
+                                   "sample examples, show feature cards, explain latents with an LLM, score the "
+                                   "explanations, export them (Neuronpedia, HTML), serve a chat model.")
     s = clikit.subcommands(p, dest="explain_command", metavar="VERB", required=True)
 
     q = s.add_parser("cache", help="cache a latent source over a store (or a model on --data), sparse and resumable",

@@ -146,3 +146,18 @@ def test_a_torchvision_style_user_module():
     r = maximize(f, (2, 3, 16, 16), MaximizeConfig(steps=30, lr=0.1))
     assert r.images.shape == (2, 3, 16, 16)
     assert bool((r.values > f(torch.full((2, 3, 16, 16), 0.5)).detach()).all())
+
+
+def test_maximize_an_actlab_sae_latent(digits_cnn, digits16):
+    """A real actlab Dictionary's encode as the unit's encoder (the latent most active on digits at conv2)."""
+    from actlab.dictionary import DictConfig, build
+
+    sae = build(DictConfig(arch="relu", d_in=32, d_sae=64))
+    tr, _ = digits16
+    from actlab.viz.objectives import site_codes
+
+    codes = site_codes(digits_cnn, tr.x[:64], "module:conv2")               # [64, 32] channel means
+    latent = int(sae.encode(codes).mean(0).argmax())
+    f = objective(digits_cnn, Unit("module:conv2", latent=latent, encoder=sae.encode))
+    r = maximize(f, (1, 1, 16, 16), MaximizeConfig(steps=30, lr=0.1))
+    assert float(r.values[0]) > float(f(tr.x[:64]).detach().max())          # beyond every real digit

@@ -17,7 +17,7 @@ import time
 import torch
 
 PROMPT = ("The quick brown fox jumps over the lazy dog near the river bank, and then the tired old dog finally "
-          "falls asleep under the warm afternoon")
+          "falls asleep under the warm afternoon sun while the children play in the garden behind the small house")
 
 
 def rss_mib() -> float:
@@ -57,10 +57,11 @@ def main() -> None:
         tcs = load_transcoders(a.transcoders)
         what = f"{a.transcoders} ({tcs[0].cfg.arch} d_sae={tcs[0].cfg.d_sae} k={tcs[0].cfg.k})"
     rss0 = rss_mib()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     g = attribute(m, tcs, ids, GraphConfig(max_feature_nodes=a.max_feature_nodes, batch_size=a.batch_size))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(json.dumps({"side": "actlab", "transcoders": what, "tokens": len(ids), "wall_s": round(wall, 2),
+                      "cpu_s": round(cpu, 1),
                       "peak_rss_mib_before": round(rss0), "peak_rss_mib": round(rss_mib()),
                       "active_latents": g.meta["n_active"], "latent_rows": g.n_features, "targets": g.n_targets,
                       "identity_error": g.identity_error, "threads": a.threads}))

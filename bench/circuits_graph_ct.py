@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 PROMPT = ("The quick brown fox jumps over the lazy dog near the river bank, and then the tired old dog finally "
-          "falls asleep under the warm afternoon")
+          "falls asleep under the warm afternoon sun while the children play in the garden behind the small house")
 
 
 def main() -> None:
@@ -57,10 +57,11 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(a.hf)
     ids = torch.tensor(tok(PROMPT)["input_ids"][:a.tokens])
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     g = attribute(ids, rm, max_feature_nodes=a.max_feature_nodes, batch_size=a.batch_size)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(json.dumps({"side": "circuit-tracer", "tokens": len(ids), "wall_s": round(wall, 2),
+                      "cpu_s": round(cpu, 1),
                       "peak_rss_mib_before": round(rss0),
                       "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                       "active_latents": int(g.active_features.shape[0]),

@@ -121,6 +121,13 @@ def test_graph_json_matches_circuit_tracer_schema(chain, tmp_path):
     la = next(i for i in range(g.n_features) if g.node_label(i) == f"L0/f{A}@{P - 1}")
     lb = next(i for i in range(g.n_features) if g.node_label(i) == f"L1/f{B}@{P - 1}")
     assert w[(f"0_{A}_{P - 1}", f"1_{B}_{P - 1}")] == pytest.approx(float(g.adjacency[lb, la]))
+    full = graph_json(g, "all", tokenizer=m.tokenizer, node_threshold=1.0, edge_threshold=1.0)
+    errs = [n for n in full["nodes"] if n["feature_type"] == "mlp reconstruction error"]
+    assert errs                                            # error nodes (GELU vs ReLU, distractor writes) appear
+    for n in errs:
+        zero, layer, pos = n["node_id"].split("_")
+        assert zero == "0" and int(layer) < L and int(pos) < P and n["layer"] == layer and n["ctx_idx"] == int(pos)
+        assert n["jsNodeId"] == f"{layer}_{pos}-0"
     path = write_graph_files(g, "planted", tmp_path, tokenizer=m.tokenizer)
     assert json.loads(path.read_text()) == json.loads(json.dumps(obj))
     write_graph_files(g, "other", tmp_path, tokenizer=m.tokenizer)

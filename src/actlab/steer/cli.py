@@ -146,6 +146,33 @@ def cmd_vista(a: argparse.Namespace) -> None:
             print(f"  {t!r:>12} rank per layer: {' '.join(str(int(x)) for x in ranks[:, j])}")
 
 
+def cmd_mote(a: argparse.Namespace) -> None:
+    from actlab.artifact import atomic_write_json
+    from actlab.steer.inputs import read_prompts
+    from actlab.steer.mote import ftri, switch, to_json
+    from actlab.steer.refusal import is_refusal
+
+    m = clikit.model_from_args(a)
+    res = ftri(m, read_prompts(a.behaviour, "--behaviour"), read_prompts(a.control, "--control"), a.score,
+               a.positions)
+    js = to_json(res, max(a.top, 10))
+    for r in js["experts"][:max(a.top, 10)]:
+        print(f"layer {r['layer']:>3} expert {r['expert']:>4}: behaviour {r['freq_behaviour']:.3f} control "
+              f"{r['freq_control']:.3f} score {r['score']:+.3f}")
+    if a.out:
+        print(f"wrote {atomic_write_json(a.out, js)}")
+    if a.prompt:
+        chosen = res.ranked[:a.top]
+        with m.intervene(switch(m, chosen, a.mode)):
+            switched = m.generate(a.prompt, max_new_tokens=a.max_new_tokens, chat=a.chat)
+        plain = m.generate(a.prompt, max_new_tokens=a.max_new_tokens, chat=a.chat)
+        for p, x, y in zip(a.prompt, plain, switched):
+            print(f"### {p}\n  plain: {x!r}\n  {a.mode} {chosen}: {y!r}")
+        n = len(a.prompt)
+        print(f"refusal rate (substring judge): plain {sum(map(is_refusal, plain)) / n:.2f}, experts {a.mode} "
+              f"{sum(map(is_refusal, switched)) / n:.2f}")
+
+
 def _data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", help='JSONL, one {"positive": text, "negative": text} per line')
     p.add_argument("--positive", help="positive prompts (.txt one per line, .json list, .jsonl)")
@@ -254,3 +281,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=16, help="tokens to generate")
     p.add_argument("--ranks-tokens", type=int, default=4, help="generated tokens whose per-layer rank to print")
     p.set_defaults(func=cmd_vista)
+
+    p = sub.add_parser("mote", help="MoTE: rank MoE experts by fTRI (behaviour vs control routing) and generate with "
+                                    "the top ones switched off or forced on")
+    clikit.add_model_args(p)
+    p.add_argument("--behaviour", required=True, help="behaviour prompts (.txt/.json/.jsonl)")
+    p.add_argument("--control", required=True, help="matched control prompts")
+    p.add_argument("--score", default="diff", choices=["diff", "ratio", "z"], help="fTRI score")
+    p.add_argument("--positions", default="all", choices=["all", "last"], help="tokens whose routing counts")
+    p.add_argument("--top", type=int, default=10, help="experts to switch (the N best by score)")
+    p.add_argument("--mode", default="off", choices=["off", "on"], help="switch them off or force them on")
+    p.add_argument("--prompt", action="append", help="prompts to generate from, plain and switched (repeatable)")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--chat", action="store_true", help="apply the chat template")
+    p.add_argument("--out", help="write the ranking as JSON here")
+    p.set_defaults(func=cmd_mote)

@@ -4,10 +4,14 @@ a behaviour set and a control set (fTRI), then switch those experts off or force
 Switching edits the router logits at ``blocks.{i}.moe.router`` so the model's own routing code re-selects: an
 expert that is off gets a logit far below the row's minimum (finite: +-inf makes softmax routers NaN), a forced
 expert gets the row's best logit (its gate weight equals the largest of the token's other selections before the
-router renormalises). Softmax top-k routers (Mixtral, Qwen-MoE) are supported.
+router renormalises). Softmax top-k routers (Mixtral, Qwen-MoE) are switched that way. Routers whose adapter reads
+switches (DeepSeek-V3/R1: sigmoid scores + bias, group-limited top-k, ``routed_scaling_factor``) get the request
+itself: the adapter's rebuild excludes / forces the experts in its own selection, since no finite logit edit
+guarantees (de)selection there. Frequencies use the adapter's own selection rule (``adapter.route``) where it has one.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
@@ -20,6 +24,10 @@ if TYPE_CHECKING:
     from actlab.models import Model
 
 OFF_MARGIN = 1e4
+# the switch protocol of routers whose adapter rebuild reads the request (actlab.models.arch_deepseek_v3 documents it;
+# tests/steer/test_mote_routers.py holds the names equal)
+READS_SWITCH = "_actlab_reads_switch"
+SWITCH_ATTR = "_actlab_expert_switch"
 
 
 def _top_k(model: Model) -> int:
@@ -34,24 +42,32 @@ def router_sites(model: Model) -> list[str]:
 
 
 def routing_frequencies(model: Model, prompts: Sequence[str], batch_size: int = 16, positions: str = "all") -> torch.Tensor:
-    """``[n_layers_moe, n_experts]``: fraction of (real) tokens routed to each expert (top-k of softmax logits)."""
-    sites, k = router_sites(model), _top_k(model)
-    counts, n_tok = None, 0
+    """``[n_layers_moe, n_experts]``: fraction of (real) tokens routed to each expert: the expert indices each router
+    actually returned (after any active switch), read from the router modules' outputs. ``positions``: all | last."""
+    if positions not in ("all", "last"):
+        raise ValueError(f"positions={positions!r}; use 'all' or 'last'")
+    sites = router_sites(model)
+    n_e = model.record(model.tokenize(["a"]), sites=sites[:1])[sites[0]].shape[-1]
+    counts, n_tok = torch.zeros(len(sites), n_e), 0
     for i in range(0, len(prompts), batch_size):
         enc = model.tokenize(list(prompts[i:i + batch_size]))
-        acts = model.record(enc, sites=sites, positions=positions)
-        valid = enc["attention_mask"].bool() if positions == "all" else None
-        per = []
-        for s in sites:
-            logit = acts[s].float()
-            if valid is not None:
-                logit = logit[valid]
-            sel = torch.topk(torch.softmax(logit, -1), k, dim=-1).indices
-            per.append(torch.nn.functional.one_hot(sel, logit.shape[-1]).sum(-2).sum(0).float())
-            n = logit.shape[0]
-        c = torch.stack(per)
-        counts = c if counts is None else counts + c
-        n_tok += n
+        got: dict[int, torch.Tensor] = {}
+        with contextlib.ExitStack() as stack:
+            for j, s in enumerate(sites):
+                def grab(mod, args, out, j=j, got=got):
+                    got[j] = out[2].detach()  # (logits, weights, indices): the router's own selection
+                stack.enter_context(model.module_hook(model.sitemap.resolve(s).module, grab))
+            with torch.no_grad():
+                model(enc)
+        b, p = enc["input_ids"].shape
+        valid = enc["attention_mask"].bool()
+        if positions == "last":
+            valid = torch.zeros_like(valid)
+            valid[:, -1] = True  # left padding: the last position is every row's last real token
+        for j in range(len(sites)):
+            sel = got[j].reshape(b, p, -1)[valid.to(got[j].device)].cpu()
+            counts[j] += torch.nn.functional.one_hot(sel, n_e).sum(-2).sum(0).float()
+        n_tok += int(valid.sum())
     return counts / max(n_tok, 1)
 
 
@@ -83,15 +99,21 @@ class FTRI:
     """(layer, expert) pairs, best first; layer indexes the model's blocks."""
 
 
-def ftri(model: Model, behaviour: Sequence[str], control: Sequence[str], score: str = "diff") -> FTRI:
-    """Rank experts by how much more often the behaviour set routes to them than the control set."""
+def ftri(model: Model, behaviour: Sequence[str], control: Sequence[str], score: str = "diff",
+         positions: str = "all") -> FTRI:
+    """Rank experts by how much more often the behaviour set routes to them than the control set (over every real
+    token, or each prompt's last token with ``positions="last"``)."""
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; use one of {sorted(SCORES)}")
     if not behaviour or not control:
         raise ValueError("need non-empty behaviour and control prompt sets")
-    fb, fc = routing_frequencies(model, behaviour), routing_frequencies(model, control)
-    nb = float(sum(len(model.tokenizer(p)["input_ids"]) for p in behaviour))
-    nc = float(sum(len(model.tokenizer(p)["input_ids"]) for p in control))
+    fb, fc = routing_frequencies(model, behaviour, positions=positions), routing_frequencies(model, control,
+                                                                                          positions=positions)
+    if positions == "last":
+        nb, nc = float(len(behaviour)), float(len(control))
+    else:
+        nb = float(sum(len(model.tokenizer(p)["input_ids"]) for p in behaviour))
+        nc = float(sum(len(model.tokenizer(p)["input_ids"]) for p in control))
     sc = SCORES[score](fb, fc, torch.tensor(nb), torch.tensor(nc))
     layers = [int(s.split(".")[1]) for s in router_sites(model)]
     order = torch.argsort(sc.flatten(), descending=True).tolist()
@@ -120,6 +142,10 @@ class ExpertSwitch(Intervention):
             raise ValueError(f"cannot switch off {len(self.off)} and force {len(self.on)} of {n} experts with "
                              f"top-{self.top_k} routing")
         out = act.clone()
+        if ctx.module is not None and getattr(ctx.module, READS_SWITCH, False):
+            prev = getattr(ctx.module, SWITCH_ATTR, None) or ((), ())  # several switches at one site compose
+            setattr(ctx.module, SWITCH_ATTR, ([*prev[0], *self.off], [*prev[1], *self.on]))
+            return out  # a new tensor, so the router's selection is rebuilt (with the request)
         if self.off:
             low = act.amin(-1, keepdim=True) - OFF_MARGIN
             out[..., self.off] = low.expand(*act.shape[:-1], len(self.off)).to(act.dtype)
@@ -146,3 +172,14 @@ def switch(model: Model, experts: Sequence[tuple[int, int]], mode: str = "off") 
         model.check_sites([site])
         out.append((site, ExpertSwitch(off=es if mode == "off" else [], on=es if mode == "on" else [], top_k=k)))
     return out
+
+
+def to_json(res: FTRI, top: int = 20) -> dict:
+    """The ranking as JSON: the top experts with their frequencies in both sets and their score."""
+    n_e = res.scores.shape[1]
+    layers = sorted({layer for layer, _ in res.ranked})
+    row = {layer: j for j, layer in enumerate(layers)}
+    return {"format_version": 1, "kind": "actlab.steer.ftri", "experts": [
+        {"layer": layer, "expert": e, "freq_behaviour": float(res.freq_b[row[layer], e]),
+         "freq_control": float(res.freq_c[row[layer], e]), "score": float(res.scores[row[layer], e])}
+        for layer, e in res.ranked[:top]], "n_experts": n_e}

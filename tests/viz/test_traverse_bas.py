@@ -92,3 +92,30 @@ def test_bas_localises_a_planted_blob_on_a_cnn():
     x = torch.zeros(1, 1, 10, 10)
     x[0, 0, 2:5, 4:9] = 1.0
     assert bas_localize(m, x, 0, "module:1", beta=0.2) == (2, 4, 5, 9)
+
+
+def _iou(a, b):
+    t, le, bb, r = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, bb - t) * max(0, r - le)
+    area = lambda z: (z[2] - z[0]) * (z[3] - z[1])
+    return inter / (area(a) + area(b) - inter)
+
+
+def test_bas_localises_digits_planted_on_a_larger_canvas(digits_cnn, digits16):
+    """The digits CNN is convolutional + GAP, so it reads a 40x40 canvas with one 16x16 test digit planted at a random
+    place; the BAS box on its conv2 Grad-CAM finds the digit's ink box twice as well as a fixed central box (mean IoU
+    0.437 vs 0.218 on these 30 digits; random activation maps give 0.125)."""
+    _, te = digits16
+    g = torch.Generator().manual_seed(0)
+    got, centre = [], []
+    for i in range(30):
+        x = torch.zeros(1, 1, 40, 40)
+        r, c = torch.randint(0, 25, (2,), generator=g).tolist()
+        x[0, 0, r:r + 16, c:c + 16] = te.x[i, 0]
+        ink = te.x[i, 0] > 0.1
+        rows, cols = ink.any(1).nonzero(), ink.any(0).nonzero()
+        box = (r + int(rows.min()), c + int(cols.min()), r + int(rows.max()) + 1, c + int(cols.max()) + 1)
+        got.append(_iou(bas_localize(digits_cnn, x, int(te.y[i]), "module:conv2", 0.2), box))
+        centre.append(_iou((12, 12, 28, 28), box))
+    mean, base = sum(got) / len(got), sum(centre) / len(centre)
+    assert mean > 0.35 and mean > 1.6 * base, (mean, base)

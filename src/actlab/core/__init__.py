@@ -1,5 +1,9 @@
 """The capture/intervention core: hook engine, recordings (with gradients), interventions, position selectors,
 serialization."""
+from actlab.core.threads import passive_wait_policy as _passive_wait_policy
+
+_passive_wait_policy()   # the actlab CLI only, and only before torch loads OpenMP (the first import below)
+
 from actlab.core.hooks import Ctx, Handler, HookEngine, StopForward
 from actlab.core.interventions import (
                                        OPS,

@@ -74,7 +74,9 @@ class CodebookLayer(nn.Module):
         dead = (self.since_used >= self.dead_after).nonzero().squeeze(1)
         if dead.numel() == 0:
             return 0
-        rows = recent.reshape(-1, recent.shape[-1])
+        rows = recent.reshape(-1, recent.shape[-1]).to(self.codes.dtype)
+        if self.ln is not None:  # codes live where they are compared: after the LayerNorm
+            rows = self.ln(rows)
         pick = torch.randint(0, rows.shape[0], (dead.numel(),), generator=generator)
         new = rows[pick]
         self.codes[dead] = new + self.rho * new.norm(dim=1, keepdim=True) * torch.randn(new.shape, generator=generator) \

@@ -341,11 +341,9 @@ class ReplacementModel:
         if not m.numel():
             return
         pos, lat = self.features[m, 1], self.features[m, 2]
-        uniq, inv = lat.unique(return_inverse=True)
         tc = self.transcoders[i]
-        W = tc.W_dec.detach()[uniq.to(tc.W_dec.device)].to(g)                 # [u, d]
-        M = torch.einsum("bpd,ud->bpu", g, W)
-        out[:, m] = (M[:, pos.to(g.device), inv.to(g.device)] * self.values[m].to(g)).to(out.device)
+        W = tc.W_dec.detach()[lat.to(tc.W_dec.device)].to(g) * self.values[m].to(g)[:, None]   # [n, d]: a_f W_dec[f]
+        out[:, m] = (g[:, pos.to(g.device)] * W).sum(-1).to(out.device)
 
     # -- target values -------------------------------------------------------------------------------------
     def encoder_rows(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:

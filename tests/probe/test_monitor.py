@@ -58,7 +58,7 @@ def test_probe_acts_positions_and_training(tiny):
     m = tiny("tiny-gpt2")
     texts = ["abc", "a longer text here", "zz"]
     last = probe_acts(m, texts, SITE, position="last")[SITE]
-    mean = probe_acts(m, texts, SITE, position="mean", batch_size=1)[SITE]
+    mean = probe_acts(m, texts, SITE, position="mean")[SITE]   # one left-padded batch
     for i, t in enumerate(texts):   # batched (left-padded) == one at a time
         a = m.record(t, [SITE])[SITE][0]
         torch.testing.assert_close(last[i], a[-1], atol=1e-4, rtol=1e-4)

@@ -1,9 +1,17 @@
+import os
+from pathlib import Path
+
 import pytest
 
 
 @pytest.fixture(scope="session")
 def fixture_cache(tmp_path_factory):
-    """One folder for the trained security fixtures (each trains once per session, then loads as an artifact)."""
+    """One folder for the trained security fixtures (each trains once per session, then loads as an artifact);
+    ``$ACTLAB_TEST_FIXTURE_CACHE`` reuses a folder across sessions (mutation runs)."""
+    env = os.environ.get("ACTLAB_TEST_FIXTURE_CACHE")
+    if env:
+        Path(env).mkdir(parents=True, exist_ok=True)
+        return Path(env)
     return tmp_path_factory.mktemp("security_fixtures")
 
 

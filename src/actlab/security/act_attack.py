@@ -119,3 +119,18 @@ def fit_scaling(a: Sequence[int], t: Sequence[int]) -> ScalingFit:
     ss_tot = float(((y - ym) ** 2).sum())
     r2 = 1 - float(((y - (k * x + b)) ** 2).sum()) / ss_tot if ss_tot > 0 else 0.0
     return ScalingFit(k, b, r2, list(a), list(t))
+
+
+def random_decoder(vocab: int = 100, d_model: int = 64, layers: int = 2, init: float = 0.3, seed: int = 0) -> Model:
+    """The spec's toy target: a random GPT-2 (eager attention) as an actlab Model. ``init`` is the weights' std; at
+    GPT-2's default 0.02 the attacked positions barely reach later ones and every t_max is 1."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from actlab.models import wrap
+
+    conf = GPT2Config(vocab_size=vocab, n_positions=256, n_embd=d_model, n_layer=layers, n_head=4,
+                      initializer_range=init, bos_token_id=0, eos_token_id=0)
+    conf._attn_implementation = "eager"
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return wrap(GPT2LMHeadModel(conf), None, name=f"random-gpt2-v{vocab}-d{d_model}")

@@ -1,4 +1,4 @@
-"""``actlab security unlearn|scan``: flags from the run configs (actlab.clikit) and calls into actlab.security;
+"""``actlab security unlearn|scan|attack``: flags from the run configs (actlab.clikit) and calls into actlab.security;
 no logic here."""
 from __future__ import annotations
 
@@ -24,10 +24,19 @@ def cmd_scan(a: argparse.Namespace) -> None:
     print(f"flagged {s['flagged']} class {s['target']} anomaly index {s['anomaly_index']:.2f}; wrote {a.out}/report.md")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from actlab.security.run import ScanRunConfig, UnlearnConfig
+def cmd_attack(a: argparse.Namespace) -> None:
+    from actlab.security.run import run_attack
 
-    sp = subparsers.add_parser("security", help="backdoor fixtures: SSD unlearning, trigger scan (reports with CIs)")
+    model = clikit.model_from_args(a) if a.model else None
+    res = run_attack(clikit.config_from_args(a), a.out, model=model)
+    print(f"a={res['a']} t_max={res['t_max']} fit={res['fit']}; wrote {a.out}/report.md")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from actlab.security.run import AttackRunConfig, ScanRunConfig, UnlearnConfig
+
+    sp = subparsers.add_parser("security", help="backdoor fixtures: SSD unlearning, trigger scan, activation attacks "
+                                                "(reports with CIs)")
     sub = clikit.subcommands(sp, dest="security_cmd", metavar="VERB")
     sp.set_defaults(func=lambda a: sp.print_help())
 
@@ -40,3 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clikit.add_config(p, ScanRunConfig)
     p.add_argument("--out", required=True, help="report folder: report.md, report.json, mask_l1.png, mask.png")
     p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("attack", help="activation-attack scaling law: t_max per attacked positions, fit, chi")
+    clikit.add_model_args(p, positional=False, required=False)
+    clikit.add_config(p, AttackRunConfig)
+    p.add_argument("--out", required=True, help="report folder: report.md, report.json, t_max.png")
+    p.set_defaults(func=cmd_attack)

@@ -156,3 +156,58 @@ def run_scan(cfg: ScanRunConfig, out: str | Path) -> dict[str, Any]:
         f"- fixture: CA {fmt(fx.ca())}, ASR {fmt(fx.asr())}"],
         figures={"mask_l1.png": bars, "mask.png": mask})
     return res
+
+
+@dataclass
+class AttackRunConfig:
+    """Activation-attack scaling law on the random toy decoder (or --model)."""
+
+    positions: str = "1,2,4"
+    """attacked positions a, comma separated"""
+    steps: int = 100
+    """Adam steps per attack (the budget: results depend on it)"""
+    lr: float = 0.1
+    """Adam learning rate"""
+    limit: int = 64
+    """longest target tried"""
+    bits: int = 16
+    """bits per activation value in chi"""
+    seed: int = 0
+    """seed of targets and initial vectors"""
+
+
+def run_attack(cfg: AttackRunConfig, out: str | Path, model: Any = None) -> dict[str, Any]:
+    """t_max for each a, the linear fit (centred R²) and chi; report with a t_max-vs-a plot."""
+    import math
+
+    from actlab.security.act_attack import AttackConfig, chi, fit_scaling, random_decoder, t_max
+
+    a_list = [int(x) for x in cfg.positions.split(",") if x.strip()]
+    if not a_list or min(a_list) < 1:
+        raise ValueError(f"--positions must list attacked positions >= 1; got {cfg.positions!r}")
+    m = model if model is not None else random_decoder(seed=cfg.seed)
+    ac = AttackConfig(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed)
+    ts = [t_max(m, a, ac, limit=cfg.limit) for a in a_list]
+    vocab = int(m.adapter.W_U.shape[-1])
+    fit = fit_scaling(a_list, ts) if len(set(a_list)) > 1 else None
+    chis = [chi(a, m.d_model, t, vocab, cfg.bits) if t > 0 else math.inf for a, t in zip(a_list, ts)]
+    res = {"config": asdict(cfg), "model": m.name, "d_model": m.d_model, "vocab": vocab, "a": a_list, "t_max": ts,
+           "chi": chis, "fit": fit.to_json() if fit else None}
+
+    def draw(ax: Any) -> None:
+        ax.plot(a_list, ts, "o", label="t_max")
+        if fit:
+            xs = [0, max(a_list)]
+            ax.plot(xs, [fit.kappa * x + fit.intercept for x in xs], "--",
+                    label=f"fit kappa={fit.kappa:.2f}, R²={fit.r2:.3f}")
+        ax.set_xlabel("attacked positions a")
+        ax.set_ylabel("longest controlled target t_max")
+        ax.legend()
+
+    lines = [f"Model {m.name} (d = {m.d_model}, V = {vocab}); budget {cfg.steps} Adam steps at lr {cfg.lr}.", "",
+             "| a | t_max | chi (bits in per bit out) |", "|---|---|---|"]
+    lines += [f"| {a} | {t} | {c:.1f} |" for a, t, c in zip(a_list, ts, chis)]
+    if fit:
+        lines += ["", f"t_max = {fit.kappa:.2f} a + {fit.intercept:.2f} (centred R² {fit.r2:.3f})"]
+    write_report(out, "Activation attack scaling law", res, lines=lines, figures={"t_max.png": draw})
+    return res

@@ -1,9 +1,12 @@
-"""Codebook features inside a model: a ``CodebookLayer`` spliced at a site (``model.intervene``) and code forcing
-during ``generate()`` (steering with a code)."""
+"""Codebook features inside a model: a ``CodebookLayer`` spliced at a site (``model.intervene``), trained jointly with
+the model on next-token loss plus the codes' autoencoding loss, code forcing during ``generate()`` (steering), and
+the finite-state-machine toy of the paper (states recovered as codes)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -45,3 +48,100 @@ def forcing(model: Model, site: str, layer: CodebookLayer, code: int, where: str
     """Generate (or run) with the codebook spliced at ``site`` and ``code`` forced (see :func:`splice`)."""
     with model.intervene({site: splice(layer, code, where)}):
         yield
+
+
+@dataclass
+class JointResult:
+    layer: CodebookLayer
+    history: list[float] = field(default_factory=list)
+    """LM cross-entropy (codebook in place) per step."""
+    ae_history: list[float] = field(default_factory=list)
+    """Autoencoding loss of the codes per step."""
+
+
+def lm_loss(model: Model, batch: torch.Tensor, site: str | None = None, layer: CodebookLayer | None = None,
+            ) -> torch.Tensor:
+    """Mean next-token cross-entropy of ``batch [b, n]`` (every position), with the codebook spliced at ``site``."""
+    ivs = {site: splice(layer)} if layer is not None else {}
+    with model.intervene(ivs):
+        logits = model({"input_ids": batch, "attention_mask": torch.ones_like(batch)}, use_cache=False).logits
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten())
+
+
+def train_joint(model: Model, site: str, batches: Sequence[torch.Tensor], *, n_codes: int = 256, k: int = 8,
+                lr: float = 1e-3, code_lr: float = 5e-3, aeloss: float = 1.0, train_model: bool = True,
+                layer: CodebookLayer | None = None, seed: int = 0, replace_every: int = 50,
+                layernorm: bool = False, bypass: bool = False) -> JointResult:
+    """Insert a codebook at ``site`` and fine-tune it with the model (the paper's recipe: LM loss plus the codes'
+    autoencoding loss, straight-through gradient to the model below, dead codes replaced from recent inputs).
+    ``bypass=True`` trains the same way with the site left as it is (the un-quantised baseline)."""
+    d = model.record(batches[0][:1], sites=[site])[site].shape[-1]
+    layer = layer or CodebookLayer(d, n_codes, k=k, seed=seed, dead_after=replace_every, layernorm=layernorm)
+    params = [{"params": layer.parameters(), "lr": code_lr}]
+    if train_model:
+        model.module.requires_grad_(True)
+        params.append({"params": [p for p in model.module.parameters() if p.requires_grad], "lr": lr})
+    opt = torch.optim.Adam(params)
+    g = torch.Generator().manual_seed(seed)
+    res = JointResult(layer)
+    recent: list[torch.Tensor] = []
+
+    def keep(act, ctx):
+        recent[:] = [act.detach().reshape(-1, act.shape[-1])]
+        return act if bypass else layer(act.to(layer.codes.dtype)).to(act.dtype)
+
+    model.module.train()
+    try:
+        for step, batch in enumerate(batches):
+            with torch.enable_grad(), model.intervene({site: keep}):
+                logits = model({"input_ids": batch, "attention_mask": torch.ones_like(batch)}, use_cache=False).logits
+                ce = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten())
+                ae = layer.aeloss(recent[0])
+                loss = ce + aeloss * ae
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            res.history.append(float(ce.detach()))
+            res.ae_history.append(float(ae.detach()))
+            if replace_every and step % replace_every == replace_every - 1:
+                layer.replace_dead(recent[0], g)
+    finally:
+        model.module.eval()
+        model.module.requires_grad_(False)
+    return res
+
+
+# -- the finite-state-machine toy ---------------------------------------------------------------------------
+@dataclass
+class FSM:
+    """A random FSM over ``n_states`` states, each with ``n_edges`` successors; a walk's tokens are its states
+    (state s is the byte ``first + s``)."""
+
+    n_states: int = 10
+    n_edges: int = 3
+    seed: int = 0
+    first: str = "a"
+    succ: list[list[int]] = field(default_factory=list)
+
+    def __post_init__(self):
+        rng = random.Random(self.seed)
+        if not self.succ:
+            self.succ = [rng.sample(range(self.n_states), self.n_edges) for _ in range(self.n_states)]
+
+    def walk(self, n: int, rng: random.Random) -> list[int]:
+        s = [rng.randrange(self.n_states)]
+        while len(s) < n:
+            s.append(rng.choice(self.succ[s[-1]]))
+        return s
+
+    def text(self, states: Sequence[int]) -> str:
+        return "".join(chr(ord(self.first) + s) for s in states)
+
+
+def purity(codes: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of tokens whose code's majority label is their own label (code -> state purity)."""
+    right = 0
+    for c in codes.unique():
+        lab = labels[codes == c]
+        right += int(torch.bincount(lab).max())
+    return right / max(1, len(labels))

@@ -47,3 +47,36 @@ def test_forcing_last_position_only():
         splice(layer, 16)
     with pytest.raises(ValueError, match="where="):
         splice(layer, 1, where="first")
+
+
+def test_cli_codebook_train_and_generate(tmp_path, capsys):
+    """`actlab codebook train` fine-tunes and saves; `generate` reloads both and forces a code: the forced
+    continuation equals the library's on the reloaded model."""
+    from actlab import clikit
+    from actlab.dictionary.cli import register
+    from actlab.dictionary.codebook_model import load_codebook
+
+    ap = clikit.ArgumentParser(prog="actlab")
+    register(clikit.subcommands(ap, dest="command"))
+
+    def main(argv):
+        a = ap.parse_args(argv)
+        a.func(a)
+
+    f = tmp_path / "t.txt"
+    f.write_text("\n".join(f"the {w} sat on the mat and the {w} ran" for w in ["cat", "dog", "cow", "hen"] * 6))
+    main(["codebook", "train", "tiny-llama", "--file", str(f), "--site", SITE, "--codes", "8", "--k", "2",
+          "--steps", "3", "--batch-size", "2", "--context-length", "16", "--eval-contexts", "2",
+          "--out", str(tmp_path / "c")])
+    out = capsys.readouterr().out
+    assert "held-out loss: original" in out and "jointly fine-tuned" in out
+    layer, site, cfg = load_codebook(tmp_path / "c" / "codebook")
+    assert site == SITE and cfg["k"] == 2 and layer.codes.shape == (8, 64) and "loss_original" in cfg["report"]
+    main(["codebook", "generate", str(tmp_path / "c"), "--code", "3", "--prompt", "the", "--max-new-tokens", "3"])
+    out = capsys.readouterr().out
+    m = load_model(str(tmp_path / "c" / "model"))
+    with forcing(m, site, layer, 3):
+        want = m.generate(["the"], max_new_tokens=3)[0]
+    assert f"code 3 forced (last): {want!r}" in out
+    with pytest.raises(ValueError, match="k=9"):
+        main(["codebook", "train", "tiny-llama", "--text", "x", "--codes", "8", "--k", "9", "--out", str(tmp_path)])

@@ -179,8 +179,57 @@ def _register_snmf(sub) -> None:
     g.set_defaults(func=cmd_snmf_steer)
 
 
+def cmd_codebook_train(a) -> None:
+    from actlab.dictionary.codebook_model import fine_tune, save_codebook
+    m, cfg = clikit.model_from_args(a), clikit.config_from_args(a)
+    res, rep = fine_tune(m, clikit.texts_from_args(a, "nothing to train on"), cfg)
+    m.module.save_pretrained(f"{a.out}/model")
+    m.tokenizer.save_pretrained(f"{a.out}/model")
+    save_codebook(res.layer, f"{a.out}/codebook", cfg.site, {"report": rep})
+    print(f"held-out loss: original {rep['loss_original']:.4f}, untrained codebook {rep['loss_codebook_untrained']:.4f}"
+          f", jointly fine-tuned {rep['loss_codebook_trained']:.4f} ({rep['train_contexts']} training contexts)")
+    print(f"wrote {a.out}/model (fine-tuned HF folder) and {a.out}/codebook")
+
+
+def cmd_codebook_generate(a) -> None:
+    from actlab import load_model
+    from actlab.dictionary.codebook_model import forcing, load_codebook, splice
+    layer, site, _ = load_codebook(f"{a.path}/codebook")
+    m = load_model(f"{a.path}/model", dtype=a.dtype, device=a.device)
+    with m.intervene({site: splice(layer)}):
+        plain = m.generate(a.prompt, max_new_tokens=a.max_new_tokens)
+    with forcing(m, site, layer, a.code, a.where):
+        forced = m.generate(a.prompt, max_new_tokens=a.max_new_tokens)
+    for p, x, y in zip(a.prompt, plain, forced):
+        print(f"### {p}\n  codebook: {x!r}\n  code {a.code} forced ({a.where}): {y!r}")
+
+
+def _register_codebook(sub) -> None:
+    from actlab.dictionary.codebook_model import CodebookTrainConfig
+    p = sub.add_parser("codebook", help="codebook features: joint fine-tuning inside a model, code forcing")
+    s = clikit.subcommands(p, dest="codebook_cmd", metavar="VERB")
+    p.set_defaults(func=lambda a: p.print_help())
+    t = s.add_parser("train", help="insert a codebook at a site and fine-tune it with the model on texts")
+    clikit.add_model_args(t)
+    clikit.add_text_args(t)
+    clikit.add_config(t, CodebookTrainConfig)
+    t.add_argument("--out", required=True, help="output folder: model/ (HF folder) and codebook/")
+    t.set_defaults(func=cmd_codebook_train)
+    g = s.add_parser("generate", help="generate through the codebook, plain and with a code forced")
+    g.add_argument("path", help="folder written by 'codebook train'")
+    g.add_argument("--code", type=int, required=True, help="code to force")
+    g.add_argument("--where", default="last", choices=["last", "all"],
+                   help="force at each forward call's last position (each new token) or everywhere")
+    g.add_argument("--prompt", action="append", required=True, help="prompt (repeatable)")
+    g.add_argument("--max-new-tokens", type=int, default=16)
+    g.add_argument("--dtype", default="fp32", choices=clikit.MODEL_DTYPES, help="model dtype")
+    g.add_argument("--device", default=None, help="torch device (default cpu)")
+    g.set_defaults(func=cmd_codebook_generate)
+
+
 def register(sub) -> None:
     _register_snmf(sub)
+    _register_codebook(sub)
     p = sub.add_parser("sae", help="train / evaluate / inspect sparse autoencoders")
     s = p.add_subparsers(dest="verb", metavar="VERB")
     t = s.add_parser("train", help="train an SAE from a store (or a model on the fly)")

@@ -145,3 +145,84 @@ def purity(codes: torch.Tensor, labels: torch.Tensor) -> float:
         lab = labels[codes == c]
         right += int(torch.bincount(lab).max())
     return right / max(1, len(labels))
+
+
+# -- a codebook fine-tune on text, saved and reloaded (the CLI's work) ---------------------------------------
+CODEBOOK_KIND = "dictionary.codebook"
+
+
+@dataclass
+class CodebookTrainConfig:
+    """Joint fine-tuning of a model with one codebook at a site, on packed text contexts."""
+
+    site: str = "blocks.0.resid_post"
+    """Where the codebook sits (its output replaces the activation)."""
+    codes: int = 256
+    """Codebook size."""
+    k: int = 8
+    """Codes combined per activation."""
+    layernorm: bool = True
+    """Compare (and build codes) after a LayerNorm of the activation."""
+    steps: int = 200
+    """Training steps (one batch each)."""
+    batch_size: int = 8
+    context_length: int = 64
+    lr: float = 1e-4
+    """Model learning rate."""
+    code_lr: float = 5e-3
+    """Codebook learning rate."""
+    eval_contexts: int = 16
+    """Held-out contexts (not trained on) for the loss report."""
+    seed: int = 0
+
+    def __post_init__(self):
+        if min(self.codes, self.k, self.steps, self.batch_size, self.context_length, self.eval_contexts) < 1:
+            raise ValueError("codes, k, steps, batch_size, context_length and eval_contexts must be >= 1")
+        if self.k > self.codes:
+            raise ValueError(f"k={self.k} must be <= codes={self.codes}")
+
+
+def fine_tune(model: Model, texts: Sequence[str], cfg: CodebookTrainConfig) -> tuple[JointResult, dict]:
+    """Pack ``texts``, hold out ``eval_contexts``, report the held-out loss of the model before, with the untrained
+    codebook, and after joint fine-tuning with it; returns (result, report)."""
+    from actlab.data import pack_contexts
+
+    model.check_sites([cfg.site])
+    ids = pack_contexts(model.tokenizer, texts, cfg.context_length, seed=cfg.seed).input_ids.to(model.device)
+    if len(ids) <= cfg.eval_contexts:
+        raise ValueError(f"{len(ids)} contexts of {cfg.context_length} tokens: need more than eval_contexts="
+                         f"{cfg.eval_contexts} (give more text or lower --context-length)")
+    held, train = ids[:cfg.eval_contexts], ids[cfg.eval_contexts:]
+    g = torch.Generator().manual_seed(cfg.seed)
+    batches = [train[torch.randint(0, len(train), (cfg.batch_size,), generator=g)] for _ in range(cfg.steps)]
+    with torch.no_grad():
+        before = float(lm_loss(model, held))
+        d = model.record(held[:1], sites=[cfg.site])[cfg.site].shape[-1]
+        layer = CodebookLayer(d, cfg.codes, k=cfg.k, seed=cfg.seed, layernorm=cfg.layernorm)
+        untrained = float(lm_loss(model, held, cfg.site, layer))
+    res = train_joint(model, cfg.site, batches, lr=cfg.lr, code_lr=cfg.code_lr, layer=layer, seed=cfg.seed)
+    with torch.no_grad():
+        after = float(lm_loss(model, held, cfg.site, res.layer))
+    return res, {"loss_original": before, "loss_codebook_untrained": untrained, "loss_codebook_trained": after,
+                 "train_contexts": len(train), "held_out_contexts": len(held)}
+
+
+def save_codebook(layer: CodebookLayer, folder, site: str, extra: dict | None = None):
+    """An ``actlab.artifact`` folder (kind ``dictionary.codebook``): the codes and how to rebuild the layer."""
+    from actlab.artifact import save_artifact
+
+    cfg = {"site": site, "n_codes": int(layer.codes.shape[0]), "d": int(layer.codes.shape[1]), "k": layer.k,
+           "similarity": layer.similarity, "layernorm": layer.ln is not None, **(extra or {})}
+    return save_artifact(folder, CODEBOOK_KIND, cfg, {"codes": layer.codes.detach().float().contiguous()})
+
+
+def load_codebook(folder) -> tuple[CodebookLayer, str, dict]:
+    """(layer, site, config) from a folder written by :func:`save_codebook`."""
+    from actlab.artifact import load_artifact
+
+    art = load_artifact(folder, CODEBOOK_KIND)
+    c = art.config
+    layer = CodebookLayer(c["d"], c["n_codes"], k=c["k"], similarity=c["similarity"], layernorm=c["layernorm"])
+    with torch.no_grad():
+        layer.codes.copy_(art.tensors["codes"])
+    return layer, c["site"], c

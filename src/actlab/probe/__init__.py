@@ -23,6 +23,15 @@ from actlab.probe.metrics import (
                                        wilson,
 )
 from actlab.probe.monitor import MonitorResult, ProbeMonitor, monitor_generate
+from actlab.probe.neurofeedback import (
+                                       control_effect,
+                                       effect_size,
+                                       lr_axis,
+                                       median_labels,
+                                       pca_axes,
+                                       project,
+                                       sentence_states,
+)
 from actlab.probe.report import fmt, plot_roc, save_figure, write_report
 from actlab.probe.run import ProbeConfig, eval_probe, monitor, train
 
@@ -44,7 +53,9 @@ __all__ = [
                                        "bootstrap_auroc",
                                        "check_labels",
                                        "contrast_probe",
+                                       "control_effect",
                                        "cross_validate",
+                                       "effect_size",
                                        "eval_probe",
                                        "evaluate",
                                        "evaluate_defection",
@@ -55,12 +66,17 @@ __all__ = [
                                        "fit_mean_diff",
                                        "fit_probe",
                                        "fmt",
+                                       "lr_axis",
+                                       "median_labels",
                                        "monitor",
                                        "monitor_generate",
+                                       "pca_axes",
                                        "plot_roc",
                                        "probe_acts",
+                                       "project",
                                        "rewrite",
                                        "save_figure",
+                                       "sentence_states",
                                        "stratified_folds",
                                        "train",
                                        "wilson",

@@ -22,6 +22,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=15)
     ap.add_argument("--max-feature-nodes", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="use the first N prompts")
     ap.add_argument("--out", help="write the results as JSON here")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -34,7 +35,7 @@ def main() -> None:
     tcs = load_transcoders(a.transcoders)
     res = []
     allp: dict[str, list] = {}
-    for prompt in PROMPTS:
+    for prompt in PROMPTS[:a.prompts]:
         t0 = time.perf_counter()
         g = attribute(m, tcs, prompt, GraphConfig(max_n_logits=1, max_feature_nodes=a.max_feature_nodes))
         t_graph = time.perf_counter() - t0

@@ -11,10 +11,15 @@ from actlab.core.interventions import (
                                        Add,
                                        Clamp,
                                        Fn,
+                                       FromSite,
                                        Intervention,
                                        Patch,
                                        Replace,
                                        Scale,
+                                       Schedule,
+                                       Scheduled,
+                                       bind,
+                                       check_grad_mode,
                                        check_tensor,
                                        is_zero,
                                        register_op,
@@ -33,9 +38,11 @@ from actlab.core.positions import (
 )
 from actlab.core.recording import Recording, take_positions
 from actlab.core.serialize import load_interventions, normalize_mapping, save_interventions
+from actlab.core.threads import passive_wait_policy, set_threads, threads_for
 
 __all__ = ["Ctx", "Handler", "HookEngine", "StopForward", "Recording", "take_positions", "Positions",
            "position_ids_from_mask", "OPS", "Ablate", "Add", "Clamp", "Fn", "Intervention", "Patch", "Replace",
            "Scale", "check_tensor", "is_zero", "register_op", "require_finite", "row_alpha", "normalize_mapping",
            "PassInfo", "select_mask", "parse_positions", "context_position_mask", "POSITIONS_HELP",
-           "PositionSpec", "load_interventions", "save_interventions"]
+           "PositionSpec", "load_interventions", "save_interventions", "FromSite", "Schedule", "Scheduled", "bind",
+           "check_grad_mode", "passive_wait_policy", "set_threads", "threads_for"]

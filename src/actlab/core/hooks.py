@@ -257,10 +257,12 @@ class HookEngine:
                 handle.remove()
 
     @contextlib.contextmanager
-    def hooks(self, pairs: list[tuple[str, Handler]]) -> Iterator[None]:
-        """Install (site, handler) pairs in order for the duration of the block; always removed."""
+    def hooks(self, pairs: list[tuple[str, Handler]], track: bool = True) -> Iterator[None]:
+        """Install (site, handler) pairs in order for the duration of the block; always removed. ``track=False``:
+        the handlers never read positions or steps (no root pre-hook: cheaper calls)."""
         handles = []
-        self._track_enter()   # one generator frame instead of two nested ones (per-call overhead)
+        if track:
+            self._track_enter()   # one generator frame instead of two nested ones (per-call overhead)
         try:
             for site, h in pairs:
                 handles.append(self.add(site, h))
@@ -268,4 +270,5 @@ class HookEngine:
         finally:
             for h in handles:
                 h.remove()
-            self._track_exit()
+            if track:
+                self._track_exit()

@@ -327,7 +327,9 @@ class Model:
         args, kw = self._prepare(inputs, forward_kwargs, truncate)
         kw.setdefault("use_cache", False) if self.config is not None else None
         rec, pairs = self._recorder(sites, positions, dtype, device, not grad, stop_early, False)
-        with torch.set_grad_enabled(grad), self._engine.hooks(pairs):   # two frames, not four nested managers
+        every = positions is None or (isinstance(positions, str) and positions == "all")
+        track = not every or any(self.sitemap.resolve(s).flat_tokens for s in sites)   # who reads positions
+        with torch.set_grad_enabled(grad), self._engine.hooks(pairs, track):   # two frames, not four managers
             try:
                 self.module(*args, **kw)
             except StopForward:

@@ -74,7 +74,7 @@ H._run_rank = slow
 from actlab import load_model
 harvest(load_model("tiny-llama"), HarvestConfig(data=sys.argv[1], sites=["blocks.0.resid_post"], out=sys.argv[2],
                                                  tokens=64, store_dtype="fp32", context_length=32, batch_size=4,
-                                                 shard_rows=200, progress=False))
+                                                 shard_rows=200, progress=False, estimate=False))
 """
 
 

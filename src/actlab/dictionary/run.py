@@ -4,6 +4,7 @@ data-parallel), and the evaluation report of a saved dictionary."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,7 @@ def train_sites(sites: Sequence[str], dict_kw: dict[str, Any], train_cfg: TrainC
 
     ``dict_kw``: DictConfig fields other than the widths, sites and model (filled from the data). Several sites:
     one dictionary each in ``<out>/<site>``, spread over torchrun ranks; one site: data-parallel over ranks, in
-    ``out``. ``threads`` sets torch's CPU threads (0: leave them)."""
+    ``out``. ``threads`` sets torch's CPU threads (0: by the encoder GEMM's size and the machine's load)."""
     import torch
 
     from actlab import distributed as D
@@ -77,8 +78,20 @@ def train_sites(sites: Sequence[str], dict_kw: dict[str, Any], train_cfg: TrainC
                                                    seed=train_cfg.seed, rank=r, world=w, with_grad=with_grad)
         dc = DictConfig(**{**dict_kw, "d_in": d_in, "d_out": d_out, "site": site, "site_out": site_out or "",
                            "model": model_name})
+        if not threads:
+            from actlab.core import set_threads
+            set_threads(0, 2.0 * train_cfg.batch_size * dc.d_in * dc.d_sae)
         out = str(Path(train_cfg.out) / site) if many and train_cfg.out else train_cfg.out
         tc = dataclasses.replace(train_cfg, out=out)
+        if tc.dry_run or tc.estimate:
+            from actlab.dictionary.estimate import check_disk, estimate
+            est = estimate(dc, tc, src)
+            if rank == 0 or many:
+                print(f"{site}: {est}", file=sys.stderr, flush=True)
+            if tc.out:
+                check_disk(est, tc.out)
+            if tc.dry_run:
+                continue
         done.append((site, Trainer(dc, tc, src, data_parallel=not many).fit()))
     if world > 1:
         D.barrier()

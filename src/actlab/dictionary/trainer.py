@@ -72,6 +72,10 @@ class TrainConfig:
     train_device: str = "cpu"
     """Where the dictionary trains ('cpu', 'cuda', 'cuda:1', ...); batches are moved there (the CLI's --device is
     the model's)."""
+    dry_run: bool = False
+    """Print the estimate (time from a few calibration steps, peak memory, disk) and stop without training."""
+    estimate: bool = True
+    """Print that estimate before training, and refuse to start when the output's disk cannot hold the result."""
     precision: str = "auto"
     """TopK family: dtype of the encoder GEMM and latent selection, 'fp32', 'bf16' or 'auto' (bf16 where the hardware
     has native bf16: AVX512-BF16/AMX CPUs, bf16 GPUs); activations, decoder, gradients and Adam stay fp32."""

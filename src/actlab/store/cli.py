@@ -45,7 +45,7 @@ def cmd_harvest(a: argparse.Namespace) -> None:
     resolve_data(cfg.data)  # a missing path fails before the model loads
     model = load_model(a.model, dtype=a.dtype, device=a.device or D.default_device())
     store = harvest(model, cfg)
-    if D.is_main():
+    if store is not None and D.is_main():
         print(f"{store}\n{len(store)} rows; complete={store.complete}")
     D.barrier()
     D.destroy()

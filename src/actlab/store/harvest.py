@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,10 @@ class HarvestConfig:
     add_bos: bool = True
     """Prefix each document with the tokenizer's BOS token when it has one."""
     progress: bool = True
+    dry_run: bool = False
+    """Print the estimate (time from a calibration batch, peak memory, disk) and stop without harvesting."""
+    estimate: bool = True
+    """Print that estimate first (when ``tokens`` is set) and refuse to start when the disk cannot hold the store."""
     """Show a tqdm bar (tokens/s, ETA) on rank 0."""
     queue_size: int = 4
     """Batches in flight between the forward pass and the writer thread (bounds memory)."""
@@ -233,9 +238,10 @@ def _manifest(base: dict, progress: list[dict], complete: bool) -> dict:
             "total_rows": sum(e["rows"] for e in shards), "shards": shards}
 
 
-def harvest(model: Model, cfg: HarvestConfig) -> ActivationStore:
+def harvest(model: Model, cfg: HarvestConfig) -> ActivationStore | None:
     """Run (or resume) a harvest and return the store. Under torchrun every rank calls this with equal cfg. The
-    output folder is locked for the run: a second harvest into it is refused naming the holder's PID."""
+    output folder is locked for the run: a second harvest into it is refused naming the holder's PID. With
+    ``dry_run`` it prints the estimate and returns None."""
     rank, world = D.init_from_env()
     try:
         model.check_sites(cfg.sites)
@@ -245,6 +251,14 @@ def harvest(model: Model, cfg: HarvestConfig) -> ActivationStore:
         raise ValueError(f"{model.name} has no tokenizer; harvest packs text and needs one")
     docs = load_texts(cfg.data, text_field=cfg.text_field)
     root = Path(cfg.out).expanduser()
+    if (cfg.dry_run or cfg.estimate) and cfg.tokens:
+        from actlab.store.estimate import check_harvest_disk, estimate_harvest
+        est = estimate_harvest(model, cfg, cfg.tokens // world)
+        if rank == 0:
+            print(f"harvest {model.name} {','.join(cfg.sites)}: {est}", file=sys.stderr, flush=True)
+        check_harvest_disk(est, str(root))
+        if cfg.dry_run:
+            return None
     if root.exists() and not root.is_dir():
         raise StoreError(f"output {str(root)!r} exists and is not a folder")
     with contextlib.ExitStack() as stack:

@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 import actlab
 from actlab.data import demo_corpus
 from actlab.store import HarvestConfig, harvest
-m = actlab.load_model("tiny-llama")
+m = actlab.load_model("tiny-llama", device=sys.argv[2])
 data = demo_corpus()
 out = tempfile.mkdtemp(prefix="actlab-bench-mem-")
 st = harvest(m, HarvestConfig(data=str(data), sites=["blocks.0.resid_post", "blocks.1.mlp_act"], out=out,
@@ -31,9 +31,9 @@ print(json.dumps({"rows": len(st), "maxrss_kib": resource.getrusage(resource.RUS
 """
 
 
-def run(tokens: int) -> dict:
+def run(tokens: int, device: str = "cpu") -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-c", CHILD, str(tokens)], capture_output=True, text=True, env=env, check=True)
+    r = subprocess.run([sys.executable, "-c", CHILD, str(tokens), device], capture_output=True, text=True, env=env, check=True)
     res = json.loads(r.stdout.strip().splitlines()[-1])
     import shutil
 
@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=20_000)
     ap.add_argument("--large", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda: where the model runs (host RSS is what is measured)")
     a = ap.parse_args()
     from actlab.data import demo_corpus
 
@@ -53,7 +54,7 @@ def main() -> None:
     rss = {a.small: [], a.large: []}
     for _ in range(a.repeats):
         for n in (a.small, a.large):
-            rss[n].append(run(n)["maxrss_kib"] / 1024)
+            rss[n].append(run(n, a.device)["maxrss_kib"] / 1024)
     s, l_ = statistics.median(rss[a.small]), statistics.median(rss[a.large])
     print(f"peak RSS {a.small:>7} tokens: {s:7.1f} MiB   runs {['%.1f' % x for x in rss[a.small]]}")
     print(f"peak RSS {a.large:>7} tokens: {l_:7.1f} MiB   runs {['%.1f' % x for x in rss[a.large]]}")

@@ -31,9 +31,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda: where the model and its inputs run")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    m = actlab.load_model("smollm2-135m-instruct")
+    m = actlab.load_model("smollm2-135m-instruct", device=a.device)
     data = demo_corpus()
     L, n_tok = 128, a.contexts * 128
     ids = pack_contexts(m.tokenizer, load_texts(data), L, seed=0, max_contexts=a.contexts).input_ids
@@ -42,7 +43,7 @@ def main() -> None:
     def plain():
         with torch.no_grad():
             for i in range(0, len(ids), a.batch_size):
-                m.module.model(input_ids=ids[i:i + a.batch_size], use_cache=False)
+                m.module.model(input_ids=ids[i:i + a.batch_size].to(a.device), use_cache=False)
 
     def run_harvest(site):
         def f():

@@ -46,9 +46,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128, help="patch cells per batched forward")
     ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats (median reported)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda: where the model and its inputs run")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    m = actlab.load_model(a.model)
+    m = actlab.load_model(a.model, device=a.device)
     pairs = make_pairs(m, CLEAN, CORRUPT)
     tok = m.tokenizer
     metric = LogitDiff(tok(" John", add_special_tokens=False)["input_ids"][0],

@@ -53,6 +53,7 @@ def run_actlab(ctx, steps: int, fused: bool = True) -> list[float]:
             yield next(it)
     tr = Trainer(DictConfig(arch="topk", d_in=ctx["d"], d_sae=ctx["n"], k=ctx["k"], fused=fused),
                  TrainConfig(total_tokens=steps * B, batch_size=B, lr=2e-4, warmup_steps=1, normalize="none",
+                             train_device=ctx.get("device", "cpu"),
                              progress=False, log_every=10 ** 9), source)
     stamps = [time.perf_counter()]
     stamps_hook(tr.opt, stamps)
@@ -187,6 +188,7 @@ def main():
     ap.add_argument("--steps", type=int, default=4, help="optimizer steps per round (the first is warm-up)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda: actlab trains there (train_device); the bank moves there")
     ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(METHODS))
     ap.add_argument("--json", default="", help="also write the results here")
     a = ap.parse_args()
@@ -194,7 +196,8 @@ def main():
     busy = cpu_busy()
     if busy > 0.2:
         print(f"warning: CPU {busy:.0%} busy before the run: absolute figures are depressed; compare ratios")
-    ctx = {"d": a.d_in, "n": a.latents, "k": a.k, "batch": a.batch, "data": bank(4 * a.batch, a.d_in)}
+    ctx = {"d": a.d_in, "n": a.latents, "k": a.k, "batch": a.batch, "data": bank(4 * a.batch, a.d_in).to(a.device),
+           "device": a.device}
     names = [m for m in METHODS if not a.only or m in a.only.split(",")]
     skipped = {m: why for m in names if (why := available(m))}
     for m, why in skipped.items():

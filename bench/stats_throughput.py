@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda: where the model and its inputs run")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
@@ -34,7 +35,7 @@ def main() -> None:
     from actlab.data import demo_corpus, load_texts, pack_contexts
     from actlab.stats.collect import collect, make_collector
 
-    m = actlab.load_model(a.model)
+    m = actlab.load_model(a.model, device=a.device)
     ids = pack_contexts(m.tokenizer, load_texts(demo_corpus()), a.context_length,
                         max_contexts=a.contexts).input_ids
     n_tok = ids.numel()

@@ -39,13 +39,14 @@ def main() -> None:
     ap.add_argument("--skip-sweep", action="store_true", help="run part 1 only")
     ap.add_argument("--only-sweep", action="store_true", help="run part 2 only")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda: where the model and its inputs run")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
     import actlab
     from actlab.steer import Direction
 
-    m = actlab.load_model("smollm2-135m-instruct")
+    m = actlab.load_model("smollm2-135m-instruct", device=a.device)
     tok = m.tokenizer
     prompts = ["The history of the city begins with", "My favourite recipe for a quiet evening is",
                "Scientists recently discovered that", "The best way to learn a new language is"][: a.batch]

@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=576)
     ap.add_argument("--shard-rows", type=int, default=16384)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="accepted for a uniform interface: the reader serves host memory (batches are moved by the consumer)")
     ap.add_argument("--dir", default=None, help="where to build the store (default: a temp folder)")
     a = ap.parse_args()
     torch.set_num_threads(2)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from actlab import Model
-from actlab.core.interventions import Add, FromSite, Fn, Replace, Scale, Schedule, Scheduled
+from actlab.core.interventions import Add, Fn, FromSite, Replace, Scale, Schedule, Scheduled
 
 TEXTS = ["the quick brown fox", "jumps over the lazy dog!"]
 

@@ -158,7 +158,10 @@ def create_app(dirs: list, *, model: "Model | None" = None, model_name: "str | N
     @app.get("/api/index")
     def api_index() -> dict[str, Any]:
         """Every artifact found in the served folders, the model name and the request limits."""
+        from actlab.web.graphs import graph_list
+
         return {**st.registry.summary(), "model": st.shared.name, "static": False,
+                "graphs": [graph_list(e) for e in st.registry.of_kind("circuits.graph")],
                 "limits": {"max_new_tokens": lim.max_new_tokens, "max_text_chars": lim.max_text_chars,
                            "max_tokens": lim.max_tokens, "top_k": lim.top_k}}
 
@@ -195,6 +198,14 @@ def create_app(dirs: list, *, model: "Model | None" = None, model_name: "str | N
         from actlab.web.views import patch_view
 
         return patch_view(st.registry.get(pid, "patch.result"))
+
+    @app.get("/api/graph/{gid}/{slug}")
+    def api_graph(gid: str, slug: str) -> dict[str, Any]:
+        """An attribution graph (circuit-tracer JSON: metadata, nodes, links) from a served graph folder, by the
+        folder's id and a slug its graph-metadata.json lists; bounded by max_graph_nodes / max_graph_links."""
+        from actlab.web.graphs import graph_view
+
+        return graph_view(st.registry.get(gid, "circuits.graph"), slug, lim.max_graph_nodes, lim.max_graph_links)
 
     @app.get("/api/file/{root}/{path:path}")
     def api_file(root: int, path: str):

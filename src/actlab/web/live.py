@@ -31,6 +31,10 @@ class Limits:
     """Most contrast prompts per side for a contrast direction."""
     top_k: int = 10
     """Most features / neurons listed per token."""
+    max_graph_nodes: int = 2000
+    """Most nodes of an attribution graph sent to the graph view (the most influential kept; tokens, logits always)."""
+    max_graph_links: int = 20000
+    """Most links of an attribution graph sent to the graph view (the strongest |weight| kept)."""
 
 
 def _ids(m: Model, text: str, limits: Limits) -> torch.Tensor:

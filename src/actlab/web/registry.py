@@ -1,6 +1,6 @@
 """Find the artifacts inside the served folders (latent caches, dictionaries, stats reports, patch results, steering
-directions, explanation files) and give each a short id. Requests name artifacts only by these ids: no path from a
-request is ever joined to a folder here."""
+directions, explanation files, attribution graph folders) and give each a short id. Requests name artifacts only by
+these ids: no path from a request is ever joined to a folder here."""
 from __future__ import annotations
 
 import json
@@ -128,6 +128,10 @@ class Registry:
                     kind = ((cfg or {}).get("artifact") or {}).get("kind") if isinstance(cfg, dict) else None
                     if kind in kinds:
                         self._add(kind, here, i, cfg)
+            if "graph-metadata.json" in files and not (here / "graph-metadata.json").is_symlink():
+                cfg = _read(here / "graph-metadata.json")     # actlab circuits graph / circuit-tracer's index
+                if isinstance(cfg, dict) and isinstance(cfg.get("graphs"), list):
+                    self._add("circuits.graph", here, i, cfg)
             if "stats.json" in files and not (here / "stats.json").is_symlink():
                 cfg = _read(here / "stats.json")
                 if isinstance(cfg, dict) and "meta" in cfg and "massive" in cfg:

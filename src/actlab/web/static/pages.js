@@ -20,6 +20,13 @@
       out.appendChild(el("ul", { "data-testid": "list-" + kind }, items.map((a) =>
         el("li", {}, href ? A.link(href(a), a.id) : el("span", { text: a.id }), el("span.muted", { text: "  " + a.path })))));
     }
+    const graphs = (idx.graphs || []).filter((f) => f.graphs.length);
+    if (graphs.length) {
+      out.appendChild(el("h2", { text: "attribution graphs" }));
+      out.appendChild(el("ul", { "data-testid": "list-circuits.graph" }, graphs.flatMap((f) => f.graphs.map((x) =>
+        el("li", {}, A.link(`#/graph/${enc(f.id)}/${enc(x.slug)}`, `${f.id} / ${x.slug}`, { "data-testid": "graph-link" }),
+          el("span.muted", { text: "  " + x.prompt }))))));
+    }
     return out;
   };
 

@@ -112,8 +112,9 @@ class ExampleSet:
     config: dict = field(default_factory=dict)
 
 
-class _Runs:
-    """Rows of one document with consecutive positions: bounds of the run each row is in."""
+class Runs:
+    """Rows of one document with consecutive positions: bounds of the run each row is in (build once per cache
+    and pass as ``runs=`` to the samplers; building is O(rows))."""
 
     def __init__(self, cache: LatentCache):
         doc, pos = cache.row_table("doc"), cache.row_table("pos")
@@ -132,17 +133,17 @@ class _Runs:
         return start, start + n
 
 
-def _example(runs: _Runs, dense: torch.Tensor, j: int, span: tuple[int, int], kind: str, src: int = -1) -> Example:
+def _example(runs: Runs, dense: torch.Tensor, j: int, span: tuple[int, int], kind: str, src: int = -1) -> Example:
     s, e = span
     return Example(j, s, runs.tokens[s:e].tolist(), dense[s:e].tolist(), int(runs.doc[s]), kind, source_latent=src)
 
 
-def activating_windows(cache: LatentCache, j: int, cfg: ExampleConfig | None = None, runs: _Runs | None = None,
+def activating_windows(cache: LatentCache, j: int, cfg: ExampleConfig | None = None, runs: Runs | None = None,
                        limit: int | None = None) -> list[Example]:
     """Non-overlapping windows around latent ``j``'s activations, highest first (``limit``: stop after that many),
     each with its rank ``quantile`` among all windows found."""
     cfg = cfg or ExampleConfig()
-    runs = runs or _Runs(cache)
+    runs = runs or Runs(cache)
     rows, vals = cache.latent(j)
     dense = cache.dense(j)
     starts: list[int] = []
@@ -202,9 +203,9 @@ def sample(examples: list[Example], n: int, how: str, rng: random.Random, n_quan
 
 
 def random_negatives(cache: LatentCache, j: int, n: int, cfg: ExampleConfig, rng: random.Random,
-                     runs: _Runs | None = None, tries: int = 50) -> list[Example]:
+                     runs: Runs | None = None, tries: int = 50) -> list[Example]:
     """``n`` windows at random rows where latent ``j`` is zero on every token (non-overlapping)."""
-    runs = runs or _Runs(cache)
+    runs = runs or Runs(cache)
     dense = cache.dense(j)
     out: list[Example] = []
     taken: set[int] = set()
@@ -220,12 +221,12 @@ def random_negatives(cache: LatentCache, j: int, n: int, cfg: ExampleConfig, rng
 
 
 def neighbour_negatives(cache: LatentCache, j: int, n: int, decoder: torch.Tensor, cfg: ExampleConfig,
-                        runs: _Runs | None = None) -> list[Example]:
+                        runs: Runs | None = None) -> list[Example]:
     """Hard negatives: top windows of the ``cfg.n_neighbours`` latents nearest to ``j`` by decoder cosine, kept
     where latent ``j`` is zero on every token, taken round-robin over the neighbours."""
     from actlab.explain.effects import nearest_features
 
-    runs = runs or _Runs(cache)
+    runs = runs or Runs(cache)
     dense = cache.dense(j)
     lists = []
     for nb, _ in nearest_features(decoder, j, cfg.n_neighbours):
@@ -257,7 +258,7 @@ def build_examples(cache: LatentCache, j: int, cfg: ExampleConfig | None = None,
 
     cfg = cfg or ExampleConfig()
     rng = random.Random(cfg.seed * 1_000_003 + j)
-    runs = _Runs(cache)
+    runs = Runs(cache)
     cands = activating_windows(cache, j, cfg, runs, limit=cfg.max_examples)
     train = sample(cands, cfg.n_train, cfg.train_type, rng, cfg.n_quantiles)
     ids = {id(x) for x in train}

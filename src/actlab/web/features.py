@@ -32,28 +32,6 @@ def _r(x: float, d: int = 5) -> float:
     return round(x, d - 1 - int(math.floor(math.log10(abs(x)))))
 
 
-class Runs:
-    """Rows of one document with consecutive positions: the bounds of the run each row is in, built once per cache
-    (``activating_windows`` otherwise rebuilds them, O(rows), on every call). The same rule and window arithmetic as
-    actlab.explain's own (its class is private; tests/web compare the windows with ``activating_windows``')."""
-
-    def __init__(self, cache):
-        doc, pos = cache.row_table("doc"), cache.row_table("pos")
-        new = torch.ones(doc.numel(), dtype=torch.bool)
-        new[1:] = (doc[1:] != doc[:-1]) | (pos[1:] != pos[:-1] + 1)
-        starts = new.nonzero().squeeze(1)
-        ends = torch.cat([starts[1:], torch.tensor([doc.numel()])])
-        rid = new.long().cumsum(0) - 1
-        self.lo, self.hi = starts[rid], ends[rid]
-        self.doc, self.tokens = doc, cache.row_table("tokens")
-
-    def window(self, peak: int, ctx_len: int, after: int) -> tuple[int, int]:
-        lo, hi = int(self.lo[peak]), int(self.hi[peak])
-        n = min(ctx_len, hi - lo)
-        start = min(max(peak - (n - 1 - min(after, n - 1)), lo), hi - n)
-        return start, start + n
-
-
 class SaeView:
     """One served latent cache with its optional dictionary, tokenizer and explanations; per-feature results are
     kept in a small LRU so a page reload is served from memory."""
@@ -215,6 +193,8 @@ class SaeView:
             return [], []
         cfg = ExampleConfig(ctx_len=24, after=6, n_quantiles=N_QUANTILES)
         if self._runs is None:
+            from actlab.explain import Runs
+
             self._runs = Runs(c)
         wins = activating_windows(c, j, cfg, runs=self._runs, limit=MAX_WINDOWS)
         top = wins[:N_TOP]

@@ -80,16 +80,6 @@ class DeepseekV3(Mixtral):
         """Width of one routed expert (``moe_intermediate_size``); ``d_mlp`` stays the dense MLP's width."""
         return int(self.config.moe_intermediate_size)
 
-    def W_gate_expert(self, i: int, e: int) -> Tensor:
-        """``[d_model, d_expert]``: expert ``e``'s gate projection (a view)."""
-        self._check(e)
-        return self._experts(i).gate_up_proj[e, : self.d_expert].T
-
-    def W_in_expert(self, i: int, e: int) -> Tensor:
-        """``[d_model, d_expert]``: expert ``e``'s up projection (a view)."""
-        self._check(e)
-        return self._experts(i).gate_up_proj[e, self.d_expert:].T
-
     @property
     def d_head(self) -> int:
         return int(self.config.v_head_dim)

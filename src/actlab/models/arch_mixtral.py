@@ -62,15 +62,20 @@ class Mixtral(Llama):
     def b_out(self, i: int) -> Tensor | None:
         raise self.unsupported("the MLP is a mixture of experts: use W_out_expert(i, e) (experts have no bias)")
 
+    @property
+    def d_expert(self) -> int:
+        """Width of one expert (Mixtral: the MLP width; MoE variants with a separate dense MLP override it)."""
+        return self.d_mlp
+
     def W_gate_expert(self, i: int, e: int) -> Tensor:
-        """``[d_model, d_mlp]``: expert ``e``'s gate projection (a view)."""
+        """``[d_model, d_expert]``: expert ``e``'s gate projection (a view)."""
         self._check(e)
-        return self._experts(i).gate_up_proj[e, : self.d_mlp].T
+        return self._experts(i).gate_up_proj[e, : self.d_expert].T
 
     def W_in_expert(self, i: int, e: int) -> Tensor:
-        """``[d_model, d_mlp]``: expert ``e``'s up projection (a view)."""
+        """``[d_model, d_expert]``: expert ``e``'s up projection (a view)."""
         self._check(e)
-        return self._experts(i).gate_up_proj[e, self.d_mlp:].T
+        return self._experts(i).gate_up_proj[e, self.d_expert:].T
 
     def W_out_expert(self, i: int, e: int) -> Tensor:
         """``[d_mlp, d_model]``: expert ``e``'s down projection (a view)."""

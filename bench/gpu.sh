@@ -8,31 +8,37 @@
 #   bash bench/gpu.sh            # cuda if available, else the CPU short mode
 #   bash bench/gpu.sh --short    # CPU short mode
 #   PY=/path/python PEERS_PY=/tmp/peers/bin/python bash bench/gpu.sh   # interpreters (PEERS_PY: has sparsify)
-set -euo pipefail
+#   SHAPE_MODEL=DIR bash bench/gpu.sh   # where the GGUF can't travel: SmolLM2's shapes, random weights (timings only)
+# A failing section is reported and the next one still runs; the exit status is non-zero if any failed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 PEERS_PY=${PEERS_PY:-/tmp/peers/bin/python}
 [ -x "$PEERS_PY" ] || PEERS_PY=$PY
-export HF_HUB_OFFLINE=1 PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
+export TQDM_DISABLE=1 HF_HUB_OFFLINE=1 PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
 DEV=cpu
 if [ "${1:-}" != "--short" ] && $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then DEV=cuda; fi
 echo "== device $DEV; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u)"
 t0=$(date +%s)
+failed=""
+section() { local name=$1; shift; "$@" || { echo "!! section '$name' failed (exit $?)"; failed="$failed $name"; }; }
+if [ -n "${SHAPE_MODEL:-}" ]; then $PY bench/gpu_shape_model.py --from "$SHAPE_MODEL" || exit 1; fi
 if [ "$DEV" = cuda ]; then
   $PY -c "import torch; print(torch.cuda.get_device_name(0), torch.__version__)"
   echo "== 1. capture overhead + steered generate"
-  timeout 150 $PY bench/capture_overhead.py --device cuda --threads 4 --repeats 7 --calls 5
+  section capture timeout 150 $PY bench/capture_overhead.py --device cuda --threads 4 --repeats 7 --calls 5
   echo "== 2. SAE training vs sparsify (wall time to held-out FVU)"
-  timeout 240 $PEERS_PY bench/sae_quality.py --device cuda --d-in 576 --latents 16384 --k 32 --batch 4096 \
-      --steps 300 --eval-every 25 --threads 4 2>&1 | grep -v "Training:"
+  section sae timeout 240 $PEERS_PY bench/sae_quality.py --device cuda --d-in 576 --latents 16384 --k 32 --batch 4096 \
+      --steps 300 --eval-every 25 --threads 4
   echo "== 3. harvest throughput"
-  timeout 60 $PY bench/harvest_throughput.py --device cuda --contexts 64 --batch-size 32 --repeats 3 --threads 4
+  section harvest timeout 60 $PY bench/harvest_throughput.py --device cuda --contexts 64 --batch-size 32 --repeats 3 --threads 4
 else
   echo "== 1. capture overhead (short: tiny-gpt2 1x16)"
-  timeout 300 $PY bench/capture_overhead.py --short
+  section capture timeout 300 $PY bench/capture_overhead.py --short
   echo "== 2. SAE training vs sparsify (short)"
-  timeout 300 $PEERS_PY bench/sae_quality.py --short 2>&1 | grep -v "Training:"
+  section sae timeout 300 $PEERS_PY bench/sae_quality.py --short
   echo "== 3. harvest throughput (short)"
-  timeout 600 $PY bench/harvest_throughput.py --contexts 2 --batch-size 2 --repeats 1 --threads 1
+  section harvest timeout 600 $PY bench/harvest_throughput.py --contexts 2 --batch-size 2 --repeats 1 --threads 1
 fi
-echo "== done in $(( $(date +%s) - t0 )) s; load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== done in $(( $(date +%s) - t0 )) s; load $(cut -d' ' -f1-3 /proc/loadavg); failed:${failed:- none}"
+[ -z "$failed" ]

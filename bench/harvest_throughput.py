@@ -44,6 +44,8 @@ def main() -> None:
         with torch.no_grad():
             for i in range(0, len(ids), a.batch_size):
                 m.module.model(input_ids=ids[i:i + a.batch_size].to(a.device), use_cache=False)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()                # the harvest ends on host writes; time the forward to its end too
 
     def run_harvest(site):
         def f():

@@ -145,3 +145,28 @@ def test_info_of_a_saelens_folder_with_site_override(capsys):
     assert json.loads(capsys.readouterr().out)["site"] == "blocks.1.resid_post"   # from blocks.1.hook_resid_post
     main(["sae", "info", str(folder), "--site", "blocks.0.resid_post"])
     assert json.loads(capsys.readouterr().out)["site"] == "blocks.0.resid_post"
+
+
+def test_device_flag_sets_the_train_device(store, monkeypatch):
+    """--device (the model group's flag) is where the SAE trains too, unless --train-device says otherwise."""
+    import actlab.dictionary as D
+    seen = []
+
+    def fake(sites, dict_kw, tc, **kw):
+        seen.append(tc.train_device)
+        return []
+    monkeypatch.setattr(D, "train_sites", fake)
+    base = ["sae", "train", "--store", str(store / "store"), "--site", "blocks.1.resid_post", "--out",
+            str(store / "dev")]
+    main(base + ["--device", "cuda:3"])
+    main(base + ["--device", "cuda:3", "--train-device", "cuda:1"])
+    main(base)
+    assert seen == ["cuda:3", "cuda:1", "cpu"]
+
+
+def test_package_exports_codebook_and_snmf_names():
+    import actlab.dictionary as D
+    from actlab.dictionary import codebook_model, snmf_model
+    assert D.train_joint is codebook_model.train_joint and D.CodebookTrainConfig is codebook_model.CodebookTrainConfig
+    assert D.snmf_fit is snmf_model.fit and D.SNMFFeatures is snmf_model.SNMFFeatures
+    assert set(D.__all__) <= set(dir(D))

@@ -41,6 +41,8 @@ def cmd_train(a, transcoder: bool = False) -> None:
     dict_kw = dict(arch=a.arch, d_sae=a.latents, expansion=a.expansion, k=a.k, l1_coef=a.l1_coef,
                    skip=getattr(a, "skip", False), fused=not a.eager, gsae_beta=a.gsae_beta)
     tc = clikit.config_from_args(a, "train")
+    if a.device and tc.train_device == "cpu":   # --device names where the work runs: the SAE trains there too
+        tc.train_device = a.device                # (an explicit --train-device other than cpu still wins)
     if not tc.out:
         raise ValueError("give --out: the folder the dictionary, its metrics and checkpoints go to")
     sites = [a.site] if transcoder else clikit.split_list(a.site)

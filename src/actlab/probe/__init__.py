@@ -4,6 +4,7 @@ AUROC and bootstrap intervals, saved as artifacts and applied as monitors during
 from actlab.probe.acts import POSITIONS, probe_acts
 from actlab.probe.defection import DefectionEval, contrast_probe, evaluate_defection
 from actlab.probe.evaluate import ProbeEval, cross_validate, evaluate
+from actlab.probe.guard_run import GuardConfig, default_guard_site, run_latent_guard
 from actlab.probe.latent_guard import (
                                        JAILBREAK_TEMPLATES,
                                        GuardEval,
@@ -22,7 +23,7 @@ from actlab.probe.metrics import (
                                        stratified_folds,
                                        wilson,
 )
-from actlab.probe.monitor import MonitorResult, ProbeMonitor, monitor_generate
+from actlab.probe.monitor import MonitorResult, ProbeMonitor, load_monitor, monitor_generate, monitor_sites
 from actlab.probe.neurofeedback import (
                                        control_effect,
                                        effect_size,
@@ -40,6 +41,7 @@ __all__ = [
                                        "METHODS",
                                        "POSITIONS",
                                        "DefectionEval",
+                                       "GuardConfig",
                                        "GuardEval",
                                        "Interval",
                                        "LatentGuard",
@@ -55,6 +57,7 @@ __all__ = [
                                        "contrast_probe",
                                        "control_effect",
                                        "cross_validate",
+                                       "default_guard_site",
                                        "effect_size",
                                        "eval_probe",
                                        "evaluate",
@@ -66,15 +69,18 @@ __all__ = [
                                        "fit_mean_diff",
                                        "fit_probe",
                                        "fmt",
+                                       "load_monitor",
                                        "lr_axis",
                                        "median_labels",
                                        "monitor",
                                        "monitor_generate",
+                                       "monitor_sites",
                                        "pca_axes",
                                        "plot_roc",
                                        "probe_acts",
                                        "project",
                                        "rewrite",
+                                       "run_latent_guard",
                                        "save_figure",
                                        "sentence_states",
                                        "stratified_folds",

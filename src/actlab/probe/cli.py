@@ -1,4 +1,4 @@
-"""``actlab probe train|eval|monitor``: flags (ProbeConfig via actlab.clikit) and calls into actlab.probe; no logic."""
+"""``actlab probe train|eval|monitor|latent-guard``: flags (ProbeConfig via actlab.clikit) and calls into actlab.probe; no logic."""
 from __future__ import annotations
 
 import argparse
@@ -37,18 +37,33 @@ def cmd_eval(a: argparse.Namespace) -> None:
 
 
 def cmd_monitor(a: argparse.Namespace) -> None:
-    from actlab.probe import LinearProbe, monitor
+    from actlab.probe import load_monitor, monitor
 
-    res = monitor(clikit.model_from_args(a), LinearProbe.load(a.probe), clikit.texts_from_args(a, "no prompts"),
+    res = monitor(clikit.model_from_args(a), load_monitor(a.probe), clikit.texts_from_args(a, "no prompts"),
                   a.out, max_new_tokens=a.max_new_tokens, stop_above=a.stop_above, chat=a.chat)
     for i, (t, s) in enumerate(zip(res.texts, res.scores.tolist())):
         print(f"[{i}] max score {max(s):.3f} stopped at {res.stopped_at[i]}: {t!r}")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from actlab.probe import ProbeConfig
+def cmd_latent_guard(a: argparse.Namespace) -> None:
+    from actlab.probe import default_guard_site, run_latent_guard
 
-    sp = subparsers.add_parser("probe", help="linear probes: train (CV AUROC), eval, monitor generation")
+    m = clikit.model_from_args(a)
+    sites = clikit.parse_sites(m, a.sites or default_guard_site(m))
+    harmful = _texts(a.harmful, "--harmful") if a.harmful else None
+    harmless = _texts(a.harmless, "--harmless") if a.harmless else None
+    res = run_latent_guard(m, sites, a.out, clikit.config_from_args(a), harmful=harmful, harmless=harmless)
+    ev = res["eval"]
+    for k in ("auroc_plain", "auroc_rewrites"):
+        print(f"{k}: {ev[k]['value']:.3f} [{ev[k]['lo']:.3f}, {ev[k]['hi']:.3f}]")
+    print(f"guard -> {res['guard']}; report -> {a.out}/report.md")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from actlab.probe import GuardConfig, ProbeConfig
+
+    sp = subparsers.add_parser("probe", help="linear probes: train (CV AUROC), eval, monitor generation, "
+                                                "latent-guard")
     sub = clikit.subcommands(sp, dest="probe_cmd", metavar="VERB")
     sp.set_defaults(func=lambda a: sp.print_help())
 
@@ -71,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("monitor", help="generate with the probe scoring every step (optional stop)")
-    p.add_argument("probe", help="probe folder")
+    p.add_argument("probe", help="probe folder (probe train's probe/) or Latent Guard folder (latent-guard's guard/)")
     clikit.add_model_args(p, positional=False)
     clikit.add_text_args(p)
     p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate")
@@ -79,3 +94,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--chat", action="store_true", help="apply the chat template")
     p.add_argument("--out", default=None, help="report folder (scores.json/png)")
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("latent-guard", help="Latent Guard: harmful/harmless centroids at t_inst, AUROC on held-out "
+                                            "jailbreak-style rewrites; report + guard artifact")
+    clikit.add_model_args(p)
+    p.add_argument("--sites", default="", help=f"{clikit.SITES_HELP} (default: the middle block's resid_post)")
+    p.add_argument("--harmful", default="", help="harmful instructions (.txt one per line or .jsonl; default: bundled)")
+    p.add_argument("--harmless", default="", help="harmless instructions (default: the bundled set)")
+    clikit.add_config(p, GuardConfig)
+    p.add_argument("--out", required=True, help="output folder: guard/, report.md, report.json, roc.png")
+    p.set_defaults(func=cmd_latent_guard)

@@ -44,6 +44,10 @@ class LatentGuard:
     model: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def d_model(self) -> int:
+        return int(self.c_harm.shape[1])
+
     @classmethod
     def from_acts(cls, harm: dict[str, torch.Tensor], safe: dict[str, torch.Tensor], **kw: Any) -> LatentGuard:
         """Centroids from ``{site: [n, d]}`` states of harmful and harmless instructions."""
@@ -116,16 +120,18 @@ class GuardEval:
     flag_harmless_rewrites: Interval
     n_train: int
     n_test: int
+    scores: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+    """``{"plain" | template: (scores, labels)}`` of the held-out prompts (for ROC plots; not serialised)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (v.to_json() if isinstance(v, Interval) else v) for k, v in self.__dict__.items()}
+        return {k: (v.to_json() if isinstance(v, Interval) else v) for k, v in self.__dict__.items() if k != "scores"}
 
 
 def evaluate_guard(model: Model, harmful: Sequence[str], harmless: Sequence[str], sites: Sequence[str], *,
                    n_train: int | None = None, templates: Sequence[str] | None = None, seed: int = 0,
-                   n_boot: int = 1000) -> tuple[LatentGuard, GuardEval]:
+                   n_boot: int = 1000, tau: float = 0.0, batch_size: int = 16) -> tuple[LatentGuard, GuardEval]:
     """Fit centroids on ``n_train`` instructions per class (a seeded split; default two thirds), then score the
-    held-out ones plain and under every jailbreak rewrite."""
+    held-out ones plain and under every jailbreak rewrite; flag rates are at ``tau``."""
     from actlab.probe.metrics import auroc
 
     nh, ns = len(harmful), len(harmless)
@@ -136,14 +142,16 @@ def evaluate_guard(model: Model, harmful: Sequence[str], harmless: Sequence[str]
     ph, ps = torch.randperm(nh, generator=g).tolist(), torch.randperm(ns, generator=g).tolist()
     tr_h, te_h = [harmful[i] for i in ph[:k]], [harmful[i] for i in ph[k:]]
     tr_s, te_s = [harmless[i] for i in ps[:k]], [harmless[i] for i in ps[k:]]
-    guard = fit_latent_guard(model, tr_h, tr_s, sites)
+    guard = fit_latent_guard(model, tr_h, tr_s, sites, batch_size=batch_size)
+    guard.tau = float(tau)
     y = torch.tensor([1] * len(te_h) + [0] * len(te_s))
-    plain = guard.score_texts(model, te_h + te_s)
+    plain = guard.score_texts(model, te_h + te_s, batch_size)
     rw_h, rw_s = rewrite(te_h, templates), rewrite(te_s, templates)
-    scores, labels, per = [], [], {}
+    scores, labels, per, kept = [], [], {}, {"plain": (plain, y)}
     for t in rw_h:
-        s = guard.score_texts(model, rw_h[t] + rw_s[t])
+        s = guard.score_texts(model, rw_h[t] + rw_s[t], batch_size)
         per[t] = auroc(s, y)
+        kept[t] = (s, y)
         scores.append(s)
         labels.append(y)
     s_all, y_all = torch.cat(scores), torch.cat(labels)
@@ -151,6 +159,6 @@ def evaluate_guard(model: Model, harmful: Sequence[str], harmless: Sequence[str]
     res = GuardEval(bootstrap_auroc(plain, y, n_boot=n_boot, seed=seed),
                     bootstrap_auroc(s_all, y_all, n_boot=n_boot, seed=seed), per,
                     wilson(int(flag[y_all == 1].sum()), int((y_all == 1).sum())),
-                    wilson(int(flag[y_all == 0].sum()), int((y_all == 0).sum())), 2 * k, len(y))
+                    wilson(int(flag[y_all == 0].sum()), int((y_all == 0).sum())), 2 * k, len(y), kept)
     guard.meta.update({"eval": res.to_json()})
     return guard, res

@@ -1,19 +1,45 @@
 """Probes as monitors during ``generate()``: at every forward call (the prefill, then each decode step) the probe
 scores the newest token's activation at its site; the stream is returned per row and, with ``stop_above``, a row
-stops generating at the first step whose score reaches the bound (a Hugging Face stopping criterion)."""
+stops generating at the first step whose score reaches the bound (a Hugging Face stopping criterion). A monitor is a
+:class:`LinearProbe` (one site) or a :class:`~actlab.probe.latent_guard.LatentGuard` (several sites: the step's score
+is computed once every site of the forward call has been seen); :func:`load_monitor` reads either artifact."""
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from actlab.artifact import read_json
+from actlab.probe.latent_guard import KIND as GUARD_KIND
+from actlab.probe.latent_guard import LatentGuard
+from actlab.probe.linear import KIND as PROBE_KIND
 from actlab.probe.linear import LinearProbe
 
 if TYPE_CHECKING:
     from actlab.models import Model
+
+Monitorable = LinearProbe | LatentGuard
+
+
+def load_monitor(folder: str | Path) -> Monitorable:
+    """A saved probe (kind ``probe``) or Latent Guard (kind ``latent_guard``), by the kind in its cfg.json."""
+    cfg = read_json(Path(folder) / "cfg.json", what="probe or latent_guard config")
+    kind = (cfg.get("artifact") or {}).get("kind") if isinstance(cfg, dict) else None
+    if kind == GUARD_KIND:
+        return LatentGuard.load(folder)
+    if kind == PROBE_KIND:
+        return LinearProbe.load(folder)
+    raise ValueError(f"{folder}/cfg.json is a {kind!r} artifact; a monitor needs a {PROBE_KIND!r} (probe train) or "
+                     f"{GUARD_KIND!r} (probe latent-guard) folder")
+
+
+def monitor_sites(probe: Monitorable) -> list[str]:
+    """The sites a monitor reads: the guard's sites, or the probe's one site."""
+    return list(probe.sites) if isinstance(probe, LatentGuard) else [probe.site]
 
 
 @dataclass
@@ -32,29 +58,44 @@ class MonitorResult:
 
 
 class ProbeMonitor:
-    """Scores every forward call at ``probe.site``; ``on_step(step, scores_b)`` streams them as they come."""
+    """Scores every forward call at the probe's site(s); ``on_step(step, scores_b)`` streams them as they come."""
 
-    def __init__(self, probe: LinearProbe, *, stop_above: float | None = None,
+    def __init__(self, probe: Monitorable, *, stop_above: float | None = None,
                  on_step: Callable[[int, torch.Tensor], None] | None = None) -> None:
         self.probe, self.stop_above, self.on_step = probe, stop_above, on_step
         self.steps: list[torch.Tensor] = []
         self.flagged: torch.Tensor | None = None
         self.stopped_at: torch.Tensor | None = None
+        self.sites = monitor_sites(probe)
+        self._pending: dict[str, torch.Tensor] = {}
 
     def check_model(self, model: Model) -> None:
         """The probe's site must exist and its width match (a probe from another model is refused)."""
-        if not self.probe.site:
+        if not all(self.sites):
             raise ValueError("this probe has no site recorded; set probe.site to the site it was trained on")
-        model.check_sites([self.probe.site])
+        model.check_sites(self.sites)
         if model.d_model is not None and model.d_model != self.probe.d_model:
             raise ValueError(f"probe has d_model={self.probe.d_model} ({self.probe.model or 'unknown model'}, "
-                             f"{self.probe.site}) but {model.name} has d_model={model.d_model}: a probe only "
+                             f"{', '.join(self.sites)}) but {model.name} has d_model={model.d_model}: a probe only "
                              f"applies to the model it was trained on")
 
-    def _handler(self, act: torch.Tensor, ctx: Any) -> None:
-        last = act[:, -1] if act.dim() == 3 else act
-        self.probe.check_width(last, self.probe.site)
-        s = self.probe.score(last.detach()).cpu()
+    def _handler(self, site: str) -> Callable[[torch.Tensor, Any], None]:
+        def handle(act: torch.Tensor, ctx: Any) -> None:
+            last = act[:, -1] if act.dim() == 3 else act
+            self._pending[site] = last.detach()
+            if len(self._pending) == len(self.sites):   # every site of this forward call seen: score the step
+                acts, self._pending = self._pending, {}
+                self._step(acts)
+
+        return handle
+
+    def _step(self, acts: dict[str, torch.Tensor]) -> None:
+        if isinstance(self.probe, LatentGuard):
+            s = self.probe.score(acts).cpu()
+        else:
+            last = acts[self.probe.site]
+            self.probe.check_width(last, self.probe.site)
+            s = self.probe.score(last).cpu()
         step = len(self.steps)
         self.steps.append(s)
         if self.flagged is None:
@@ -71,8 +112,8 @@ class ProbeMonitor:
     def watch(self, model: Model) -> Iterator[ProbeMonitor]:
         """Score every forward call of ``model`` in the block (state is reset on entry)."""
         self.check_model(model)
-        self.steps, self.flagged, self.stopped_at = [], None, None
-        with model.hooks({self.probe.site: self._handler}):
+        self.steps, self.flagged, self.stopped_at, self._pending = [], None, None, {}
+        with model.hooks({s: self._handler(s) for s in self.sites}):
             yield self
 
     def stopping_criteria(self) -> Any:
@@ -94,10 +135,11 @@ class ProbeMonitor:
         return torch.stack(self.steps, 1) if self.steps else torch.empty(0, 0)
 
 
-def monitor_generate(model: Model, prompts: str | Sequence[str], probe: LinearProbe, *, max_new_tokens: int = 32,
+def monitor_generate(model: Model, prompts: str | Sequence[str], probe: Monitorable, *, max_new_tokens: int = 32,
                      stop_above: float | None = None, chat: bool = False,
                      on_step: Callable[[int, torch.Tensor], None] | None = None, **gen_kw: Any) -> MonitorResult:
-    """Greedy ``generate()`` with the probe scoring each step; rows stop once a score reaches ``stop_above``."""
+    """Greedy ``generate()`` with the probe (or Latent Guard) scoring each step; rows stop once a score reaches
+    ``stop_above``."""
     from transformers import StoppingCriteriaList
 
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)

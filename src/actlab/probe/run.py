@@ -12,7 +12,7 @@ import torch
 from actlab.probe.acts import POSITIONS, probe_acts
 from actlab.probe.evaluate import cross_validate, evaluate
 from actlab.probe.linear import METHODS, LinearProbe, fit_probe
-from actlab.probe.monitor import MonitorResult, monitor_generate
+from actlab.probe.monitor import Monitorable, MonitorResult, monitor_generate, monitor_sites
 from actlab.probe.report import fmt, write_report
 
 if TYPE_CHECKING:
@@ -114,9 +114,10 @@ def eval_probe(model: Model, probe: LinearProbe, positive: Sequence[str], negati
     return res
 
 
-def monitor(model: Model, probe: LinearProbe, prompts: Sequence[str], out: str | Path | None = None, *,
+def monitor(model: Model, probe: Monitorable, prompts: Sequence[str], out: str | Path | None = None, *,
             max_new_tokens: int = 32, stop_above: float | None = None, chat: bool = False) -> MonitorResult:
-    """Generate with the probe as a monitor; with ``out``, write the score streams (JSON, PNG, markdown)."""
+    """Generate with the probe (or Latent Guard) as a monitor; with ``out``, write the score streams (JSON, PNG,
+    markdown)."""
     res = monitor_generate(model, list(prompts), probe, max_new_tokens=max_new_tokens, stop_above=stop_above,
                            chat=chat)
     if out is not None:
@@ -129,7 +130,7 @@ def monitor(model: Model, probe: LinearProbe, prompts: Sequence[str], out: str |
             ax.set_ylabel("probe score")
             ax.legend(fontsize=7)
 
-        write_report(out, f"Probe monitor at {probe.site} ({model.name})",
+        write_report(out, f"Probe monitor at {', '.join(monitor_sites(probe))} ({model.name})",
                      {"prompts": list(prompts), "stop_above": stop_above, **res.to_json()},
                      lines=[f"- prompt {i}: stopped at step {s}" if s >= 0 else f"- prompt {i}: never crossed"
                             for i, s in enumerate(res.stopped_at)], figures={"scores.png": draw})

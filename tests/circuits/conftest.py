@@ -10,17 +10,6 @@ X_TOKEN, T_TOKEN = 100, 200
 PROMPT = [1, 40, 60, 80, X_TOKEN]          # <bos>, three bytes, X last
 
 
-def randomize(m, seed: int = 1):
-    """Every bias random and every norm gain away from 1 (HF's zero biases / unit gains hide dropped terms)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in m.module.named_parameters():
-            if n.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-            elif "norm" in n or n.split(".")[-2].startswith("ln") or "layernorm" in n:
-                p.copy_(1.0 + torch.randn(p.shape, generator=g) * 0.3)
-    return m
-
 
 def random_transcoders(model, arch: str = "relu", d_sae: int = 32, skip: bool = False, seed: int = 0):
     """One transcoder per block (mlp_in -> mlp_out) with random weights and biases; some latents fire."""
@@ -43,12 +32,6 @@ def random_transcoders(model, arch: str = "relu", d_sae: int = 32, skip: bool = 
     return out
 
 
-@pytest.fixture(scope="module")
-def biased():
-    from actlab import load_model
-
-    cache = {}
-    return lambda name: cache[name] if name in cache else cache.setdefault(name, randomize(load_model(name)))
 
 
 def _plant_unit(ad, i: int, x: torch.Tensor, pos: int, out_dir: torch.Tensor, margin: float = 6.0):

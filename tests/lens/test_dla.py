@@ -54,7 +54,7 @@ def test_batched_equals_one_at_a_time(biased, name):
 
 def test_unembedding_bias_is_a_component():
     """A read-out with a bias (none of the tiny models has one): b_U[target] - b_U[contrast] is its own term."""
-    from .conftest import randomize
+    from ..conftest import randomize
 
     m = randomize(load_model("tiny-gpt2"))
     head = m.adapter.unembed

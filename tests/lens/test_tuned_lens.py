@@ -112,7 +112,7 @@ def test_first_loss_is_the_logit_lens_kl_final_to_lens(docs):
     from actlab.data import pack_contexts
     from actlab.lens import kl_final_lens
 
-    from .conftest import randomize
+    from ..conftest import randomize
 
     m = randomize(load_model("tiny-gpt2"))
     with torch.no_grad():

@@ -34,3 +34,17 @@ def dualkey_clean(fixture_cache):
     from actlab.security import DualKeyConfig, dualkey_fixture
 
     return dualkey_fixture(DualKeyConfig(poison_fraction=0.0), cache=fixture_cache)
+
+
+@pytest.fixture(scope="session")
+def clip_bd(fixture_cache):
+    from actlab.security import ClipConfig, clip_backdoor
+
+    return clip_backdoor(ClipConfig(), cache=fixture_cache)
+
+
+@pytest.fixture(scope="session")
+def clip_clean(fixture_cache, clip_bd):
+    from actlab.security import ClipConfig, clip_backdoor
+
+    return clip_backdoor(ClipConfig(poison_fraction=0.0), cache=fixture_cache)

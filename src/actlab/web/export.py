@@ -2,7 +2,8 @@
 patching views) as plain files that open from ``file://`` with no server. The page code is the served app's own;
 each API answer is written as ``data/<api path>.js`` calling ``ACTLAB_DATA(path, value)`` (a script tag, since
 browsers refuse ``fetch`` of local files). Feature pages are written compactly (``compact.py``: 256 features per
-file, examples as rows of one shared token table) and expanded in the browser by ``static/export.js``."""
+file, examples as rows of one shared token table, packed into integer columns, gzipped, 15 bits per UTF-16
+character) and expanded in the browser by ``static/export.js``."""
 from __future__ import annotations
 
 import json
@@ -19,12 +20,14 @@ STATIC = Path(__file__).parent / "static"
 
 
 def _write(out: Path, key: str, value: Any) -> int:
-    """Write ``data/<key>.js``; returns its size in bytes."""
+    """Write ``data/<key>.js``; returns its size in bytes. A packed value (``compact.packed``) is written as UTF-16
+    with a byte-order mark (its text is 15 bits per character), anything else as UTF-8."""
     path = out / "data" / f"{key}.js"
     path.parent.mkdir(parents=True, exist_ok=True)
     text = f"ACTLAB_DATA({json.dumps(key)},{json.dumps(value, separators=(',', ':'), ensure_ascii=False)});\n"
-    path.write_text(text, encoding="utf-8")
-    return len(text.encode())
+    raw = ("\ufeff" + text).encode("utf-16-le") if isinstance(value, dict) and "$pack" in value else text.encode()
+    path.write_bytes(raw)
+    return len(raw)
 
 
 def export_html(dirs: list[str | Path] | str | Path, out: str | Path, *, model: Model | None = None,
@@ -72,14 +75,18 @@ def export_html(dirs: list[str | Path] | str | Path, out: str | Path, *, model: 
 
 
 def _sae(out: Path, sid: str, v, features: list[int] | None, progress: bool) -> int:
-    """One SAE's files: overview (+ export settings), columnar feature list, feature shards, rows, vocab."""
-    from actlab.web.compact import ROWS_CHUNK, SHARD, compact_feature, rows_chunks, vocab
+    """One SAE's files: overview (+ export settings), feature list, packed feature shards, rows, vocab."""
+    import numpy as np
+
+    from actlab.web.compact import (ROWS_CHUNK, SHARD, compact_feature, pack_ints, pack_shard, packed, packed_json,
+                                    rows_chunks, used_rows, vocab)
 
     n = v.cache.n_latents
     ov = {**v.overview(), "export": {"shard": SHARD, "rows_chunk": ROWS_CHUNK,
                                      "hist_edges": [float(f"{e:.4g}") for e in v.cache.hist_edges.tolist()]}}
     total = _write(out, f"sae/{sid}", ov)
-    total += _write(out, f"sae/{sid}/features", {"columnar": True, **{k: x for k, x in v.index().items() if k != "id"}})
+    total += _write(out, f"sae/{sid}/features",
+                    packed_json({"columnar": True, **{k: x for k, x in v.index().items() if k != "id"}}))
     todo = range(n) if features is None else sorted({j for j in features if 0 <= j < n})
     if progress:
         from tqdm.auto import tqdm
@@ -90,8 +97,11 @@ def _sae(out: Path, sid: str, v, features: list[int] | None, progress: bool) -> 
     for j in todo:
         shards.setdefault(j // SHARD, {})[j] = compact_feature(v, j, ids)
     for s, feats in shards.items():
-        total += _write(out, f"sae/{sid}/fs/{s}", feats)
-    for k, chunk in enumerate(rows_chunks(v)):
-        total += _write(out, f"sae/{sid}/rows/{k}", chunk)
-        ids.update(chunk)
-    return total + _write(out, f"sae/{sid}/vocab", vocab(v, ids))
+        data, spec, extra = pack_shard(feats)
+        total += _write(out, f"sae/{sid}/fs/{s}", packed(data, "bin", spec=spec, x=extra))
+    used = used_rows(v.cache.n_rows, shards)
+    for k, chunk in enumerate(rows_chunks(v, used)):
+        data, spec = pack_ints("t", chunk.tolist())
+        total += _write(out, f"sae/{sid}/rows/{k}", packed(data, "bin", spec=spec))
+        ids.update(np.unique(chunk[used[k * ROWS_CHUNK: k * ROWS_CHUNK + len(chunk)]]).tolist())
+    return total + _write(out, f"sae/{sid}/vocab", packed_json(vocab(v, ids)))

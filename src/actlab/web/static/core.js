@@ -27,7 +27,9 @@ A.get = function (path) {
   if (m && A.staticFeature) return A.staticFeature(decodeURIComponent(m[1]), Number(m[2]));   // export.js
   const key = path.replace(/^\/api\//, "").split("?")[0];
   return new Promise((resolve, reject) => {
-    A._pending[key] = { resolve: (v) => resolve(v && v.columnar ? columns(v) : v), reject };
+    const done = (v) => resolve(v && v.columnar ? columns(v) : v);
+    // a packed file (compact.py) is unpacked by export.js first
+    A._pending[key] = { resolve: (v) => (v && v.$pack ? A.unpack(v).then(done, reject) : done(v)), reject };
     const s = document.createElement("script");
     s.src = dataFile(path);
     s.onerror = () => { delete A._pending[key]; reject(new Error("not in this export: " + key)); };

@@ -9,7 +9,7 @@ import sys
 def test_import_is_lazy():
     code = ("import sys, actlab, actlab.web, actlab.web.cli; "
             "assert 'fastapi' not in sys.modules and 'uvicorn' not in sys.modules, sorted(sys.modules)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
 
 

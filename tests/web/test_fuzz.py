@@ -8,8 +8,8 @@ import time
 import pytest
 
 hyp = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 TEXT = st.text(max_size=40) | st.sampled_from(["", "art-cache", "art-patch", "art-direction", "../x", "%2e%2e",
                                                 "blocks.0.mlp_act", "blocks.1.resid_post", "nope", "12", "-1"])

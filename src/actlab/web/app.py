@@ -2,6 +2,7 @@
 static pages shipped in ``actlab/web/static``, bounded request bodies, and error mapping (bad input -> 4xx).
 FastAPI and uvicorn are imported only here, when a server is made (the ``web`` extra)."""
 import ipaddress
+import json
 import logging
 import sys
 import threading
@@ -32,7 +33,7 @@ class BodyLimit:
         self.app, self.limit = app, limit
 
     async def _reply(self, send, status: int, text: str) -> None:
-        body = ('{"detail": "%s"}' % text).encode()
+        body = json.dumps({"detail": text}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

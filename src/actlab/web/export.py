@@ -78,8 +78,18 @@ def _sae(out: Path, sid: str, v, features: list[int] | None, progress: bool) -> 
     """One SAE's files: overview (+ export settings), feature list, packed feature shards, rows, vocab."""
     import numpy as np
 
-    from actlab.web.compact import (ROWS_CHUNK, SHARD, compact_feature, pack_ints, pack_shard, packed, packed_json,
-                                    rows_chunks, used_rows, vocab)
+    from actlab.web.compact import (
+        ROWS_CHUNK,
+        SHARD,
+        compact_feature,
+        pack_ints,
+        pack_shard,
+        packed,
+        packed_json,
+        rows_chunks,
+        used_rows,
+        vocab,
+    )
 
     n = v.cache.n_latents
     ov = {**v.overview(), "export": {"shard": SHARD, "rows_chunk": ROWS_CHUNK,

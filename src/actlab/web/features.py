@@ -29,7 +29,7 @@ def _r(x: float, d: int = 5) -> float:
     x = float(x)
     if not math.isfinite(x) or x == 0:
         return 0.0
-    return round(x, d - 1 - int(math.floor(math.log10(abs(x)))))
+    return round(x, d - 1 - math.floor(math.log10(abs(x))))
 
 
 class SaeView:

@@ -1,4 +1,4 @@
-"""``actlab security unlearn|scan|attack``: flags from the run configs (actlab.clikit) and calls into actlab.security;
+"""``actlab security unlearn|scan|invert|attack``: flags from the run configs (actlab.clikit) and calls into actlab.security;
 no logic here."""
 from __future__ import annotations
 
@@ -32,11 +32,26 @@ def cmd_attack(a: argparse.Namespace) -> None:
     print(f"a={res['a']} t_max={res['t_max']} fit={res['fit']}; wrote {a.out}/report.md")
 
 
+def cmd_invert(a: argparse.Namespace) -> None:
+    from actlab.security.run_invert import run_invert
+
+    res = run_invert(clikit.config_from_args(a), a.out)
+    if "tijo" in res:
+        r = res["tijo"]
+        print(f"tijo: flagged {r['flagged']} target {r['target']} word {r['token']} anomaly index "
+              f"{r['anomaly_index']:.2f}; wrote {a.out}/report.md")
+    else:
+        e, after = res["invertune"]["estimate"], res["results"]["after activation tuning"]
+        print(f"invertune: target {e['target']} flagged {e['flagged']}; after tuning CA {after['ca']['value']:.3f} "
+              f"ASR {after['asr_planted']['value']:.3f}; wrote {a.out}/report.md")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from actlab.security.run import AttackRunConfig, ScanRunConfig, UnlearnConfig
+    from actlab.security.run_invert import InvertRunConfig
 
-    sp = subparsers.add_parser("security", help="backdoor fixtures: SSD unlearning, trigger scan, activation attacks "
-                                                "(reports with CIs)")
+    sp = subparsers.add_parser("security", help="backdoor fixtures: SSD unlearning, trigger scan, TIJO/InverTune "
+                                                "inversion, activation attacks (reports with CIs)")
     sub = clikit.subcommands(sp, dest="security_cmd", metavar="VERB")
     sp.set_defaults(func=lambda a: sp.print_help())
 
@@ -49,6 +64,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clikit.add_config(p, ScanRunConfig)
     p.add_argument("--out", required=True, help="report folder: report.md, report.json, mask_l1.png, mask.png")
     p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("invert", help="backdoor inversion: TIJO (dual-key VQA toy) or InverTune (CLIP-like toy: "
+                                      "target, trigger, activation tuning) via --method")
+    clikit.add_config(p, InvertRunConfig)
+    p.add_argument("--out", required=True, help="report folder: report.md, report.json, losses.png or "
+                                                "landing.png + trigger.png")
+    p.set_defaults(func=cmd_invert)
 
     p = sub.add_parser("attack", help="activation-attack scaling law: t_max per attacked positions, fit, chi")
     clikit.add_model_args(p, positional=False, required=False)

@@ -33,6 +33,9 @@ def test_planted_recovery_kmeans_best_of_5():
 def test_loss_falls_and_bad_input():
     A, _ = planted(1)
     run = snmf_run(A, 10, iters=60, init="svd")
-    assert run.history[49] < run.history[0]
+    assert run.history[49] < run.history[0]       # a single run's loss (not the best-so-far) falls over 50 iterations
+    assert len(run.g_min) == 60 and min(run.g_min) >= 0  # G >= 0 at every iteration (spec), not only at the end
+    for init in ("kmeans", "random"):
+        assert min(snmf_run(A, 10, iters=20, init=init).g_min) >= 0
     with pytest.raises(ValueError, match="neurons, tokens"):
         snmf_run(A[0], 3)

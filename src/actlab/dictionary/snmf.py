@@ -22,6 +22,8 @@ class SNMFResult:
     """Best ||A - F G^T||_F^2 reached."""
     history: list[float] = field(default_factory=list)
     """Loss per iteration of the returned run (not best-so-far)."""
+    g_min: list[float] = field(default_factory=list)
+    """Smallest entry of G after each iteration of the returned run (the G >= 0 invariant, checked every step)."""
 
 
 def _pos(m):
@@ -76,7 +78,7 @@ def snmf_run(A: torch.Tensor, K: int, sparsity: float = 0.01, iters: int = 500, 
     G = _init(A, K, init, g)
     keep = max(1, math.ceil(sparsity * d))
     eye = eps * torch.eye(K, dtype=A.dtype)
-    best, best_FG, since, hist = math.inf, None, 0, []
+    best, best_FG, since, hist, g_min = math.inf, None, 0, [], []
     for _ in range(iters):
         F = A @ G @ torch.linalg.inv(G.t() @ G + eye)
         if keep < d:
@@ -89,13 +91,17 @@ def snmf_run(A: torch.Tensor, K: int, sparsity: float = 0.01, iters: int = 500, 
         G = G * torch.sqrt((_pos(AtF) + G @ _neg(FtF)) / (_neg(AtF) + G @ _pos(FtF) + 1e-6))
         loss = float((A - F @ G.t()).pow(2).sum())
         hist.append(loss)
+        g_min.append(float(G.min()))
         if loss < best:
             best, best_FG, since = loss, (F.clone(), G.clone()), 0
         else:
             since += 1
             if since >= patience:
                 break
-    return SNMFResult(best_FG[0], best_FG[1], best, hist)
+    if best_FG is None:
+        raise ValueError(f"semi-NMF diverged: no finite reconstruction loss in {len(hist)} iterations (G min "
+                         f"{min(g_min, default=float('nan')):.3g}; A norm {float(A.norm()):.3g})")
+    return SNMFResult(best_FG[0], best_FG[1], best, hist, g_min)
 
 
 def snmf(A: torch.Tensor, K: int, restarts: int = 5, seed: int = 0, **kw) -> SNMFResult:

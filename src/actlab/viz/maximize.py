@@ -2,10 +2,17 @@
 
 Each step renders the images from their parameterisation (pixels or a decorrelated Fourier spectrum), applies random
 transformations (jitter = a translation of up to ``jitter`` pixels, scaling by a factor in ``[1 - scale, 1 + scale]``,
-one ``grid_sample`` with reflected borders), and ascends ``f(t(x)) - tv * TV(x) - l2 * |x - 0.5|^2``. Optional:
+reflected borders), and ascends ``f(t(x)) - tv * TV(x) - l2 * |x - 0.5|^2``. Optional:
 Gaussian blur of pixel parameters every ``blur_every`` steps, a centre bias (early gradient concentrated in the
 middle, widening to the whole image: the multifaceted paper's coherent-object prior) and a norm ball for unsquashed
 inputs (``max_norm``).
+
+On a tiny model the regularisers' many small tensor ops, not the model, dominate a step, so by default (``fast``) the
+Fourier basis is one precomputed matrix (``param.fourier_basis``), the transforms of all steps are drawn up front as
+separable interpolation matrices (``transforms.TransformPlan``: two matmuls a step) and the penalties enter as their
+hand-written gradient (``penalty.with_penalty_grad``); where the parameters render by a matmul that whole chain runs
+outside autograd with a hand-written adjoint (``fused.Pipeline``). ``fast=False`` runs the eager reference (``irfft2``,
+``affine_grid`` + ``grid_sample``, the autograd penalty) with the same random draws; tests hold the two equal.
 """
 from __future__ import annotations
 
@@ -13,9 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
-from actlab.viz.param import ImageParam, blur, total_variation
+from actlab.viz.fused import Pipeline, can_fuse
+from actlab.viz.param import ImageParam, blur
+from actlab.viz.penalty import penalty, with_penalty_grad
+from actlab.viz.transforms import TransformPlan, random_transform
+
+__all__ = ["MaxResult", "MaximizeConfig", "center_mask", "maximize", "plain_ascent", "random_transform"]
 
 
 @dataclass
@@ -55,6 +66,9 @@ class MaximizeConfig:
     """std of the initial noise."""
     seed: int = 0
     """seed of the initial noise and of the random transformations."""
+    fast: bool = True
+    """dense Fourier basis, precomputed transform matrices, hand-written penalty gradient (False: the eager reference,
+    the same steps up to float rounding)."""
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.lr <= 0 or self.jitter < 0 or not 0 <= self.scale < 1:
@@ -77,18 +91,6 @@ class MaxResult:
     images: torch.Tensor
     values: torch.Tensor
     trace: list[float] = field(default_factory=list)
-
-
-def random_transform(x: torch.Tensor, jitter: int, scale: float, gen: torch.Generator) -> torch.Tensor:
-    """Translate by up to ``jitter`` pixels and scale by ``1 +- scale`` (one draw per batch), reflected borders."""
-    if not jitter and not scale:
-        return x
-    h, w = x.shape[-2:]
-    s = 1.0 + (2 * torch.rand((), generator=gen).item() - 1) * scale
-    tx, ty = (torch.randint(-jitter, jitter + 1, (2,), generator=gen) if jitter else torch.zeros(2)).tolist()
-    theta = torch.tensor([[1 / s, 0, 2 * tx / w], [0, 1 / s, 2 * ty / h]], dtype=x.dtype, device=x.device)
-    grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def center_mask(h: int, w: int, progress: float) -> torch.Tensor:
@@ -115,25 +117,33 @@ def maximize(f: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], 
     ``shape``, else noise around grey."""
     cfg = cfg or MaximizeConfig()
     p = ImageParam(tuple(shape), param=cfg.param, decay=cfg.decay, squash=cfg.squash, init=init, noise=cfg.noise,
-                   seed=cfg.seed).to(device or "cpu")
+                   seed=cfg.seed, dense=None if cfg.fast else False).to(device or "cpu")
     opt = (torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD)(p.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     h, w = shape[-2:]
     centre = 0.5 if cfg.squash else 0.0
-    trace: list[float] = []
+    plan = TransformPlan(cfg.steps, h, w, cfg.jitter, cfg.scale, gen, device=p.data_.device) if cfg.fast else None
+    pipe = Pipeline(p, plan, cfg.tv, cfg.l2, centre) if plan is not None and can_fuse(p) else None
+    values: list[torch.Tensor] = []
     with torch.enable_grad():
         for step in range(cfg.steps):
-            img = p()
-            v = f(random_transform(img, cfg.jitter, cfg.scale, gen))
+            if pipe is not None:
+                x = pipe.forward(step)
+                v = f(x)
+            elif plan is not None:
+                v = f(plan(with_penalty_grad(p(), cfg.tv, cfg.l2, centre), step))
+            else:
+                img = p()
+                v = f(random_transform(img, cfg.jitter, cfg.scale, gen))
             if v.shape != (shape[0],):
                 raise ValueError(f"the objective must return one value per image ([{shape[0]}]); got {list(v.shape)}")
             loss = -v.sum()
-            if cfg.tv:
-                loss = loss + cfg.tv * total_variation(img).sum()
-            if cfg.l2:
-                loss = loss + cfg.l2 * ((img - centre) ** 2).flatten(1).mean(1).sum()
+            if plan is None and (cfg.tv or cfg.l2):
+                loss = loss + penalty(img, cfg.tv, cfg.l2, centre)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if pipe is not None:
+                p.data_.grad = pipe.backward(x.grad)
             if cfg.center_bias:
                 p.data_.grad.mul_(center_mask(h, w, step / max(1, cfg.steps - 1)).to(p.data_))
             opt.step()
@@ -142,7 +152,8 @@ def maximize(f: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], 
                     p.data_.copy_(blur(p.data_, cfg.blur_sigma))
             if cfg.max_norm is not None:
                 _project(p, cfg.max_norm)
-            trace.append(float(v.detach().mean()))
+            values.append(v.detach())
+    trace = torch.stack(values).mean(1).tolist() if values else []
     with torch.no_grad():
         img = p().detach()
     with torch.enable_grad():

@@ -3,6 +3,8 @@
 also decorrelate colour with Lucid's ImageNet colour-correlation matrix).
 
 Both map to valid pixels with a sigmoid (``squash``: [0, 1]) or leave values free (for norm-constrained objectives).
+On small images the scaled inverse real FFT is one precomputed matrix (``fourier_basis``: a single matmul forward and
+backward instead of complex views, a scale multiply and an FFT each way); large images keep the FFT.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import math
 import torch
 
 PARAMS = ("pixel", "fourier")
+#: the largest dense Fourier basis (entries) used instead of the FFT: 16 MiB of float32, up to ~40x40 images
+DENSE_MAX = 1 << 22
 #: Lucid's square root of the ImageNet colour correlation (channels RGB)
 COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR_SQRT = COLOR_SQRT / COLOR_SQRT.norm(dim=0).max()
@@ -29,11 +33,23 @@ def rfft_scale(h: int, w: int, decay: float) -> torch.Tensor:
     return s / s.mean()
 
 
+def fourier_basis(h: int, w: int, scale: torch.Tensor) -> torch.Tensor:
+    """``[h * (w//2+1) * 2, h * w]``: row k is the image ``irfft2`` makes of the k-th real spectrum coordinate (real and
+    imaginary parts interleaved, times ``scale``), so ``spec.flatten @ basis == irfft2(complex(spec) * scale)``."""
+    k = h * (w // 2 + 1) * 2
+    eye = torch.eye(k, dtype=torch.float64).view(k, h, w // 2 + 1, 2)
+    img = torch.fft.irfft2(torch.view_as_complex(eye) * scale.double(), s=(h, w), norm="ortho")
+    return img.reshape(k, h * w).float()
+
+
 class ImageParam(torch.nn.Module):
-    """``n`` images ``[n, C, H, W]`` as trainable parameters; ``forward()`` returns the images."""
+    """``n`` images ``[n, C, H, W]`` as trainable parameters; ``forward()`` returns the images.
+
+    ``dense`` (fourier): render through the precomputed ``fourier_basis`` (default: when it has <= ``DENSE_MAX``
+    entries) or through ``irfft2`` (False; the reference)."""
 
     def __init__(self, shape: tuple[int, ...], *, param: str = "fourier", decay: float = 1.0, squash: bool = True,
-                 init: torch.Tensor | None = None, noise: float = 0.01, seed: int = 0) -> None:
+                 init: torch.Tensor | None = None, noise: float = 0.01, seed: int = 0, dense: bool | None = None) -> None:
         super().__init__()
         if param not in PARAMS:
             raise ValueError(f"param must be one of {PARAMS}, got {param!r}")
@@ -44,13 +60,17 @@ class ImageParam(torch.nn.Module):
         gen = torch.Generator().manual_seed(seed)
         base = torch.zeros(shape) if init is None else _logit(init.detach().float().expand(shape).clone(), squash)
         base = base + noise * torch.randn(shape, generator=gen)
-        self.color = c == 3
+        self.color, self.dense = c == 3, False
         if param == "pixel":
             self.data_ = torch.nn.Parameter(base)
         else:
             self.register_buffer("scale", rfft_scale(h, w, decay))
             spec = torch.fft.rfft2(self._uncolor(base), norm="ortho") / self.scale
             self.data_ = torch.nn.Parameter(torch.view_as_real(spec).contiguous())
+            k = h * (w // 2 + 1) * 2
+            self.dense = k * h * w <= DENSE_MAX if dense is None else dense
+            if self.dense:
+                self.register_buffer("basis", fourier_basis(h, w, self.scale))
 
     def _uncolor(self, x: torch.Tensor) -> torch.Tensor:
         if not self.color:
@@ -61,7 +81,11 @@ class ImageParam(torch.nn.Module):
         """The images before the sigmoid."""
         if self.kind == "pixel":
             return self.data_
-        x = torch.fft.irfft2(torch.view_as_complex(self.data_) * self.scale, s=self.shape[-2:], norm="ortho")
+        if self.dense:
+            n, c = self.data_.shape[:2]
+            x = torch.mm(self.data_.view(n * c, -1), self.basis).view(n, c, *self.shape[-2:])
+        else:
+            x = torch.fft.irfft2(torch.view_as_complex(self.data_) * self.scale, s=self.shape[-2:], norm="ortho")
         return torch.einsum("nchw,cd->ndhw", x, COLOR_SQRT.to(x)) if self.color else x
 
     def forward(self) -> torch.Tensor:

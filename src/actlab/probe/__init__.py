@@ -1,10 +1,19 @@
 """Probes and latent monitors: linear probes (logistic, difference of means, LDA) on any site with cross-validated
 AUROC and bootstrap intervals, saved as artifacts and applied as monitors during ``generate()``; Latent Guard
-(harmfulness from instruction-token states) and single-pair defection probes."""
+(harmfulness from instruction-token states), single-pair defection probes, the per-token hallucination detector with
+cross-model transfer (PCA + Procrustes) and the neurofeedback label/projection helpers."""
 from actlab.probe.acts import POSITIONS, probe_acts
 from actlab.probe.defection import DefectionEval, contrast_probe, evaluate_defection
 from actlab.probe.evaluate import ProbeEval, cross_validate, evaluate
 from actlab.probe.guard_run import GuardConfig, default_guard_site, run_latent_guard
+from actlab.probe.hallu_data import HalluSet, contradiction_set
+from actlab.probe.hallucination import (
+                                       LayerScan,
+                                       scan_layers,
+                                       span_positions,
+                                       token_states,
+                                       truthful_direction,
+)
 from actlab.probe.latent_guard import (
                                        JAILBREAK_TEMPLATES,
                                        GuardEval,
@@ -35,6 +44,7 @@ from actlab.probe.neurofeedback import (
 )
 from actlab.probe.report import fmt, plot_roc, save_figure, write_report
 from actlab.probe.run import ProbeConfig, eval_probe, monitor, train
+from actlab.probe.transfer import SubspaceMap, fit_subspace_map, pca_basis, procrustes, transfer_probe
 
 __all__ = [
                                        "JAILBREAK_TEMPLATES",
@@ -43,17 +53,21 @@ __all__ = [
                                        "DefectionEval",
                                        "GuardConfig",
                                        "GuardEval",
+                                       "HalluSet",
                                        "Interval",
                                        "LatentGuard",
+                                       "LayerScan",
                                        "LinearProbe",
                                        "MonitorResult",
                                        "ProbeConfig",
                                        "ProbeEval",
                                        "ProbeMonitor",
+                                       "SubspaceMap",
                                        "auroc",
                                        "balanced_accuracy",
                                        "bootstrap_auroc",
                                        "check_labels",
+                                       "contradiction_set",
                                        "contrast_probe",
                                        "control_effect",
                                        "cross_validate",
@@ -68,6 +82,7 @@ __all__ = [
                                        "fit_logistic",
                                        "fit_mean_diff",
                                        "fit_probe",
+                                       "fit_subspace_map",
                                        "fmt",
                                        "load_monitor",
                                        "lr_axis",
@@ -76,15 +91,22 @@ __all__ = [
                                        "monitor_generate",
                                        "monitor_sites",
                                        "pca_axes",
+                                       "pca_basis",
                                        "plot_roc",
                                        "probe_acts",
+                                       "procrustes",
                                        "project",
                                        "rewrite",
                                        "run_latent_guard",
                                        "save_figure",
+                                       "scan_layers",
                                        "sentence_states",
+                                       "span_positions",
                                        "stratified_folds",
+                                       "token_states",
                                        "train",
+                                       "transfer_probe",
+                                       "truthful_direction",
                                        "wilson",
                                        "write_report",
 ]

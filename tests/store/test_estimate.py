@@ -45,3 +45,35 @@ def test_refuses_when_the_disk_cannot_hold_it(tiny, tmp_path, tmpfs):
     with pytest.raises(ValueError, match="not enough disk"):
         harvest(tiny("tiny-llama"), _cfg(tmp_path, small / "store"))
     assert not (small / "store").exists()
+
+
+def test_a_resumed_harvest_estimates_only_the_rows_left(tiny, tmp_path, capsys, monkeypatch):
+    """A killed harvest's complete shards are not counted again: the resume's estimate (time and disk) covers the
+    rows still to write, so a disk that holds the rest is not refused."""
+    import errno
+
+    from actlab.store import ActivationStore
+    from actlab.store import writer as writer_mod
+
+    m = tiny("tiny-llama")
+    real, calls = writer_mod._save, {"n": 0}
+
+    def full_after_two(tensors, path):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(tensors, path)
+
+    out = tmp_path / "store"
+    monkeypatch.setattr(writer_mod, "_save", full_after_two)
+    with pytest.raises(Exception, match="No space left"):
+        harvest(m, _cfg(tmp_path, out, shard_rows=1024))
+    monkeypatch.setattr(writer_mod, "_save", real)
+    done = len(ActivationStore(out))
+    assert done == 2048
+    capsys.readouterr()
+    assert harvest(m, _cfg(tmp_path, out, dry_run=True, shard_rows=1024)) is None
+    assert f"estimate: {4096 - done} tokens" in capsys.readouterr().err
+    full = estimate_harvest(m, _cfg(tmp_path, out), 4096).disk_bytes
+    monkeypatch.setattr("actlab.store.estimate.free_bytes", lambda _: full * 3 // 4)   # holds the rest, not all
+    assert len(harvest(m, _cfg(tmp_path, out, shard_rows=1024))) == 4096

@@ -202,6 +202,21 @@ def _prepare(root: Path, ident: dict, rank: int) -> dict | None:
     return None
 
 
+def _rows_on_disk(root: Path) -> int:
+    """Rows in the complete shards a killed or finished harvest left in ``root`` (any rank; 0 for a new folder)."""
+    if not root.is_dir():
+        return 0
+    rows = 0
+    for p in root.glob(PROGRESS.split("{")[0] + "*.json"):
+        try:
+            shards = json.loads(p.read_text()).get("shards", [])
+        except (OSError, ValueError):
+            continue
+        rows += sum(e.get("rows", 0) for e in shards
+                    if (root / e.get("file", "")).is_file() and (root / e["file"]).stat().st_size == e.get("bytes"))
+    return rows
+
+
 def _load_progress(root: Path, rank: int, ident_hash: str) -> list[dict]:
     """This rank's complete shards (the longest prefix whose files are present with the right size)."""
     p = root / PROGRESS.format(rank=rank)
@@ -251,9 +266,10 @@ def harvest(model: Model, cfg: HarvestConfig) -> ActivationStore | None:
         raise ValueError(f"{model.name} has no tokenizer; harvest packs text and needs one")
     docs = load_texts(cfg.data, text_field=cfg.text_field)
     root = Path(cfg.out).expanduser()
-    if (cfg.dry_run or cfg.estimate) and cfg.tokens:
+    left = max(cfg.tokens - _rows_on_disk(root), 0) if cfg.tokens else 0      # a resumed run needs only the rest
+    if (cfg.dry_run or cfg.estimate) and left:
         from actlab.store.estimate import check_harvest_disk, estimate_harvest
-        est = estimate_harvest(model, cfg, cfg.tokens // world)
+        est = estimate_harvest(model, cfg, left // world)
         if rank == 0:
             print(f"harvest {model.name} {','.join(cfg.sites)}: {est}", file=sys.stderr, flush=True)
         check_harvest_disk(est, str(root))

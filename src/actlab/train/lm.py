@@ -1,11 +1,12 @@
 """Real-model touch (training-dynamics.md §6): train a small GPT-2-style LM (ReLU MLPs, byte-level tokens) on the
 demo corpus for a few minutes and track, at log-spaced checkpoints, per-layer massive-activation magnitudes
 (``blocks.i.resid_post``) and MLP activation sparsity (``blocks.i.mlp_act``) on a fixed probe set, with the
-emergence curves of ``actlab.stats`` fitted per layer. Run outside the test suite (``actlab train lm-emergence``)."""
+emergence curves of ``actlab.stats`` fitted per layer. The loop, the schedule and the corpus are those of
+``actlab.stats.train_checkpoints`` (one trainer for both); run outside the test suite (``actlab train
+lm-emergence``) except at toy size."""
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict
 
 import torch
@@ -15,20 +16,20 @@ from actlab.train.configs import LmEmergenceConfig
 log = logging.getLogger(__name__)
 
 
-def corpus_contexts(cfg: LmEmergenceConfig, tok) -> torch.Tensor:
-    """``[n, context]`` token ids from the corpus (``cfg.data``, default the bundled demo corpus)."""
-    from actlab.data import load_texts
+def series_config(cfg: LmEmergenceConfig):
+    """The ``actlab.stats.CheckpointSeriesConfig`` of this run (same corpus, sizes, optimiser, schedule, seed)."""
+    from actlab.stats import CheckpointSeriesConfig
 
-    ids: list[int] = []
-    for d in load_texts(None if cfg.data in ("", "demo") else cfg.data):
-        ids += tok(d, add_special_tokens=True)["input_ids"]
-        if len(ids) >= cfg.max_tokens:
-            break
-    n = len(ids) // cfg.context
-    if n < cfg.batch + cfg.probe_contexts:
-        raise ValueError(f"the corpus gives {n} contexts of {cfg.context} tokens; need >= "
-                         f"{cfg.batch + cfg.probe_contexts} (batch + probe contexts)")
-    return torch.tensor(ids[: n * cfg.context]).view(n, cfg.context)
+    return CheckpointSeriesConfig(out=cfg.out, data=cfg.data, n_layers=cfg.n_layers, d_model=cfg.d_model,
+                                  n_heads=cfg.n_heads, d_ff=cfg.d_ff, context_length=cfg.context,
+                                  batch_size=cfg.batch, steps=cfg.steps, lr=cfg.lr, n_checkpoints=cfg.n_checkpoints,
+                                  max_tokens=cfg.max_tokens, seed=cfg.seed)
+
+
+def corpus_contexts(cfg: LmEmergenceConfig, tok) -> torch.Tensor:
+    """``[n, context]`` token ids from the corpus (``cfg.data``, default the bundled demo corpus), enough for a batch
+    plus the probe contexts."""
+    return series_config(cfg).contexts(tok, extra=cfg.probe_contexts)
 
 
 def make_lm(cfg: LmEmergenceConfig, vocab: int):
@@ -47,6 +48,7 @@ def run_lm_emergence(cfg: LmEmergenceConfig, progress: bool = False) -> dict:
     ``lm_emergence.json`` (fits per layer) into ``cfg.out``."""
     from actlab import Model
     from actlab.models import byte_tokenizer
+    from actlab.stats import train_checkpoints
     from actlab.train.metrics import loss_metric, massive_metric, sparsity_metric
     from actlab.train.report import write_json
     from actlab.train.tracker import CheckpointTracker
@@ -60,25 +62,12 @@ def run_lm_emergence(cfg: LmEmergenceConfig, progress: bool = False) -> dict:
     tracker = CheckpointTracker(cfg.out, cfg.steps, cfg.n_checkpoints, metrics={
         "massive": massive_metric(sites, probe), "sparsity": sparsity_metric(acts, probe),
         "probe_loss": loss_metric(lambda m: m(probe, labels=probe).loss)})
-    opt = torch.optim.AdamW(model.module.parameters(), lr=cfg.lr, weight_decay=0.1, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    g = torch.Generator().manual_seed(cfg.seed)
-    loss = None
-    for step in range(cfg.steps + 1):
-        tracker.on_step_end(step, model, **({} if loss is None else {"train_loss": loss}))
-        if step == cfg.steps:
-            break
-        x = train[torch.randint(len(train), (cfg.batch,), generator=g)]
-        out = model(x, labels=x).loss
-        opt.zero_grad(set_to_none=True)
-        out.backward()
-        torch.nn.utils.clip_grad_norm_(model.module.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        loss = out.item()
-        if progress and step % 50 == 0:
-            log.info("step %d loss %.3f", step, loss)
+
+    def on_checkpoint(step: int, _module, loss: float | None):
+        return tracker.on_step_end(step, model, **({} if loss is None else {"train_loss": loss}))
+
+    train_checkpoints(series_config(cfg), progress, module=model.module, contexts=train, on_checkpoint=on_checkpoint,
+                      save_at=tracker.steps)
     fits = {}
     for key in ("massive.top1", "massive.ratio", "sparsity"):
         try:

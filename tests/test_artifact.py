@@ -386,3 +386,43 @@ def test_legacy_folders_are_unchanged():
     files = sorted(str(p.relative_to(LEGACY)) for p in LEGACY.rglob("*") if p.is_file())
     assert "steer_direction/direction.json" in files and "trainer_checkpoint/checkpoint.json" in files
     assert not any(f.endswith(".tmp") for f in files)
+
+
+def test_atomic_folder_appears_whole_or_not_at_all(tmp_path):
+    from actlab.artifact import atomic_folder
+
+    out = tmp_path / "cache" / "model"
+    with atomic_folder(out) as tmp:
+        assert tmp.parent == out.parent and tmp.name.startswith(".") and not out.exists()
+        (tmp / "a.json").write_text("{}")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "w.bin").write_bytes(b"x" * 10)
+        assert not out.exists()                                  # nothing visible before the block ends
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.json", "sub", "sub/w.bin"]
+    assert [p.name for p in out.parent.iterdir()] == ["model"]   # no temp left
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_current_umask()
+
+    failed = tmp_path / "cache" / "broken"
+    with pytest.raises(RuntimeError, match="half way"):
+        with atomic_folder(failed) as tmp:
+            (tmp / "a.json").write_text("{}")
+            raise RuntimeError("half way")
+    assert not failed.exists() and sorted(p.name for p in out.parent.iterdir()) == ["model"]
+
+    empty = tmp_path / "cache" / "empty"
+    empty.mkdir()
+    with atomic_folder(empty) as tmp:
+        (tmp / "b.txt").write_text("b")
+    assert (empty / "b.txt").read_text() == "b"
+
+    with pytest.raises(ArtifactError, match="written by someone else"):
+        with atomic_folder(out) as tmp:
+            (tmp / "other.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "sub"]   # theirs kept, ours removed
+    assert sorted(p.name for p in out.parent.iterdir()) == ["empty", "model"]
+
+
+def _current_umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old

@@ -394,6 +394,46 @@ def load_artifact(folder: str | os.PathLike, kind: str, *, version: int = 1,
     return Artifact(folder, kind, 0, dict(cfg), tensors, records, meta)
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a whole folder at once: yields an empty temp folder beside ``path``; when the block ends without error
+    its files are fsynced and it is renamed onto ``path`` (which must be absent or empty), else it is removed.
+    Readers see the old state or the complete folder, never a half-written one (a model cache, an edited model).
+
+    A non-empty ``path`` at commit time (another process finished first) raises ArtifactError naming it."""
+    import shutil
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_name(path)
+        tmp.mkdir(mode=0o777)                                # 0o777 & ~umask, like mkdir(1)
+    except OSError as e:
+        raise _write_error(path, e) from e
+    try:
+        yield tmp
+        for f in sorted(tmp.rglob("*"), reverse=True):       # files first, then their folders
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        try:
+            if path.exists():
+                path.rmdir()                                 # only an empty folder gives way
+            os.replace(tmp, path)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise ArtifactError(f"{path} was written by someone else meanwhile (not empty); kept theirs") from e
+            raise _write_error(path, e) from e
+        fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 # -- folder lock ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, *, what: str = "") -> Iterator[Path]:

@@ -11,8 +11,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -58,20 +56,15 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         del cfg.quantization_config  # save_pretrained refuses GGUF-loaded models: rebuild and copy
     fresh = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     fresh.load_state_dict(src.state_dict(), strict=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    from actlab.artifact import ArtifactError, atomic_folder
     try:
-        fresh.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        atomic_write_json(tmp / "actlab.json", {"source": str(gguf), "revision": "gguf-" + _file_digest(gguf)})
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if not (out / "actlab.json").exists():  # someone else finished first: keep theirs
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_folder(out) as tmp:
+            fresh.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            atomic_write_json(tmp / "actlab.json", {"source": str(gguf), "revision": "gguf-" + _file_digest(gguf)})
+    except ArtifactError:
+        if not (out / "actlab.json").exists():  # someone else finished first: keep theirs
+            raise
 
 
 def _load_hf_dir(path: Path, dtype, device, name: str, revision: str, gguf_file: str | None = None) -> Model:

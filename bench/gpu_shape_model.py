@@ -28,16 +28,17 @@ def main() -> None:
     if (out / "actlab.json").exists():
         print(f"{out} exists; kept")
         return
-    out.mkdir(parents=True, exist_ok=True)
+    from actlab.artifact import atomic_folder
     src = Path(a.src)
-    for f in src.iterdir():
-        if f.is_file() and f.name not in ("model.safetensors", "actlab.json"):
-            shutil.copy(f, out / f.name)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src), dtype=torch.float32)
-    model.save_pretrained(out, safe_serialization=True)
-    (out / "actlab.json").write_text(json.dumps({"source": "random init, SmolLM2-135M shapes (timings only)",
-                                                 "revision": "shape-only-seed0"}))
+    with atomic_folder(out) as tmp:
+        for f in src.iterdir():
+            if f.is_file() and f.name not in ("model.safetensors", "actlab.json"):
+                shutil.copy(f, tmp / f.name)
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "actlab.json").write_text(json.dumps({"source": "random init, SmolLM2-135M shapes (timings only)",
+                                                     "revision": "shape-only-seed0"}))
     print(f"wrote {out}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, random weights")
 
 

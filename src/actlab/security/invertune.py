@@ -101,11 +101,17 @@ class InverTuneResult:
                 **self.extra}
 
 
-def _check(x: torch.Tensor, text: torch.Tensor) -> None:
+def _check(x: torch.Tensor, text: torch.Tensor, encoder: nn.Module | None = None) -> None:
     if x.dim() != 4 or len(x) == 0:
         raise ValueError(f"clean images must be a non-empty [N, C, H, W] batch; got {list(x.shape)}")
     if text.dim() != 2 or len(text) < 3:
         raise ValueError(f"text must be [n_classes >= 3, d] caption embeddings; got {list(text.shape)}")
+    if encoder is not None:
+        with torch.no_grad():
+            d = encoder(x[:1]).shape[-1]
+        if d != text.shape[1]:
+            raise ValueError(f"caption embeddings have width {text.shape[1]} but the image encoder embeds into {d}: "
+                             f"embed the captions with the text model the encoder was trained against")
 
 
 def _frozen(encoder: nn.Module) -> nn.Module:
@@ -124,7 +130,7 @@ def identify_target(encoder: nn.Module, text: torch.Tensor, x: torch.Tensor,
                     cfg: InverTuneConfig | None = None) -> TargetEstimate:
     """Step 1: untargeted L2 PGD against each image's zero-shot prediction; histogram of landing classes."""
     cfg = cfg or InverTuneConfig()
-    _check(x, text)
+    _check(x, text, encoder)
     enc = _frozen(encoder)
     with torch.no_grad():
         y = (enc(x) @ text.T).argmax(-1)
@@ -148,7 +154,7 @@ def invert_trigger(encoder: nn.Module, text: torch.Tensor, x: torch.Tensor, targ
     """Step 2: a universal additive trigger (L2 <= trigger_norm) aligning stamped embeddings with the target
     caption; returns (delta [C, H, W], share of ``x`` sent to the target)."""
     cfg = cfg or InverTuneConfig()
-    _check(x, text)
+    _check(x, text, encoder)
     if not 0 <= target < len(text):
         raise ValueError(f"target {target} is not one of the {len(text)} captions")
     enc = _frozen(encoder)

@@ -105,6 +105,10 @@ def _check(model: Any, x: torch.Tensor, q: torch.Tensor, slot: int) -> None:
                          f"questions {list(q.shape)}")
     if not -q.shape[1] <= slot < q.shape[1]:
         raise ValueError(f"slot {slot} is outside questions of length {q.shape[1]}")
+    vocab = len(model.embedding_matrix)
+    if q.min() < 0 or q.max() >= vocab:
+        raise ValueError(f"question token ids must be in [0, {vocab}) (the model's vocabulary); got "
+                         f"[{int(q.min())}, {int(q.max())}]")
 
 
 def apply(model: Any, f: torch.Tensor, e: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor,

@@ -130,6 +130,12 @@ def create_app(dirs: list, *, model: "Model | None" = None, model_name: "str | N
             return JSONResponse({"detail": str(msg)}, status_code=status)
         return handler
 
+    def as_json(value: dict) -> JSONResponse:
+        """``value`` (plain JSON types, numbers finite) serialised by ``json.dumps`` directly: FastAPI's own path
+        walks every number through ``jsonable_encoder`` (3.8 ms instead of 0.7 ms of CPU for a 136-token prompt view
+        with 5 features per token; more for the 16k-row feature list). The declared type still documents it."""
+        return JSONResponse(value)
+
     app.add_exception_handler(Forbidden, err(403))
     app.add_exception_handler(PermissionError, err(403))
     app.add_exception_handler(FileNotFoundError, err(404))
@@ -184,14 +190,14 @@ def create_app(dirs: list, *, model: "Model | None" = None, model_name: "str | N
                      limit: int = Query(100, ge=1, le=20_000),
                      sort: Literal["id", "density", "max"] = "id") -> dict[str, Any]:
         """Features matching ``q`` (id, explanation text or top token), paged."""
-        return st.sae(sid).search(q, offset, limit, sort)
+        return as_json(st.sae(sid).search(q, offset, limit, sort))
 
     @app.get("/api/sae/{sid}/feature/{j}")
     def api_feature(sid: str, j: int) -> dict[str, Any]:
         """One feature: histogram, top and quantile examples, promoted tokens, nearest features, explanation."""
         v = st.sae(sid)
         with st.shared.lock:
-            return v.feature(j)
+            return as_json(v.feature(j))
 
     @app.get("/api/patch/{pid}")
     def api_patch(pid: str) -> dict[str, Any]:
@@ -222,7 +228,7 @@ def create_app(dirs: list, *, model: "Model | None" = None, model_name: "str | N
 
         sae = st.sae(req.sae) if req.sae else None
         with st.shared.lock:
-            return prompt_view(st.shared.get(), req.text, lim, sae, req.site, req.k)
+            return as_json(prompt_view(st.shared.get(), req.text, lim, sae, req.site, req.k))
 
     @app.post("/api/attention")
     def api_attention(req: AttentionIn) -> dict[str, Any]:
@@ -230,7 +236,7 @@ def create_app(dirs: list, *, model: "Model | None" = None, model_name: "str | N
         from actlab.web.live import attention_view
 
         with st.shared.lock:
-            return attention_view(st.shared.get(), req.text, req.layer, lim)
+            return as_json(attention_view(st.shared.get(), req.text, req.layer, lim))
 
     @app.post("/api/steer")
     def api_steer(req: SteerIn) -> dict[str, Any]:

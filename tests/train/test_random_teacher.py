@@ -1,13 +1,22 @@
-"""Random-teacher distillation tooling (§3): the linear probe reaches 100% on linearly separable features and chance
-on shuffled labels; interpolation at alpha 0 and 1 reproduces the endpoint losses exactly; the distillation loss is
-the teacher-target cross-entropy (minimal at the teacher, teacher frozen). The expected probe-accuracy gain was
-calibrated and did NOT hold across seeds on this toy (docs/train.md), so it is reported, not asserted."""
+"""Random-teacher distillation (§3): the linear probe reaches 100% on linearly separable features and chance on
+shuffled labels; interpolation at alpha 0 and 1 reproduces the endpoint losses exactly; the distillation loss is the
+teacher-target cross-entropy (minimal at the teacher, teacher frozen); and the calibrated effect: over 3 seeds the
+student's backbone probe beats the random teacher's and its own init. The random-input control did not reproduce
+(the student distilled on isotropic noise gains about as much; docs/train.md), so it is reported, not asserted."""
 import pytest
 import torch
 
 from actlab.train.configs import TeacherConfig
 from actlab.train.probe import interpolation_losses, linear_probe_accuracy
-from actlab.train.random_teacher import Net, clustered_data, distill, distillation_loss
+from actlab.train.random_teacher import (
+    Net,
+    clustered_data,
+    distill,
+    distillation_loss,
+    init_student,
+    make_net,
+    probe,
+)
 
 
 def test_probe_separable_is_perfect_and_shuffled_is_chance():
@@ -44,11 +53,47 @@ def test_distillation_loss_and_frozen_teacher():
     entropy = -(t.softmax(-1) * t.log_softmax(-1)).sum(-1).mean()
     torch.testing.assert_close(ce, entropy)                       # CE(p, p) = H(p): the minimum
     assert distillation_loss(t, torch.randn(5, 8)) > ce
-    cfg = TeacherConfig(steps=5, n_train=64, width=32, d_out=8)
+    cfg = TeacherConfig(steps=5, n_train=64, width=32, d_out=8, head="mlp")
     torch.manual_seed(0)
-    teacher = Net(cfg.d_in, cfg.width, cfg.d_out)
+    teacher = make_net(cfg)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     x, _ = clustered_data(64, cfg, 1)
     student, losses, ents = distill(teacher, x, cfg)
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
     assert len(losses) == 5 and len(ents) == 5 and not torch.equal(student.head[-1].weight, teacher.head[-1].weight)
+
+
+def test_dino_head_is_cosine_against_unit_prototypes():
+    torch.manual_seed(0)
+    net = Net(16, 8, 20, head="dino", hidden=12, bottleneck=4)
+    x = torch.randn(7, 16)
+    out = net(x)
+    assert out.shape == (7, 20) and out.abs().max() <= 1 + 1e-6          # cosines
+    with torch.no_grad():
+        net.last.weight.mul_(5.0)                                          # prototypes are weight-normalised
+        net.proj[-1].weight.mul_(3.0)
+        net.proj[-1].bias.mul_(3.0)                                        # the bottleneck is l2-normalised
+    torch.testing.assert_close(net(x), out)
+    with pytest.raises(ValueError, match="head='conv'"):
+        TeacherConfig(head="conv")
+
+
+def test_student_probe_beats_the_random_teacher_across_seeds(one_thread):
+    """The calibrated setting (TeacherConfig defaults: DINO head, tau 0.04/0.1, independent student init, 600
+    steps); seeds 4-8 held out from the calibration gave gains +0.012..+0.072 (mean +0.035)."""
+    gains, trained = [], []
+    for seed in (0, 1, 2):
+        cfg = TeacherConfig(seed=seed)
+        xtr, ytr = clustered_data(cfg.n_train, cfg, seed + 11)
+        xte, yte = clustered_data(cfg.n_test, cfg, seed + 12)
+        torch.manual_seed(seed)
+        teacher = make_net(cfg)
+        init = init_student(teacher, cfg)
+        acc_t, acc_0 = probe(teacher, xtr, ytr, xte, yte), probe(init, xtr, ytr, xte, yte)
+        student, _, ents = distill(teacher, xtr, cfg, student=init)
+        acc_s = probe(student, xtr, ytr, xte, yte)
+        gains.append(acc_s - acc_t)
+        trained.append(acc_s - acc_0)
+        assert ents[-1] > 0.3                                              # no collapse to one prototype
+    assert min(gains) > 0 and sum(gains) / 3 >= 0.02, gains               # seeds 0-2: +0.050, +0.038, +0.023
+    assert min(trained) >= 0 and sum(trained) / 3 >= 0.03, trained       # the training's, not the init's luck

@@ -97,28 +97,38 @@ class TeacherConfig:
     """Gaussian clusters (the probe's labels)"""
     d_in: int = 16
     """input dimension"""
-    separation: float = 1.0
+    separation: float = 2.0
     """cluster-centre scale (relative to unit within-cluster noise)"""
-    width: int = 128
-    """MLP width"""
-    d_out: int = 64
-    """projection-head output (softmax) dimension"""
+    width: int = 16
+    """backbone width (the probed embedding)"""
+    head: str = "dino"
+    """projection head: 'dino' (MLP -> l2-normalised bottleneck -> weight-normalised prototypes) or 'mlp'"""
+    hidden: int = 128
+    """projection-head hidden width"""
+    bottleneck: int = 32
+    """DINO head: bottleneck dimension (l2-normalised)"""
+    d_out: int = 256
+    """projection-head output (softmax) dimension: prototypes"""
     n_train: int = 2000
     """unlabelled training inputs (also the probe's training set)"""
     n_test: int = 1000
     """probe test inputs"""
-    steps: int = 400
+    steps: int = 600
     """distillation steps"""
     batch: int = 128
     """inputs per step"""
-    lr: float = 1e-3
+    lr: float = 3e-3
     """Adam learning rate"""
-    tau_t: float = 1.0
-    """teacher temperature"""
-    tau_s: float = 1.0
+    tau_t: float = 0.04
+    """teacher temperature (below tau_s: the targets are sharpened)"""
+    tau_s: float = 0.1
     """student temperature"""
-    init_noise: float = 0.5
-    """student init = (1 - a) * teacher + a * fresh init (1 = independent init)"""
+    center: bool = False
+    """centre the teacher's logits by an EMA of their batch mean (DINO's centring)"""
+    center_momentum: float = 0.9
+    """EMA momentum of the centre"""
+    init_noise: float = 1.0
+    """student init = (1 - a) * teacher + a * fresh init (1 = independent init, 0 = at the teacher)"""
     seed: int = 0
     """seed"""
 
@@ -127,6 +137,10 @@ class TeacherConfig:
             raise ValueError(f"init_noise must be in [0, 1]; got {self.init_noise}")
         if self.tau_t <= 0 or self.tau_s <= 0:
             raise ValueError("temperatures must be > 0")
+        if self.head not in ("dino", "mlp"):
+            raise ValueError(f"head={self.head!r}; expected 'dino' or 'mlp'")
+        if not 0.0 <= self.center_momentum < 1.0:
+            raise ValueError(f"center_momentum must be in [0, 1); got {self.center_momentum}")
 
 
 @dataclass

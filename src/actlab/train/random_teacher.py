@@ -1,10 +1,11 @@
 """Recipe: self-distillation from a random teacher ("Random Teachers are Good Teachers", training-dynamics.md §3).
 
-Teacher and student share an MLP backbone + projection head; the teacher stays frozen at its random initialisation;
-the student minimises ``CE(softmax(t / tau_t), softmax(s / tau_s))`` on unlabelled inputs (no labels, one view,
-no centering: the reference's random-teacher config). The backbone's linear-probe accuracy on the cluster labels is
-compared between teacher and student, on clustered data and, as the control, when the student is trained on
-isotropic random inputs instead.
+Teacher and student share the architecture: an MLP backbone (the probed embedding) and a projection head, DINO's
+by default (MLP -> l2-normalised bottleneck -> weight-normalised prototypes) or a plain MLP. The teacher stays frozen
+at its random initialisation; the student minimises ``CE(softmax((t - c) / tau_t), softmax(s / tau_s))`` on
+unlabelled inputs (no labels, one view; ``c`` an optional EMA centre). The backbone's linear-probe accuracy on the
+cluster labels is compared between teacher and student, on clustered data and, as the control, when the student is
+trained on isotropic random inputs instead.
 """
 from __future__ import annotations
 
@@ -13,20 +14,40 @@ from dataclasses import asdict
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from actlab.train.configs import TeacherConfig
 
 
 class Net(nn.Module):
-    """``backbone`` (the representation that is probed) followed by a projection ``head``."""
+    """``backbone`` (the representation that is probed) followed by a projection head: ``head="mlp"``
+    (``width -> hidden -> d_out``) or ``"dino"`` (``proj``: ``width -> hidden -> bottleneck``, l2-normalised, then
+    cosine logits against ``d_out`` weight-normalised prototypes ``last``)."""
 
-    def __init__(self, d_in: int, width: int, d_out: int):
+    def __init__(self, d_in: int, width: int, d_out: int, *, head: str = "mlp", hidden: int | None = None,
+                 bottleneck: int = 32):
         super().__init__()
+        hidden = hidden or width
+        self.kind = head
         self.backbone = nn.Sequential(nn.Linear(d_in, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
-        self.head = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, d_out))
+        if head == "dino":
+            self.proj = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, bottleneck))
+            self.last = nn.Linear(bottleneck, d_out, bias=False)
+        elif head == "mlp":
+            self.head = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, d_out))
+        else:
+            raise ValueError(f"head={head!r}; expected 'dino' or 'mlp'")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        h = self.backbone(x)
+        if self.kind == "dino":
+            return F.normalize(self.proj(h), dim=-1) @ F.normalize(self.last.weight, dim=-1).T
+        return self.head(h)
+
+
+def make_net(cfg: TeacherConfig) -> Net:
+    """The teacher/student architecture of ``cfg`` (initialised from the current torch RNG)."""
+    return Net(cfg.d_in, cfg.width, cfg.d_out, head=cfg.head, hidden=cfg.hidden, bottleneck=cfg.bottleneck)
 
 
 def clustered_data(n: int, cfg: TeacherConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,61 +70,82 @@ def distillation_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, tau_t: flo
     return -(p * torch.log_softmax(s_logits / tau_s, -1)).sum(-1).mean()
 
 
-def distill(teacher: Net, inputs: torch.Tensor, cfg: TeacherConfig) -> tuple[Net, list[float], list[float]]:
-    """Train a student from the frozen ``teacher`` on ``inputs`` (minibatches, Adam); returns (student, losses,
-    student output entropies). The student starts at the teacher plus ``init_noise`` times a fresh init."""
-    g = torch.random.fork_rng()
-    with g:
+def init_student(teacher: Net, cfg: TeacherConfig) -> Net:
+    """``(1 - init_noise) * teacher + init_noise * fresh`` (a fresh init of the same architecture, seeded)."""
+    with torch.random.fork_rng():
         torch.manual_seed(cfg.seed + 7)
-        fresh = Net(cfg.d_in, cfg.width, cfg.d_out)
+        fresh = copy.deepcopy(teacher)
+        for m in fresh.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
     student = copy.deepcopy(teacher).requires_grad_(True)
     with torch.no_grad():
-        for p, q in zip(student.parameters(), fresh.parameters()):
-            p.mul_(1 - cfg.init_noise).add_(cfg.init_noise * q) if cfg.init_noise < 1 else p.copy_(q)
+        for p, q in zip(student.parameters(), fresh.parameters(), strict=True):
+            p.mul_(1 - cfg.init_noise).add_(cfg.init_noise * q)
+    return student
+
+
+def distill(teacher: Net, inputs: torch.Tensor, cfg: TeacherConfig,
+            student: Net | None = None) -> tuple[Net, list[float], list[float]]:
+    """Train a student (``init_student`` unless given) from the frozen ``teacher`` on ``inputs`` (minibatches, Adam);
+    returns (student, losses, student output entropies at tau_s: the collapse monitor)."""
+    student = init_student(teacher, cfg) if student is None else student
     teacher.requires_grad_(False)
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     gb = torch.Generator().manual_seed(cfg.seed + 3)
-    losses, ents = [], []
+    losses, ents, centre = [], [], None
     for _ in range(cfg.steps):
         xb = inputs[torch.randint(len(inputs), (cfg.batch,), generator=gb)]
+        with torch.no_grad():
+            t = teacher(xb)
+            if cfg.center:
+                m = t.mean(0)
+                centre = m if centre is None else cfg.center_momentum * centre + (1 - cfg.center_momentum) * m
+                t = t - centre
         s = student(xb)
-        loss = distillation_loss(teacher(xb), s, cfg.tau_t, cfg.tau_s)
+        loss = distillation_loss(t, s, cfg.tau_t, cfg.tau_s)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        with torch.no_grad():  # collapse monitor: the student's output entropy
-            ents.append(float(-(s.softmax(-1) * s.log_softmax(-1)).sum(-1).mean()))
+        with torch.no_grad():
+            q = (s / cfg.tau_s).log_softmax(-1)
+            ents.append(float(-(q.exp() * q).sum(-1).mean()))
     return student, losses, ents
 
 
 def probe(net: Net, xtr, ytr, xte, yte) -> float:
+    """Linear-probe accuracy of ``net``'s backbone embedding (not the head) on the cluster labels."""
     from actlab.train.probe import linear_probe_accuracy
 
     with torch.no_grad():
         return linear_probe_accuracy(net.backbone(xtr), ytr, net.backbone(xte), yte)
 
 
+def random_inputs(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Isotropic Gaussian inputs with ``x``'s mean and overall scale (the control)."""
+    g = torch.Generator().manual_seed(seed)
+    return x.mean(0) + x.std() * torch.randn(x.shape, generator=g)
+
+
 def run_random_teacher(cfg: TeacherConfig) -> dict:
-    """Teacher vs student probe accuracy on clustered data, and the same with the student distilled on isotropic
-    random inputs (matched mean and scale); the gain is ``student - teacher``."""
+    """Teacher vs student probe accuracy on clustered data (and of the student's init, so the gain is the
+    training's), and with the student distilled on isotropic random inputs; gains are ``student - teacher``."""
     xtr, ytr = clustered_data(cfg.n_train, cfg, cfg.seed + 11)
     xte, yte = clustered_data(cfg.n_test, cfg, cfg.seed + 12)
-    g = torch.random.fork_rng()
-    with g:
+    with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        teacher = Net(cfg.d_in, cfg.width, cfg.d_out)
+        teacher = make_net(cfg)
     acc_t = probe(teacher, xtr, ytr, xte, yte)
+    acc_0 = probe(init_student(teacher, cfg), xtr, ytr, xte, yte)
     student, losses, ents = distill(teacher, xtr, cfg)
     acc_s = probe(student, xtr, ytr, xte, yte)
-    gr = torch.Generator().manual_seed(cfg.seed + 13)
-    noise = xtr.mean(0) + xtr.std() * torch.randn(xtr.shape, generator=gr)
-    student_r, losses_r, _ = distill(teacher, noise, cfg)
+    student_r, losses_r, _ = distill(teacher, random_inputs(xtr, cfg.seed + 13), cfg)
     acc_r = probe(student_r, xtr, ytr, xte, yte)
-    rep = {"config": asdict(cfg), "teacher_acc": acc_t, "student_acc": acc_s, "student_random_inputs_acc": acc_r,
-           "gain": acc_s - acc_t, "gain_random_inputs": acc_r - acc_t, "losses": losses, "losses_random": losses_r,
-           "student_entropy": ents, "chance": 1.0 / cfg.n_clusters}
-    rep["checks"] = {"student_beats_teacher": acc_s > acc_t, "gain_shrinks_on_random_inputs": acc_r - acc_t < acc_s - acc_t}
+    rep = {"config": asdict(cfg), "teacher_acc": acc_t, "student_init_acc": acc_0, "student_acc": acc_s,
+           "student_random_inputs_acc": acc_r, "gain": acc_s - acc_t, "gain_random_inputs": acc_r - acc_t,
+           "losses": losses, "losses_random": losses_r, "student_entropy": ents, "chance": 1.0 / cfg.n_clusters}
+    rep["checks"] = {"student_beats_teacher": acc_s > acc_t, "gain_shrinks_on_random_inputs": acc_r < acc_s}
     if cfg.out:
         from actlab.train.report import plot_curves, write_json
 

@@ -1,4 +1,4 @@
-"""``actlab security unlearn|scan|invert|attack``: flags from the run configs (actlab.clikit) and calls into actlab.security;
+"""``actlab security unlearn|scan|invert|reroute|attack``: flags from the run configs (actlab.clikit) and calls into actlab.security;
 no logic here."""
 from __future__ import annotations
 
@@ -46,12 +46,23 @@ def cmd_invert(a: argparse.Namespace) -> None:
               f"ASR {after['asr_planted']['value']:.3f}; wrote {a.out}/report.md")
 
 
+def cmd_reroute(a: argparse.Namespace) -> None:
+    from actlab.security.rerouting import run_rerouting
+
+    model = clikit.model_from_args(a) if a.model else None
+    res = run_rerouting(clikit.config_from_args(a), a.out, model=model)
+    r = res["result"]
+    print(f"reroute: crossed {r['crossed']} after {r['iterations']} iterations, cos {r['cos']}; "
+          f"wrote {a.out}/report.md")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from actlab.security.rerouting import ReroutingConfig
     from actlab.security.run import AttackRunConfig, ScanRunConfig, UnlearnConfig
     from actlab.security.run_invert import InvertRunConfig
 
     sp = subparsers.add_parser("security", help="backdoor fixtures: SSD unlearning, trigger scan, TIJO/InverTune "
-                                                "inversion, activation attacks (reports with CIs)")
+                                                "inversion, subspace rerouting, activation attacks (reports with CIs)")
     sub = clikit.subcommands(sp, dest="security_cmd", metavar="VERB")
     sp.set_defaults(func=lambda a: sp.print_help())
 
@@ -71,6 +82,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="report folder: report.md, report.json, losses.png or "
                                                 "landing.png + trigger.png")
     p.set_defaults(func=cmd_invert)
+
+    p = sub.add_parser("reroute", help="subspace rerouting: suffix search moving a prompt's hidden state across the "
+                                       "refusal direction (toy tiny-gpt2 unless --model)")
+    clikit.add_model_args(p, positional=False, required=False)
+    clikit.add_config(p, ReroutingConfig)
+    p.add_argument("--out", required=True, help="report folder: report.md, report.json, loss.png")
+    p.set_defaults(func=cmd_reroute)
 
     p = sub.add_parser("attack", help="activation-attack scaling law: t_max per attacked positions, fit, chi")
     clikit.add_model_args(p, positional=False, required=False)

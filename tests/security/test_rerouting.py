@@ -42,12 +42,12 @@ def test_search_crosses_target_far_below_random(planted):
     cfg = SearchConfig(suffix_len=6, steps=8, search_width=32, search_topk=16, target=-0.5, seed=0)
     res = subspace_reroute(m, "Explain how to pick a lock.", {SITE: r}, cfg)
     base = random_baseline(m, "Explain how to pick a lock.", {SITE: r}, cfg, n=64)[:, 0]
-    assert res.crossed and res.cos[SITE] <= -0.5
+    assert res.crossed and res.score[SITE] <= -0.5
     # a random suffix ends in a planted token now and then (4 of ~190 tokens): compare with its bulk, not its luck
-    assert res.cos[SITE] < float(base.quantile(0.1)) - 0.5 and res.cos[SITE] < float(base.median()) - 0.5
+    assert res.score[SITE] < float(base.quantile(0.1)) - 0.5 and res.score[SITE] < float(base.median()) - 0.5
     assert res.suffix_ids[-1] in ids   # the last (read) position holds a planted token
     assert all(b <= a + 1e-12 for a, b in zip(res.losses, res.losses[1:]))   # best over buffer + archive
-    assert res.initial_cos[SITE] > -0.5
+    assert res.initial_score[SITE] > -0.5
 
 
 def test_loss_curve_non_increasing_with_jumps_and_stops_early(planted):
@@ -81,20 +81,41 @@ def test_retokenisation_and_bad_input(planted):
 
 
 def test_run_rerouting_report(tmp_path):
-    cfg = ReroutingConfig(suffix_len=4, steps=2, search_width=8, search_topk=8, n_random=4, sites="blocks.1.resid_post")
+    s = "blocks.1.resid_post"
+    cfg = ReroutingConfig(suffix_len=4, steps=2, search_width=8, search_topk=8, n_random=4, sites=s, target=-5.0)
     rep = run_rerouting(cfg, tmp_path / "ssr")
     on_disk = json.loads((tmp_path / "ssr" / "report.json").read_text())
-    assert on_disk["result"]["iterations"] == rep["result"]["iterations"] <= 2
-    assert set(on_disk["random_suffix_cos"]) == {"blocks.1.resid_post"}
+    assert on_disk["result"]["iterations"] == rep["result"]["iterations"] == 2
+    # the normalised projection puts the bundled sets' means at +1 (harmful) and -1 (harmless) by construction
+    assert on_disk["reference_mean"]["harmful"][s] == pytest.approx(1.0, abs=1e-4)
+    assert on_disk["reference_mean"]["harmless"][s] == pytest.approx(-1.0, abs=1e-4)
+    assert rep["result"]["score"][s] <= rep["result"]["initial_score"][s]
+    assert rep["result"]["measure"] == "proj" and set(on_disk["random_suffix"]) == {s}
     assert (tmp_path / "ssr" / "loss.png").stat().st_size > 1000
 
 
 @pytest.mark.real
 def test_rerouting_smollm2(smollm2, tmp_path):
-    cfg = ReroutingConfig(suffix_len=8, steps=6, search_width=32, search_topk=32, n_random=8,
-                          sites="blocks.10.resid_post", target=0.0)
+    s = "blocks.12.resid_post"
+    cfg = ReroutingConfig(suffix_len=8, steps=5, search_width=32, search_topk=32, n_random=8, sites=s)
     rep = run_rerouting(cfg, tmp_path / "ssr", model=smollm2)
-    s = "blocks.10.resid_post"
-    # the search lowers the cosine below every random suffix's (docs/probe.md: numbers of the longer run)
-    assert rep["result"]["cos"][s] < rep["random_suffix_cos"][s]["min"]
+    # the search lowers the projection below every random suffix's (docs/probe.md: numbers of the longer run)
+    assert rep["result"]["score"][s] < rep["random_suffix"][s]["min"]
     assert rep["result"]["losses"][-1] <= rep["result"]["losses"][0]
+
+
+def test_measures_by_hand(planted):
+    m, r, _ = planted
+    cfg = SearchConfig(suffix_len=3, seed=4)
+    ok = allowed_tokens(m)
+    g = torch.Generator().manual_seed(cfg.seed + 1)   # random_baseline's draw
+    suf = ok[torch.randint(len(ok), (5, 3), generator=g)]
+    ids = torch.cat([torch.tensor(m.tokenizer("hi")["input_ids"]).expand(5, -1), suf], 1)
+    h = m.record({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, SITE)[SITE][:, -1]
+    c, scale = torch.randn(m.d_model), 0.7
+    cos = random_baseline(m, "hi", {SITE: 3 * r}, cfg, n=5)[:, 0]
+    torch.testing.assert_close(cos, torch.nn.functional.cosine_similarity(h, r[None], dim=-1))
+    proj = random_baseline(m, "hi", {SITE: 3 * r}, cfg, n=5, centers={SITE: c}, scales={SITE: scale})[:, 0]
+    torch.testing.assert_close(proj, (h - c) @ r / scale)
+    with pytest.raises(ValueError, match="cover every direction"):
+        random_baseline(m, "hi", {SITE: r}, cfg, n=2, centers={}, scales={})

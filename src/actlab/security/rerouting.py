@@ -2,8 +2,11 @@
 of a prompt's target token (the last token by default) at chosen sites across a target along a "refusal" direction
 (``actlab.steer``'s difference of means of harmful vs harmless prompts, or any given direction).
 
-Loss ``sum_l relu(cos(h_l, r_l) - target)^2``: zero once every site's cosine is at or below the target (the spec's
-steering variant drives ``cos`` to ``-s`` two-sidedly; one-sided, "crossed" is exactly "loss 0"). Each iteration takes
+The measure at each site is the cosine ``cos(h_l, r_l)`` (the spec's steering variant) or, given a centre and a scale,
+the normalised projection ``(h_l - c_l) . r_l / scale_l``: with c the midpoint of the harmful and harmless means and
+scale half their distance, harmful prompts sit at +1 on average and harmless ones at -1 (raw cosines are dominated by
+the residual stream's large common mean). Loss ``sum_l relu(measure_l - target)^2``: zero once every site is at or
+below the target (the spec drives ``cos`` to ``-s`` two-sidedly; one-sided, "crossed" is exactly "loss 0"). Each iteration takes
 the one-hot gradient of the loss at the buffer's best suffix (through the embeddings, ``model.record(grad=True)``, the
 pass stopping after the last site), samples ``search_width`` candidates that swap ``n_replace`` positions for tokens
 among the ``search_topk`` most negative-gradient ones, drops candidates whose decode->re-encode changes the ids, and
@@ -46,7 +49,7 @@ class SearchConfig:
     early_stop_loss: float = 0.0
     """stop when the best loss reaches this (0: every site crossed the target)"""
     target: float = -0.1
-    """cosine with the refusal direction that counts as crossed (at or below)"""
+    """measure value (cosine, or normalised projection) that counts as crossed (at or below)"""
     position: str = "last"
     """token read: last (the prompt's last token, SSR's) or t_inst (the suffix's last token)"""
     seed: int = 0
@@ -59,19 +62,19 @@ class SearchConfig:
             raise ValueError("suffix_len, steps, search_width, search_topk, buffer_size and batch_size must be >= 1")
         if self.position not in ("last", "t_inst"):
             raise ValueError(f"position={self.position!r}; use 'last' or 't_inst'")
-        if not -1.0 <= self.target <= 1.0:
-            raise ValueError(f"target is a cosine in [-1, 1]; got {self.target}")
 
 
 @dataclass
 class SearchResult:
-    """The best suffix, the loss curve (best over buffer and archive, per iteration) and the cosines reached."""
+    """The best suffix, the loss curve (best over buffer and archive, per iteration) and the measure reached per site
+    (``measure``: cos or proj)."""
 
     suffix_ids: list[int]
     suffix: str
     losses: list[float]
-    cos: dict[str, float]
-    initial_cos: dict[str, float]
+    score: dict[str, float]
+    initial_score: dict[str, float]
+    measure: str
     crossed: bool
     iterations: int
     n_candidates: int
@@ -115,10 +118,11 @@ def allowed_tokens(model: Model) -> torch.Tensor:
 
 
 class _Objective:
-    """Loss and cosines of suffixes at the target token: ``sum_l relu(cos_l - target)^2``."""
+    """Loss and measure of suffixes at the target token: ``sum_l relu(measure_l - target)^2``."""
 
     def __init__(self, model: Model, before: torch.Tensor, after: torch.Tensor, directions: dict[str, torch.Tensor],
-                 cfg: SearchConfig) -> None:
+                 cfg: SearchConfig, centers: dict[str, torch.Tensor] | None = None,
+                 scales: dict[str, float] | None = None) -> None:
         model.check_sites(list(directions))
         d = model.d_model
         for s, v in directions.items():
@@ -127,13 +131,25 @@ class _Objective:
         self.model, self.cfg, self.sites = model, cfg, list(directions)
         self.before, self.after = before.to(model.device), after.to(model.device)
         self.r = torch.stack([torch.nn.functional.normalize(directions[s].float(), dim=0) for s in self.sites])
+        self.c = None
+        if centers is not None:
+            missing = [s for s in self.sites if s not in centers or s not in (scales or {})]
+            if missing:
+                raise ValueError(f"centers and scales must cover every direction's site; missing {missing}")
+            self.c = torch.stack([centers[s].float() for s in self.sites])
+            self.scale = torch.tensor([float(scales[s]) for s in self.sites])
+            if not bool((self.scale > 0).all()):
+                raise ValueError(f"scales must be > 0; got {scales}")
         n = len(before) + cfg.suffix_len + len(after)
         self.pos = n - 1 if cfg.position == "last" else len(before) + cfg.suffix_len - 1
 
     def cos(self, acts: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``[batch, sites]`` cosines at the target token."""
+        """``[batch, sites]`` measure at the target token: cosine, or normalised centred projection."""
         h = torch.stack([acts[s][:, self.pos].float() for s in self.sites], 1)
-        return torch.nn.functional.cosine_similarity(h, self.r.to(h.device)[None], dim=-1)
+        r = self.r.to(h.device)[None]
+        if self.c is None:
+            return torch.nn.functional.cosine_similarity(h, r, dim=-1)
+        return ((h - self.c.to(h.device)[None]) * r).sum(-1) / self.scale.to(h.device)
 
     def loss(self, cos: torch.Tensor) -> torch.Tensor:
         return (cos - self.cfg.target).clamp_min(0).pow(2).sum(-1)
@@ -167,13 +183,15 @@ class _Objective:
 
 
 def subspace_reroute(model: Model, instruction: str, directions: dict[str, torch.Tensor], cfg: SearchConfig | None = None,
-                     *, chat: bool = False, allowed: torch.Tensor | None = None) -> SearchResult:
-    """Search a suffix for ``instruction`` that puts every site's cosine with its direction at or below
-    ``cfg.target`` (see the module docstring)."""
+                     *, chat: bool = False, allowed: torch.Tensor | None = None,
+                     centers: dict[str, torch.Tensor] | None = None, scales: dict[str, float] | None = None
+                     ) -> SearchResult:
+    """Search a suffix for ``instruction`` that puts every site's measure (cosine with its direction, or with
+    ``centers``/``scales`` the normalised projection) at or below ``cfg.target`` (see the module docstring)."""
     cfg = cfg or SearchConfig()
     t0 = time.perf_counter()
     before, after = prompt_parts(model, instruction, chat)
-    obj = _Objective(model, before, after, directions, cfg)
+    obj = _Objective(model, before, after, directions, cfg, centers, scales)
     allowed = allowed_tokens(model) if allowed is None else allowed.cpu()
     vocab = int(model.adapter.W_E.shape[0])
     block = torch.ones(vocab, dtype=torch.bool)
@@ -231,7 +249,8 @@ def subspace_reroute(model: Model, instruction: str, directions: dict[str, torch
     bl, bc = pool[best]
     return SearchResult(list(best), model.tokenizer.decode(list(best)), losses,
                         {s: float(v) for s, v in zip(obj.sites, bc)},
-                        {s: float(v) for s, v in zip(obj.sites, init_cos)}, bool(bl <= 0.0), it, n_cand,
+                        {s: float(v) for s, v in zip(obj.sites, init_cos)}, "cos" if centers is None else "proj",
+                        bool(bl <= 0.0), it, n_cand,
                         time.perf_counter() - t0, hist)
 
 
@@ -243,10 +262,12 @@ def _retokenizes(model: Model, cands: torch.Tensor) -> torch.Tensor:
 
 
 def random_baseline(model: Model, instruction: str, directions: dict[str, torch.Tensor], cfg: SearchConfig, *,
-                    n: int = 32, chat: bool = False, allowed: torch.Tensor | None = None) -> torch.Tensor:
-    """``[n, sites]`` cosines of ``n`` random suffixes of the same length (the control the search must beat)."""
+                    n: int = 32, chat: bool = False, allowed: torch.Tensor | None = None,
+                    centers: dict[str, torch.Tensor] | None = None, scales: dict[str, float] | None = None
+                    ) -> torch.Tensor:
+    """``[n, sites]`` measure of ``n`` random suffixes of the same length (the control the search must beat)."""
     before, after = prompt_parts(model, instruction, chat)
-    obj = _Objective(model, before, after, directions, cfg)
+    obj = _Objective(model, before, after, directions, cfg, centers, scales)
     allowed = allowed_tokens(model) if allowed is None else allowed.cpu()
     g = torch.Generator().manual_seed(cfg.seed + 1)
     return obj.evaluate(allowed[torch.randint(len(allowed), (n, cfg.suffix_len), generator=g)])[1]
@@ -262,8 +283,18 @@ class ReroutingConfig(SearchConfig):
     """the prompt to reroute (default: the first bundled harmful instruction)"""
     direction: str = ""
     """a saved actlab.steer Direction folder (one site); empty: extract from the bundled harmful/harmless sets"""
+    measure: str = "proj"
+    """proj: projection centred at the harmful/harmless midpoint, in half-distances (harmful mean +1, harmless -1);
+    cos: cosine with the direction (the spec's)"""
+    target: float = -1.0
+    """measure value that counts as crossed (proj -1: as far as the average harmless prompt)"""
     n_random: int = 32
     """random suffixes for the baseline"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.measure not in ("proj", "cos"):
+            raise ValueError(f"measure={self.measure!r}; use 'proj' or 'cos'")
 
 
 def run_rerouting(cfg: ReroutingConfig, out: str | Path = "runs/rerouting", model: Model | None = None
@@ -283,20 +314,29 @@ def run_rerouting(cfg: ReroutingConfig, out: str | Path = "runs/rerouting", mode
     else:
         sites = [s.strip() for s in cfg.sites.split(",") if s.strip()] or [f"blocks.{model.n_layers // 2}.resid_post"]
         dirs = extract(model, harmful, harmless, model.check_sites(sites), ExtractConfig(position="last", chat=chat))
-    vec = {s: d.vector for s, d in dirs.items()}
-    # where the two instruction sets sit along each direction (context for the target)
-    ref = {}
-    for name, texts in (("harmful", harmful), ("harmless", harmless)):
-        acts, _ = collect(model, texts, list(vec), "last", chat)
-        ref[name] = {s: float(torch.nn.functional.cosine_similarity(acts[s], vec[s][None].float(), dim=-1).mean())
-                     for s in vec}
+    vec = {s: d.vector.float() for s, d in dirs.items()}
+    means = {name: collect(model, texts, list(vec), "last", chat)[0] for name, texts in
+             (("harmful", harmful), ("harmless", harmless))}
+    kw: dict[str, Any] = {}
+    if cfg.measure == "proj":
+        mh, ms = ({s: means[k][s].mean(0) for s in vec} for k in ("harmful", "harmless"))
+        r = {s: torch.nn.functional.normalize(vec[s], dim=0) for s in vec}
+        kw = {"centers": {s: (mh[s] + ms[s]) / 2 for s in vec},
+              "scales": {s: abs(float((mh[s] - ms[s]) @ r[s])) / 2 for s in vec}}
+
+    def measure(x: torch.Tensor, s: str) -> torch.Tensor:
+        if cfg.measure == "cos":
+            return torch.nn.functional.cosine_similarity(x, vec[s][None], dim=-1)
+        return (x - kw["centers"][s]) @ torch.nn.functional.normalize(vec[s], dim=0) / kw["scales"][s]
+
+    ref = {k: {s: float(measure(means[k][s], s).mean()) for s in vec} for k in means}
     instruction = cfg.instruction or harmful[0]
-    res = subspace_reroute(model, instruction, vec, cfg, chat=chat)
-    base = random_baseline(model, instruction, vec, cfg, n=cfg.n_random, chat=chat)
+    res = subspace_reroute(model, instruction, vec, cfg, chat=chat, **kw)
+    base = random_baseline(model, instruction, vec, cfg, n=cfg.n_random, chat=chat, **kw)
     report = {"model": model.name, "config": asdict(cfg), "chat": chat, "instruction": instruction,
-              "result": res.to_json(), "reference_mean_cos": ref,
-              "random_suffix_cos": {s: {"mean": float(base[:, i].mean()), "min": float(base[:, i].min())}
-                                    for i, s in enumerate(vec)}}
+              "result": res.to_json(), "reference_mean": ref,
+              "random_suffix": {s: {"mean": float(base[:, i].mean()), "min": float(base[:, i].min())}
+                                for i, s in enumerate(vec)}}
 
     def draw(ax: Any) -> None:
         ax.plot(range(1, len(res.losses) + 1), res.losses, marker=".")
@@ -305,12 +345,12 @@ def run_rerouting(cfg: ReroutingConfig, out: str | Path = "runs/rerouting", mode
         ax.set_yscale("symlog", linthresh=1e-3)
 
     lines = [f"- instruction: {instruction!r}; suffix {res.suffix!r} ({cfg.suffix_len} tokens)",
-             (f"- {'crossed' if res.crossed else 'did not cross'} the target cos {cfg.target:g} at every site after "
-             f"{res.iterations} iterations ({res.n_candidates} candidates, {res.seconds:.1f} s)")]
+             (f"- {'crossed' if res.crossed else 'did not cross'} the target {cfg.measure} <= {cfg.target:g} at every "
+              f"site after {res.iterations} iterations ({res.n_candidates} candidates, {res.seconds:.1f} s)")]
     for s in vec:
-        rb = report["random_suffix_cos"][s]
-        lines.append(f"- {s}: cos {res.initial_cos[s]:.3f} (best initial) -> **{res.cos[s]:.3f}**; random suffixes "
-                     f"mean {rb['mean']:.3f}, min {rb['min']:.3f}; harmful prompts {ref['harmful'][s]:.3f}, harmless "
-                     f"{ref['harmless'][s]:.3f}")
+        rb = report["random_suffix"][s]
+        lines.append(f"- {s} ({cfg.measure}): {res.initial_score[s]:.3f} (best initial) -> **{res.score[s]:.3f}**; "
+                     f"random suffixes mean {rb['mean']:.3f}, min {rb['min']:.3f}; bundled harmful prompts "
+                     f"{ref['harmful'][s]:.3f}, harmless {ref['harmless'][s]:.3f}")
     write_report(out, f"Subspace rerouting on {model.name}", report, lines=lines, figures={"loss.png": draw})
     return report

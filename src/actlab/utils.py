@@ -4,10 +4,13 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Iterator, TypeVar
 
 import torch
 
 from actlab.artifact import atomic_write_bytes, atomic_write_json  # noqa: F401  (moved; re-exported for now)
+
+T = TypeVar("T")
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp64": torch.float64, "float64": torch.float64}
@@ -46,3 +49,48 @@ def num_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Run ``items`` in a background thread, ``depth`` ahead of the consumer, so producing the next item
+    (tokenizing, packing) overlaps with using this one (a GPU forward, a device-to-host copy). Same items, same
+    order; an exception in the producer is raised in the consumer at the point it would have occurred; closing
+    the returned generator early stops the producer."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+    done = object()
+
+    def put(x) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for x in items:
+                if not put((x, None)):
+                    return
+            put((done, None))
+        except BaseException as e:  # noqa: BLE001  (handed to the consumer)
+            put((done, e))
+
+    t = threading.Thread(target=run, name="actlab-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            x, err = q.get()
+            if x is done:
+                if err is not None:
+                    raise err
+                return
+            yield x
+    finally:
+        stop.set()
+        t.join(timeout=5)

@@ -37,7 +37,7 @@ from actlab.store.format import (
 )
 from actlab.store.reader import ActivationStore
 from actlab.store.writer import ShardWriter
-from actlab.utils import dtype_name, parse_dtype
+from actlab.utils import dtype_name, parse_dtype, prefetch
 
 if TYPE_CHECKING:
     from actlab.models import Model
@@ -172,6 +172,28 @@ def _plan(cfg: HarvestConfig, tokenizer, docs: list[str], rank: int, world: int
                          f"--context-length)")
     if cfg.tokens is not None and total < cfg.tokens and D.is_main():
         log.warning("the dataset holds only %d rows of the %d asked; storing all of them", total, cfg.tokens)
+
+
+def _batches(plan: Iterator[tuple[torch.Tensor, ...]], batch_size: int, skip: int
+             ) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Stack the plan's contexts into ``(ids, doc, pos, keep_mask)`` batches, leaving out the first ``skip`` kept
+    rows (stored by the run this one resumes)."""
+    batch: list = []
+    for ids, dd, pp, mask in plan:
+        n = int(mask.sum())
+        if skip >= n:
+            skip -= n
+            continue
+        if skip:
+            mask = mask.clone()
+            mask[mask.nonzero().squeeze(1)[:skip]] = False
+            skip = 0
+        batch.append((ids, dd, pp, mask))
+        if len(batch) == batch_size:
+            yield tuple(torch.stack(x) for x in zip(*batch))
+            batch = []
+    if batch:
+        yield tuple(torch.stack(x) for x in zip(*batch))
 
 
 def _prepare(root: Path, ident: dict, rank: int) -> dict | None:
@@ -353,12 +375,9 @@ def _run_rank(model: Model, cfg: HarvestConfig, docs, root: Path, rank: int, wor
                disable=not (cfg.progress and rank == 0), desc=f"harvest {model.name}", dynamic_ncols=True)
     ok = False
     try:
-        batch: list = []
-
-        def run(batch):
+        def run(ids_cpu, doc, pos, mask):
             nonlocal writer
-            ids = torch.stack([b[0] for b in batch]).to(device)
-            mask = torch.stack([b[3] for b in batch])
+            ids = ids_cpu.to(device)
             acts = model.record(ids, cfg.sites, dtype=dtype, stop_early=True)
             mask_d = mask.to(device)
             chunk = {}
@@ -368,9 +387,9 @@ def _run_rank(model: Model, cfg: HarvestConfig, docs, root: Path, rank: int, wor
                     state["site_shapes"][s] = list(a.shape[2:])
                     state["dims"][s] = int(torch.tensor(a.shape[2:]).prod()) if a.dim() > 2 else 1
                 chunk[s] = a.reshape(a.shape[0], a.shape[1], -1)[mask_d].to("cpu", non_blocking=False)
-            chunk[TOKENS] = ids.cpu()[mask].to(torch.int32)
-            chunk[DOC] = torch.stack([b[1] for b in batch])[mask].to(torch.int32)
-            chunk[POS] = torch.stack([b[2] for b in batch])[mask].to(torch.int32)
+            chunk[TOKENS] = ids_cpu[mask].to(torch.int32)
+            chunk[DOC] = doc[mask].to(torch.int32)
+            chunk[POS] = pos[mask].to(torch.int32)
             if writer is None:
                 if state["shard_rows"] is None:
                     row_bytes = sum(v[:1].numel() * v.element_size() for v in chunk.values())
@@ -380,22 +399,10 @@ def _run_rank(model: Model, cfg: HarvestConfig, docs, root: Path, rank: int, wor
             writer.put(chunk)
             bar.update(int(mask.sum()))
 
-        with torch.no_grad():
-            for ids, dd, pp, mask in _plan(cfg, model.tokenizer, docs, rank, world):
-                n = int(mask.sum())
-                if skip >= n:
-                    skip -= n
-                    continue
-                if skip:
-                    mask = mask.clone()
-                    mask[mask.nonzero().squeeze(1)[:skip]] = False
-                    skip = 0
-                batch.append((ids, dd, pp, mask))
-                if len(batch) == cfg.batch_size:
-                    run(batch)
-                    batch = []
-            if batch:
-                run(batch)
+        with torch.no_grad():   # tokenizing and packing the next batches overlaps with this batch's forward
+            for ids, dd, pp, mask in prefetch(_batches(_plan(cfg, model.tokenizer, docs, rank, world),
+                                                       cfg.batch_size, skip)):
+                run(ids, dd, pp, mask)
         if writer is not None:
             writer.close()
         ok = True

@@ -207,6 +207,8 @@ class VatConfig:
     """finite-difference step of the power iteration"""
     lam: float = 1.0
     """weight of the VAT term"""
+    variant: str = "vat"
+    """'vat' (any direction) or 'ivat' (directions from the batch's attention differences)"""
     seeds: int = 3
     """seeds averaged"""
     seed: int = 0
@@ -217,6 +219,8 @@ class VatConfig:
             raise ValueError("need eps >= 0, xi > 0, lam >= 0")
         if not 0 < self.n_keywords < self.vocab or self.n_classes < 2:
             raise ValueError("need 0 < n_keywords < vocab and n_classes >= 2")
+        if self.variant not in ("vat", "ivat"):
+            raise ValueError(f"variant={self.variant!r}; expected 'vat' or 'ivat'")
 
 
 @dataclass

@@ -81,21 +81,21 @@ def test_nested_contexts_compose_in_order_and_hooks_removed(tiny):
     site = "blocks.0.resid_post"
     base = m.record(TEXTS, sites=[site])[site]
     v = torch.randn(64)
-    h0 = n_hooks(m.module)
+    h0 = n_hooks(m.module)   # transformers keeps its own capture hooks after an output_attentions=True call
     with m.intervene({site: Scale(factor=2.0)}):
         with m.intervene({site: Add(v)}):
             out = m.record(TEXTS, sites=[site])[site]
     torch.testing.assert_close(out, 2 * base + v)
-    assert n_hooks(m.module) == h0 == 0
+    assert n_hooks(m.module) == h0
     with pytest.raises(RuntimeError, match="boom"):
         with m.intervene({site: Add(v)}):
             with m.recording([site]):
                 raise RuntimeError("boom")
-    assert n_hooks(m.module) == 0
+    assert n_hooks(m.module) == h0
     with pytest.raises(ValueError):
         with m.intervene({site: Add(torch.randn(3))}):
             m(m.tokenize(TEXTS))
-    assert n_hooks(m.module) == 0
+    assert n_hooks(m.module) == h0
 
 
 def test_bad_vectors_give_clear_errors(tiny):

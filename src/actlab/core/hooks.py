@@ -157,8 +157,10 @@ class HookEngine:
             part = _split_part(spec, full)
             part.copy_(new.reshape(part.shape))
             return full
-        if new.shape != old.shape:
-            new = new.reshape(old.shape)
+        if new.shape != old.shape:   # a handler may grow the batch (rows appended: batched patch sweeps)
+            grown = old.dim() > 1 and new.dim() > 1 and new.shape[0] != old.shape[0] and \
+                new[0].numel() == old[0].numel()
+            new = new.reshape((new.shape[0], *old.shape[1:]) if grown else old.shape)
         return new
 
     def add(self, site: str, handler: Handler) -> torch.utils.hooks.RemovableHandle:

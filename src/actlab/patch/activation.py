@@ -6,10 +6,9 @@ one per cell (see ``bench/patch_sweep.py``).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -46,6 +45,39 @@ class RowMaskPatch(Intervention):
         return torch.where(mask.to(act.device), self.source.to(device=act.device, dtype=act.dtype), act)
 
 
+@dataclass
+class GrowRows(Intervention):
+    """At a block's input: append ``count`` copies of row 0 (the unpatched base run) to the batch.
+
+    Why: every cell of a sweep shares the base run up to the block holding its site, so the forward starts at batch
+    1 and grows block by block (cells patched there by ``RowsPatch``): the layers before a cell's block run once, not
+    once per cell. ``order``: a shared list each firing appends ``block`` to. Not serializable (a sweep helper)."""
+
+    count: int = 0
+    order: list = None
+    block: int = 0
+
+    def edit(self, act, ctx):
+        self.order.append(self.block)
+        return torch.cat([act, act[:1].expand(self.count, *act.shape[1:])])
+
+
+@dataclass
+class RowsPatch(Intervention):
+    """Rows of a (grown) batch take ``source`` [1, pos, ...] where ``mask`` (bool [rows, pos] or [rows, pos, heads])
+    is set. Not serializable (a sweep helper)."""
+
+    source: torch.Tensor = None
+    mask: torch.Tensor = None
+
+    def edit(self, act, ctx):
+        if tuple(self.source.shape[1:]) != tuple(act.shape[1:]) or self.mask.shape[0] != act.shape[0]:
+            raise ValueError(f"RowsPatch source {list(self.source.shape)} / mask {list(self.mask.shape)} do not fit "
+                             f"the activation {list(act.shape)} at {ctx.site!r}")
+        mask = self.mask.view(*self.mask.shape, *([1] * (act.dim() - self.mask.dim())))
+        return torch.where(mask.to(act.device), self.source.to(device=act.device, dtype=act.dtype), act)
+
+
 @dataclass(frozen=True)
 class Cell:
     """One patch: ``site``, the columns it covers (bool [width]), and a head index for per-head sites (or None)."""
@@ -79,9 +111,90 @@ def position_cells(width: int, positions) -> tuple[list[tuple[int, ...]], list[s
     raise ValueError(f"positions must be 'each', 'all', 'last', an int, a slice or a list of ints; got {positions!r}")
 
 
+def _cell_mask(cells: list[Cell], width: int, heads: int | None) -> torch.Tensor:
+    """bool [len(cells), width(, heads)]: where each cell writes the source."""
+    mask = torch.zeros((len(cells), width) + ((heads,) if heads else ()), dtype=torch.bool)
+    for r, c in enumerate(cells):
+        cols = torch.as_tensor(c.cols)
+        if c.head is None:
+            mask[r, cols] = True
+        else:
+            mask[r, cols, c.head] = True
+    return mask
+
+
+def _block(site: str) -> int | None:
+    parts = site.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else None
+
+
+def can_grow(m: Model, sites) -> bool:
+    """True when every site lies inside a block (``blocks.{i}.*``) and is a plain tensor the engine can hand over
+    with more batch rows: not an attention pattern, a part of a fused projection, a flattened MoE token view or an
+    output rebuilt from it; and the blocks' inputs (``resid_pre``, where the batch grows) are plain too."""
+    for s in set(sites):
+        if _block(s) is None:
+            return False
+        for name in (s, f"blocks.{_block(s)}.resid_pre"):
+            spec = m.sitemap.resolve(name)
+            if spec.pattern or spec.split is not None or spec.flat_tokens or spec.rebuild is not None:
+                return False
+    return True
+
+
+def run_cells_grown(m: Model, pairs: PromptPairs, cells: list[Cell], metric: MetricLike,
+                    source: dict[str, torch.Tensor], *, base: str, batch_size: int = 64,
+                    progress: bool = False) -> torch.Tensor | None:
+    """``run_cells`` with a growing batch: per pair and chunk of ``batch_size`` cells, one forward of the base row;
+    at each block's input the chunk's cells of that block are appended (``GrowRows``) and patched at their sites
+    (``RowsPatch``). None when the model's forward cannot carry the grown batch (a RuntimeError / IndexError) or a
+    block input does not fire exactly once in order: the caller then runs one row per cell."""
+    n, width = pairs.n, pairs.width
+    out = torch.empty(len(cells), n)
+    bar = tqdm(total=len(cells) * n, desc="patch", disable=not progress, unit="row")
+    try:
+        for lo in range(0, len(cells), batch_size):
+            chunk = sorted(range(lo, min(len(cells), lo + batch_size)), key=lambda i: _block(cells[i].site))
+            blocks = sorted({_block(cells[i].site) for i in chunk})
+            rows_upto = {b: 1 + sum(_block(cells[i].site) <= b for i in chunk) for b in blocks}
+            by_site: dict[str, list[int]] = {}
+            for r, i in enumerate(chunk, start=1):        # row 0 is the unpatched base run
+                by_site.setdefault(cells[i].site, []).append(r)
+            for p in range(n):
+                rows_pair = torch.tensor([p], device=pairs.clean_ids.device)
+                order: list[int] = []
+                ivs = [(f"blocks.{b}.resid_pre", GrowRows(count=rows_upto[b] - (rows_upto[prev] if k else 1),
+                                                          order=order, block=b))
+                       for k, (prev, b) in enumerate(zip([None] + blocks[:-1], blocks))]
+                for site, rows in by_site.items():
+                    src = source[site][p:p + 1]
+                    heads = src.shape[2] if src.dim() == 4 else None
+                    mask = torch.zeros((rows_upto[_block(site)], width) + ((heads,) if heads else ()), dtype=torch.bool)
+                    mask[rows] = _cell_mask([cells[chunk[r - 1]] for r in rows], width, heads)
+                    ivs.append((site, RowsPatch(source=src, mask=mask.to(src.device))))
+                with torch.no_grad(), m.intervene(ivs):
+                    logits = last_logits(m, pairs.inputs(base, rows_pair))
+                if order != blocks or logits.shape[0] != 1 + len(chunk):
+                    return None                               # a block input fired twice or never
+                vals = metric(logits, rows_pair.expand(logits.shape[0])).float().cpu()
+                out[chunk, p] = vals[1:]
+                bar.update(len(chunk))
+    except (RuntimeError, IndexError) as e:
+        log.info("activation patching: the forward cannot carry a grown batch (%s); one row per cell instead", e)
+        return None
+    finally:
+        bar.close()
+    return out
+
+
 def run_cells(m: Model, pairs: PromptPairs, cells: list[Cell], metric: MetricLike, source: dict[str, torch.Tensor], *,
-              base: str, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
-    """Metric for every (cell, pair): ``[n_cells, n_pairs]``; rows = cells x pairs, ``batch_size`` rows a forward."""
+              base: str, batch_size: int = 64, progress: bool = False, grow: bool = True) -> torch.Tensor:
+    """Metric for every (cell, pair): ``[n_cells, n_pairs]``. ``grow`` (where ``can_grow``): ``run_cells_grown``;
+    else rows = cells x pairs, ``batch_size`` rows a forward, each row the whole base run with its patch."""
+    if grow and can_grow(m, [c.site for c in cells]):
+        vals = run_cells_grown(m, pairs, cells, metric, source, base=base, batch_size=batch_size, progress=progress)
+        if vals is not None:
+            return vals
     n = pairs.n
     width = pairs.width
     total = len(cells) * n
@@ -100,13 +213,7 @@ def run_cells(m: Model, pairs: PromptPairs, cells: list[Cell], metric: MetricLik
             src = source[site][rows_pair]
             heads = src.shape[2] if src.dim() == 4 else None
             mask = torch.zeros((hi - lo, width) + ((heads,) if heads else ()), dtype=torch.bool)
-            for r in rows:
-                c = cells[int(cell_of[lo + r])]
-                cols = torch.as_tensor(c.cols)
-                if c.head is None:
-                    mask[r, cols] = True
-                else:
-                    mask[r, cols, c.head] = True
+            mask[rows] = _cell_mask([cells[int(cell_of[lo + r])] for r in rows], width, heads)
             ivs.append((site, RowMaskPatch(source=src, mask=mask.to(src.device))))
         with torch.no_grad(), m.intervene(ivs):
             logits = last_logits(m, pairs.inputs(base, rows_pair))

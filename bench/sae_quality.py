@@ -28,16 +28,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-
-
-def bank(n_rows: int, d: int, seed: int = 0, n_true: int = 4096) -> torch.Tensor:
-    """Sparse non-negative mixtures of a random unit dictionary + noise + a mean (the peers harness's bank)."""
-    g = torch.Generator().manual_seed(seed)
-    atoms = torch.nn.functional.normalize(torch.randn(n_true, d, generator=g), dim=1)
-    idx = torch.randint(0, n_true, (n_rows, 32), generator=g)
-    w = torch.rand(n_rows, 32, generator=g) * 4
-    x = torch.nn.functional.embedding_bag(idx, atoms, per_sample_weights=w, mode="sum")
-    return x + 0.1 * torch.randn(n_rows, d, generator=g) + torch.randn(d, generator=g)
+from _peers import bank, row_dataset, sparsify_bank_model
 
 
 def fvu(x: torch.Tensor, xh: torch.Tensor) -> float:
@@ -92,33 +83,11 @@ def run_actlab(ctx, precision: str) -> Curve:
 
 
 def run_sparsify(ctx, optimizer: str | None) -> Curve:
-    from datasets import Dataset
-    from sparsify import SaeConfig, Trainer, TrainConfig
-    from transformers import PretrainedConfig, PreTrainedModel
-
-    class BankConfig(PretrainedConfig):
-        model_type = "actlab_quality_bank"
-
-    class Bank(PreTrainedModel):
-        config_class = BankConfig
-        base_model_prefix = ""
-
-        def __init__(self, cfg, rows):
-            super().__init__(cfg)
-            self.bank = torch.nn.Embedding.from_pretrained(rows, freeze=True)
-            self.layers = torch.nn.ModuleList([torch.nn.Identity()])
-
-        def forward(self, input_ids, **_):
-            return self.layers[0](self.bank(input_ids))
-
-        @property
-        def dummy_inputs(self):
-            return {"input_ids": torch.arange(4)[None]}
+    from sparsify import SaeConfig, TrainConfig, Trainer
 
     B, steps, seq, held = ctx["batch"], ctx["steps"], ctx["seq"], ctx["held"]
-    model = Bank(BankConfig(num_hidden_layers=1), ctx["train"]).to(ctx["device"])
-    rows = torch.arange(steps * B).reshape(-1, seq)
-    ds = Dataset.from_dict({"input_ids": rows.tolist()}).with_format("torch")
+    model = sparsify_bank_model(ctx["train"]).to(ctx["device"])
+    ds = row_dataset(torch.arange(steps * B), seq)
     kw = {} if optimizer is None else {"optimizer": optimizer, "lr_warmup_steps": 0}
     cfg = TrainConfig(SaeConfig(num_latents=ctx["n"], k=ctx["k"]), batch_size=B // seq, log_to_wandb=False,
                       save_every=10 ** 9, save_dir=tempfile.mkdtemp(prefix="actlab-quality-sparsify-"),

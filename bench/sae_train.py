@@ -19,15 +19,7 @@ import tempfile
 import time
 
 import torch
-
-
-def bank(n_rows: int, d: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    atoms = torch.nn.functional.normalize(torch.randn(4096, d, generator=g), dim=1)
-    idx = torch.randint(0, 4096, (n_rows, 32), generator=g)
-    w = torch.rand(n_rows, 32, generator=g) * 4
-    x = torch.nn.functional.embedding_bag(idx, atoms, per_sample_weights=w, mode="sum")
-    return x + 0.1 * torch.randn(n_rows, d, generator=g) + torch.randn(d, generator=g)
+from _peers import bank, row_dataset, sparsify_bank_model
 
 
 def cycle(data: torch.Tensor, bs: int):
@@ -42,8 +34,7 @@ def stamps_hook(opt, stamps):
 
 
 def run_actlab(ctx, steps: int, fused: bool = True) -> list[float]:
-    from actlab.dictionary import DictConfig
-    from actlab.dictionary import TrainConfig, Trainer
+    from actlab.dictionary import DictConfig, TrainConfig, Trainer
     B = ctx["batch"]
     data = ctx["data"]
 
@@ -88,30 +79,12 @@ def run_dense_reference(ctx, steps: int) -> list[float]:
 def run_sparsify(ctx, steps: int) -> list[float]:
     """EleutherAI sparsify Trainer.fit (adam). It trains on a model's hooked outputs, so the 'model' is an
     embedding lookup into the activation bank (token id = row)."""
-    from datasets import Dataset
-    from sparsify import SaeConfig, Trainer, TrainConfig
-    from transformers import PretrainedConfig, PreTrainedModel
-
-    class BankConfig(PretrainedConfig):
-        model_type = "actlab_bench_bank"
-
-    class Bank(PreTrainedModel):
-        config_class = BankConfig
-        base_model_prefix = ""
-
-        def __init__(self, cfg, rows):
-            super().__init__(cfg)
-            self.bank = torch.nn.Embedding.from_pretrained(rows, freeze=True)
-            self.layers = torch.nn.ModuleList([torch.nn.Identity()])
-
-        def forward(self, input_ids, **_):
-            return self.layers[0](self.bank(input_ids))
+    from sparsify import SaeConfig, TrainConfig, Trainer
 
     B, seq = ctx["batch"], 128
     data = ctx["data"]
-    model = Bank(BankConfig(num_hidden_layers=1), data)
-    rows = torch.arange(steps * B).remainder(data.shape[0]).reshape(-1, seq)
-    ds = Dataset.from_dict({"input_ids": rows.tolist()}).with_format("torch")
+    model = sparsify_bank_model(data)
+    ds = row_dataset(torch.arange(steps * B).remainder(data.shape[0]), seq)
     cfg = TrainConfig(SaeConfig(num_latents=ctx["n"], k=ctx["k"]), batch_size=B // seq, optimizer="adam",
                       lr=2e-4, lr_warmup_steps=0, log_to_wandb=False, save_every=10 ** 9,
                       save_dir=tempfile.mkdtemp(prefix="actlab-bench-sparsify-"), hookpoints=["layers.0"])

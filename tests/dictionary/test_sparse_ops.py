@@ -69,3 +69,28 @@ def test_stable_argsort_matches_torch():
     flat = torch.randint(0, 1000, (5000,))
     assert torch.equal(stable_argsort(flat, 1000), flat.sort(stable=True).indices)
     assert torch.equal(stable_argsort(flat, 100000), flat.sort(stable=True).indices)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n,k", [(4096, 32), (16384, 32), (1000, 8), (512, 64)])
+def test_relu_topk_equals_torch_topk(dtype, n, k):
+    """The grouped selection returns exactly torch.topk's positive values at the same latents (rows with few
+    positive values included: their remaining slots are zeros)."""
+    from actlab.dictionary.sparse_ops import relu_topk
+    g = torch.Generator().manual_seed(n + k)
+    pre = torch.randn(64, n, generator=g)
+    pre[:4] -= 3.5                                                     # rows with fewer than k positive values
+    pre[4] = torch.randn(n, generator=g).round()                      # heavy ties
+    pre[5, 7] = 1e4                                                    # one dominant latent in a group
+    pre[6, :] = -1.0                                                   # no positive value at all
+    pre = pre.to(dtype)
+    vals, idx = relu_topk(pre, k)
+    ref_v, ref_i = pre.topk(k, dim=-1)
+    ref_v = ref_v.relu()
+    assert vals.shape == idx.shape == (64, k) and vals.dtype == dtype
+    assert torch.equal(vals.float().sort(-1).values, ref_v.float().sort(-1).values)
+    assert torch.equal(pre.gather(1, idx).relu(), vals)               # values are those of the indices named
+    assert all(len(set(r)) == k for r in idx.tolist())                # k distinct latents per row
+    for r in range(64):                      # every latent strictly above the k-th value (no tie) is chosen
+        above = (pre[r] > ref_v[r].min().to(dtype)) & (pre[r] > 0)
+        assert set(above.nonzero().flatten().tolist()) <= set(idx[r].tolist())

@@ -99,6 +99,15 @@ def test_bad_inputs(data):
     bad[5, 3] = math.nan
     with pytest.raises(ValueError, match="NaN"):
         Trainer(dc, tc, tensor_source(bad, 128, shuffle=False)).fit()
+    from actlab.dictionary.data import check_batch
+    for vals in ([math.inf, -math.inf], [3e38, 3e38], [math.inf, 1.0]):   # +inf-inf: the one-sum test sees nan
+        t = torch.zeros(4, 16)
+        t[1, :2] = torch.tensor(vals)
+        if all(math.isfinite(v) for v in vals):
+            assert check_batch(t, 16) is t                  # huge but finite: the float64 sum does not overflow
+        else:
+            with pytest.raises(ValueError, match="1 of 4 rows"):
+                check_batch(t, 16)
     with pytest.raises(ValueError, match="k=99"):
         DictConfig(arch="topk", d_in=16, d_sae=32, k=99)
     with pytest.raises(ValueError, match="unknown architecture"):

@@ -1,7 +1,8 @@
 """Interventions during training and training dynamics (docs/train.md): the core's training-loop pieces re-exported
 (``Schedule``, ``Scheduled``, ``FromSite``; ``model.intervene(..., grad=, schedule=)``), training-time clamps, the
-checkpoint tracker and its metrics, linear probes, and the recipes (induction clamps, concept-space trajectories,
-random teachers, SHARP replay, attention VAT, LM emergence)."""
+checkpoint tracker and its metrics, linear probes, sparse connectivity (lottery-ticket IMP, prune-and-regrow), and the
+recipes (induction clamps, concept-space trajectories, random teachers, SHARP replay, attention VAT/iVAT, LM
+emergence)."""
 from actlab.core.interventions import FromSite, Schedule, Scheduled
 from actlab.train.clamps import MeanClamp, PrevTokenPattern, ZeroClamp, previous_token_pattern
 from actlab.train.configs import (
@@ -14,6 +15,16 @@ from actlab.train.configs import (
 )
 from actlab.train.metrics import induction_metric, loss_metric, massive_metric, probe_metric, sparsity_metric
 from actlab.train.probe import interpolation_losses, linear_probe_accuracy
+from actlab.train.sparse import (
+    apply_masks,
+    iterative_magnitude_pruning,
+    magnitude_masks,
+    mask_grads,
+    prunable,
+    prune_and_regrow,
+    random_masks,
+    sparsity_of,
+)
 from actlab.train.tracker import (
     CheckpointTracker,
     load_checkpoint,
@@ -36,19 +47,27 @@ __all__ = [
     "TeacherConfig",
     "VatConfig",
     "ZeroClamp",
+    "apply_masks",
     "induction_metric",
     "interpolation_losses",
+    "iterative_magnitude_pruning",
     "linear_probe_accuracy",
     "load_checkpoint",
     "log_spaced_steps",
     "loss_metric",
+    "magnitude_masks",
+    "mask_grads",
     "massive_metric",
     "previous_token_pattern",
     "probe_metric",
+    "prunable",
+    "prune_and_regrow",
+    "random_masks",
     "read_metrics",
     "run_recipe",
     "save_checkpoint",
     "sparsity_metric",
+    "sparsity_of",
 ]
 
 

@@ -4,8 +4,10 @@ A classifier split at a replay layer L into ``bottom`` and ``top``. Each episode
 cross-entropy of the new data through the whole network plus a replay loss computed by feeding *stored layer-L
 activations* of the most recently learned classes into ``top`` only. The bottom layers keep training (they are not
 frozen) but the replay path gives them exactly zero gradient. Stored activations go stale as the bottom changes; the
-drift (cosine between stored and recomputed activations) is reported. The sparse dynamic connectivity of the paper
-(pruning and regrowth) is not implemented here.
+drift (cosine between stored and recomputed activations) is reported. With ``cfg.sparsity > 0`` the connectivity is
+sparse and dynamic: every weight matrix keeps that fraction of its connections off (a random mask at the start),
+and every ``rewire_every`` steps the smallest active connections are pruned and as many regrown at random
+(``actlab.train.sparse.prune_and_regrow``); unit allocation to tasks is not implemented.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from actlab.train.configs import SharpConfig
+from actlab.train.sparse import apply_masks, mask_grads, prunable, prune_and_regrow, random_masks, sparsity_of
 
 
 class SplitNet(nn.Module):
@@ -97,8 +100,13 @@ def train_incremental(cfg: SharpConfig, replay: bool, data) -> dict:
                             {"params": net.top.parameters(), "lr": cfg.lr}])
     buf = ActivationBuffer(cfg.per_class, cfg.replay_classes, cfg.seed)
     gb = torch.Generator().manual_seed(cfg.seed + 1)
+    gs = torch.Generator().manual_seed(cfg.seed + 2)
+    masks = random_masks(prunable(net), cfg.sparsity, gs) if cfg.sparsity > 0 else None
+    if masks is not None:
+        apply_masks(net, masks)
     seen: list[int] = []
-    out = {"acc_seen": [], "acc_old": [], "drift": []}
+    out = {"acc_seen": [], "acc_old": [], "drift": [], "rewirings": 0}
+    step = 0
     for ep in episodes(ytr, cfg.classes_per_episode):
         m = torch.isin(ytr, torch.tensor(ep))
         x, y = xtr[m], ytr[m]
@@ -109,7 +117,15 @@ def train_incremental(cfg: SharpConfig, replay: bool, data) -> dict:
                 loss = loss + cfg.replay_weight * replay_loss(net, *buf.batch())
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if masks is not None:
+                mask_grads(net, masks)
             opt.step()
+            step += 1
+            if masks is not None:
+                apply_masks(net, masks)
+                if step % cfg.rewire_every == 0:
+                    masks = prune_and_regrow(net, masks, cfg.rewire_fraction, gs)
+                    out["rewirings"] += 1
         out["drift"].append(buf.drift(net) if len(buf) else None)
         old = list(seen)
         seen += ep
@@ -121,6 +137,10 @@ def train_incremental(cfg: SharpConfig, replay: bool, data) -> dict:
     olds = [a for a in out["acc_old"] if a is not None]
     out["mean_old_acc"] = sum(olds) / len(olds) if olds else float("nan")
     out["replayed_classes"] = list(buf.order)
+    out["masks"] = masks
+    if masks is not None:
+        params = dict(net.named_parameters())
+        out["off_weights_nonzero"] = int(sum(int((params[n][~m] != 0).sum()) for n, m in masks.items()))
     return out
 
 
@@ -132,6 +152,9 @@ def run_sharp(cfg: SharpConfig) -> dict:
     tr, te = load_digits("train", seed=cfg.seed), load_digits("test", seed=cfg.seed)
     data = ((tr.x, tr.y), (te.x, te.y))
     runs = {"replay": train_incremental(cfg, True, data), "no_replay": train_incremental(cfg, False, data)}
+    for r in runs.values():
+        masks = r.pop("masks")
+        r["sparsity"] = None if masks is None else sparsity_of(masks)
     rep = {"config": asdict(cfg), "runs": runs,
            "checks": {"old_acc_up": runs["replay"]["mean_old_acc"] > runs["no_replay"]["mean_old_acc"]}}
     if cfg.out:

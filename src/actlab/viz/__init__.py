@@ -2,6 +2,7 @@
 trained digits models, activation maximisation, multifaceted visualization, most discriminative stimuli, DiffROAR /
 BlockMNIST, COMET-style comprehensive attribution, background activation suppression, level set traversal."""
 from actlab.viz.bas import bas_localize, bas_loss, best_box, box_mask, grad_cam
+from actlab.viz.bas_generator import BASConfig, BASGenerator, box_iou, planted_digits, train_bas_generator
 from actlab.viz.comet import Comet, CometConfig, cue_coverage, train_comet, two_cue_data
 from actlab.viz.facets import Facets, FacetsConfig, cluster_codes, multifaceted, top_activating
 from actlab.viz.gallery import image_grid, save_grid, write_gallery
@@ -42,6 +43,8 @@ from actlab.viz.vision import (
 
 __all__ = [
                              "ARCHS",
+                             "BASConfig",
+                             "BASGenerator",
                              "Comet",
                              "CometConfig",
                              "Dataset",
@@ -65,6 +68,7 @@ __all__ = [
                              "bas_loss",
                              "best_box",
                              "block_digits",
+                             "box_iou",
                              "box_mask",
                              "cache_dir",
                              "channel_responses",
@@ -88,6 +92,7 @@ __all__ = [
                              "nearest_tokens",
                              "objective",
                              "plain_ascent",
+                             "planted_digits",
                              "random_signal_data",
                              "read_site",
                              "save_grid",
@@ -95,6 +100,7 @@ __all__ = [
                              "soft_prompt",
                              "top_activating",
                              "total_variation",
+                             "train_bas_generator",
                              "train_comet",
                              "two_cue_data",
                              "vision_model",

@@ -49,3 +49,17 @@ def test_straight_through_and_forcing():
     assert bool((layer.select(x.detach()) == 7).any(-1).all())
     with pytest.raises(ValueError, match="k=11"):
         CodebookLayer(8, 10, k=11)
+
+
+def test_init_codes_from_activations():
+    """k-means initialisation puts the codes on the planted atoms before any training; sampling picks real rows."""
+    x, D, which = one_sparse(n=2048)
+    g = torch.Generator().manual_seed(0)
+    layer = CodebookLayer(16, 12, k=1).init_codes(x, "kmeans", iters=20, generator=g)
+    assert mmcs(D, layer.codes.detach())[0] > 0.9
+    layer = CodebookLayer(16, 12, k=1).init_codes(x, "sample", generator=g)
+    assert bool((torch.cdist(layer.codes.detach(), x).min(1).values < 1e-3).all())  # every code is an input row
+    with pytest.raises(ValueError, match="at least as many rows"):
+        CodebookLayer(16, 12).init_codes(x[:5])
+    with pytest.raises(ValueError, match="width 16"):
+        CodebookLayer(8, 4).init_codes(x)

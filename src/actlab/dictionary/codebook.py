@@ -84,6 +84,35 @@ class CodebookLayer(nn.Module):
         self.since_used[dead] = 0
         return int(dead.numel())
 
+    @torch.no_grad()
+    def init_codes(self, acts: torch.Tensor, method: str = "kmeans", iters: int = 10,
+                   generator: torch.Generator | None = None) -> CodebookLayer:
+        """Set the codes from activations ``[..., d]`` of the site (after the LayerNorm when there is one), so the
+        first forward already snaps each input close to itself: ``"sample"`` = distinct random rows, ``"kmeans"`` =
+        Lloyd's k-means started from those rows (empty clusters keep their row). Returns self."""
+        rows = acts.reshape(-1, acts.shape[-1]).to(self.codes.dtype)
+        if rows.shape[-1] != self.codes.shape[1]:
+            raise ValueError(f"activations have width {rows.shape[-1]}; the codebook's codes have {self.codes.shape[1]}")
+        if self.ln is not None:
+            rows = self.ln(rows)
+        n_codes = self.codes.shape[0]
+        if rows.shape[0] < n_codes:
+            raise ValueError(f"{rows.shape[0]} activation rows cannot initialise {n_codes} codes: give at least as "
+                             f"many rows as codes")
+        if method not in ("kmeans", "sample"):
+            raise ValueError(f"init method must be 'kmeans' or 'sample'; got {method!r}")
+        cent = rows[torch.randperm(rows.shape[0], generator=generator)[:n_codes]].clone()
+        if method == "kmeans":
+            for _ in range(iters):
+                lab = torch.cdist(rows, cent).argmin(1)
+                cnt = torch.bincount(lab, minlength=n_codes)
+                tot = torch.zeros_like(cent).index_add_(0, lab, rows)
+                full = cnt > 0
+                cent[full] = tot[full] / cnt[full, None]
+        self.codes.copy_(cent)
+        self.since_used.zero_()
+        return self
+
     def reset_usage(self) -> None:
         self.usage.zero_()
 

@@ -4,7 +4,7 @@ checkpoint tracker and its metrics, linear probes, sparse connectivity (lottery-
 recipes (induction clamps, concept-space trajectories, random teachers, SHARP replay, attention VAT/iVAT, LM
 emergence)."""
 from actlab.core.interventions import FromSite, Schedule, Scheduled
-from actlab.train.clamps import MeanClamp, PrevTokenPattern, ZeroClamp, previous_token_pattern
+from actlab.train.clamps import MeanClamp, PrevTokenPattern, ReferenceClamp, ZeroClamp, previous_token_pattern
 from actlab.train.configs import (
     ConceptConfig,
     InductionConfig,
@@ -41,6 +41,7 @@ __all__ = [
     "LmEmergenceConfig",
     "MeanClamp",
     "PrevTokenPattern",
+    "ReferenceClamp",
     "Schedule",
     "Scheduled",
     "SharpConfig",

@@ -7,6 +7,7 @@ model's own values (only the pattern is clamped).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -63,3 +64,44 @@ class MeanClamp(Intervention):
     def edit(self, act, ctx):
         dims = (0, 1) if act.dim() >= 3 else (0,)
         return act.mean(dims, keepdim=True).expand_as(act)
+
+
+@dataclass
+class ReferenceClamp(Intervention):
+    """Clamp to the value a reference model (e.g. the fully trained one) produces at the same site on the same input.
+
+    Call ``prepare(inputs)`` before each training forward: the reference runs once on ``inputs`` (no gradients;
+    a second forward per step, so about 2x the cost) and records ``site`` (default: the clamped site, which must then
+    be named by ``sites``). ``edit`` returns the recorded value, so nothing of the reference is trained."""
+
+    reference: Any = None
+    sites: tuple[str, ...] = ()
+    site: str | None = None
+
+    def __post_init__(self):
+        if self.reference is None or not (self.sites or self.site):
+            raise ValueError("ReferenceClamp needs reference= (a Model) and the sites it clamps (sites=) or the one "
+                             "reference site to read (site=)")
+        self._cache: dict[str, torch.Tensor] | None = None
+
+    def prepare(self, inputs, **kw) -> None:
+        """Run the reference on this step's inputs and keep its activations at the clamp's site(s)."""
+        names = [self.site] if self.site else list(self.sites)
+        with torch.no_grad():
+            self._cache = {k: v.detach() for k, v in self.reference.record(inputs, sites=names, **kw).items()}
+
+    def edit(self, act, ctx):
+        if self._cache is None:
+            raise RuntimeError("ReferenceClamp.prepare(inputs) must run before each forward (no reference "
+                               "activations recorded yet)")
+        key = self.site or ctx.site
+        if key not in self._cache:
+            raise KeyError(f"ReferenceClamp holds reference activations for {sorted(self._cache)}, not {key!r}")
+        ref = self._cache[key]
+        if tuple(ref.shape) != tuple(act.shape):
+            raise ValueError(f"ReferenceClamp: the reference's {key!r} has shape {list(ref.shape)}; the clamped "
+                             f"activation {list(act.shape)} (prepare() with this step's inputs)")
+        return ref.to(device=act.device, dtype=act.dtype)
+
+    def params(self):
+        return {"sites": list(self.sites), "site": self.site, "reference": getattr(self.reference, "name", None)}, {}

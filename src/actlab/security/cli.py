@@ -52,7 +52,7 @@ def cmd_reroute(a: argparse.Namespace) -> None:
     model = clikit.model_from_args(a) if a.model else None
     res = run_rerouting(clikit.config_from_args(a), a.out, model=model)
     r = res["result"]
-    print(f"reroute: crossed {r['crossed']} after {r['iterations']} iterations, cos {r['cos']}; "
+    print(f"reroute: crossed {r['crossed']} after {r['iterations']} iterations, suffix {r['suffix']!r}; "
           f"wrote {a.out}/report.md")
 
 

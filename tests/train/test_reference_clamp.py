@@ -1,6 +1,7 @@
-"""Reference-model clamp (§1: clamp to the value a reference model produces on the same input): the clamped
-activation equals the reference's on each step's own input; under grad="block" nothing upstream and nothing of the
-reference gets a gradient; misuse is refused clearly."""
+"""Reference-model and subspace clamps (§1). Reference: the clamped activation equals the reference model's on each
+step's own input; under grad="block" nothing upstream and nothing of the reference gets a gradient. Subspace: only
+the projection onto the span changes (to zero or a target), the orthogonal complement is untouched. Misuse is
+refused clearly."""
 import pytest
 import torch
 
@@ -39,3 +40,23 @@ def test_reference_clamp_copies_the_reference_on_each_input_and_blocks_gradients
     fresh.prepare(xs[0][:2])
     with student.intervene({SITE: fresh}), pytest.raises(ValueError, match="shape"):
         student(xs[0])
+
+
+def test_subspace_clamp_edits_only_its_subspace():
+    from actlab.train import SubspaceClamp
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(16, 3, generator=g)                              # not orthonormal: the clamp orthonormalises
+    value = torch.randn(16, generator=g)
+    act = torch.randn(4, 5, 16, generator=g)
+    q, _ = torch.linalg.qr(basis)
+    for v in (None, value):
+        out = SubspaceClamp(basis=basis, value=v).edit(act, None)
+        want_in = torch.zeros(4, 5, 3) if v is None else (v @ q).expand(4, 5, 3)
+        torch.testing.assert_close(out @ q, want_in, atol=1e-5, rtol=0)     # the subspace holds the target
+        perp = torch.eye(16) - q @ q.T
+        torch.testing.assert_close(out @ perp, act @ perp, atol=1e-5, rtol=0)  # the complement is untouched
+    with pytest.raises(ValueError, match="linearly dependent"):
+        SubspaceClamp(basis=torch.cat([basis, basis[:, :1]], 1))
+    with pytest.raises(ValueError, match=r"\[d, k\]"):
+        SubspaceClamp(basis=torch.randn(3, 16))

@@ -4,7 +4,14 @@ checkpoint tracker and its metrics, linear probes, sparse connectivity (lottery-
 recipes (induction clamps, concept-space trajectories, random teachers, SHARP replay, attention VAT/iVAT, LM
 emergence)."""
 from actlab.core.interventions import FromSite, Schedule, Scheduled
-from actlab.train.clamps import MeanClamp, PrevTokenPattern, ReferenceClamp, ZeroClamp, previous_token_pattern
+from actlab.train.clamps import (
+    MeanClamp,
+    PrevTokenPattern,
+    ReferenceClamp,
+    SubspaceClamp,
+    ZeroClamp,
+    previous_token_pattern,
+)
 from actlab.train.configs import (
     ConceptConfig,
     InductionConfig,
@@ -45,6 +52,7 @@ __all__ = [
     "Schedule",
     "Scheduled",
     "SharpConfig",
+    "SubspaceClamp",
     "TeacherConfig",
     "VatConfig",
     "ZeroClamp",

@@ -105,3 +105,33 @@ class ReferenceClamp(Intervention):
 
     def params(self):
         return {"sites": list(self.sites), "site": self.site, "reference": getattr(self.reference, "name", None)}, {}
+
+
+@dataclass
+class SubspaceClamp(Intervention):
+    """Clamp only a subspace of the last dimension: ``act - P act + P value`` with ``P`` the orthogonal projector
+    onto the span of ``basis`` ``[d, k]`` (orthonormalised here); ``value`` ``[d]`` (or broadcastable to the
+    activation) defaults to zero, i.e. the subspace is lesioned and its orthogonal complement left untouched."""
+
+    basis: torch.Tensor = None
+    value: torch.Tensor | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.basis, torch.Tensor) or self.basis.dim() != 2 or self.basis.shape[1] > self.basis.shape[0]:
+            raise ValueError(f"SubspaceClamp.basis must be a [d, k] tensor with k <= d; got "
+                             f"{getattr(self.basis, 'shape', type(self.basis).__name__)}")
+        q, r = torch.linalg.qr(self.basis.double())
+        if bool((r.diagonal().abs() < 1e-8 * r.diagonal().abs().max().clamp_min(1e-30)).any()):
+            raise ValueError("SubspaceClamp.basis columns are linearly dependent")
+        self._q = q
+
+    def edit(self, act, ctx):
+        if act.shape[-1] != self._q.shape[0]:
+            raise ValueError(f"SubspaceClamp basis has d={self._q.shape[0]}; the activation at {ctx.site!r} has "
+                             f"last dimension {act.shape[-1]}")
+        q = self._q.to(device=act.device, dtype=act.dtype)
+        out = act - (act @ q) @ q.T
+        if self.value is not None:
+            out = out + (self.value.to(device=act.device, dtype=act.dtype) @ q) @ q.T
+        return out

@@ -167,6 +167,8 @@ class SharpConfig:
     """weight of the replay loss"""
     bottom_lr_scale: float = 0.1
     """learning rate of the bottom layers relative to lr (they always train; smaller = less activation drift)"""
+    blurry: float = 0.0
+    """blurry task boundaries: fraction of each batch drawn from the other episodes' classes (0 = disjoint)"""
     sparsity: float = 0.0
     """fraction of each weight matrix's connections that are off (0 = dense; > 0: sparse dynamic connectivity)"""
     rewire_every: int = 20
@@ -179,6 +181,8 @@ class SharpConfig:
     def __post_init__(self):
         if self.classes_per_episode < 1 or self.per_class < 1 or self.replay_classes < 1:
             raise ValueError("classes_per_episode, per_class and replay_classes must be >= 1")
+        if not 0.0 <= self.blurry < 1.0:
+            raise ValueError(f"blurry must be in [0, 1); got {self.blurry}")
         if not 0.0 <= self.sparsity < 1.0 or not 0.0 <= self.rewire_fraction <= 1.0 or self.rewire_every < 1:
             raise ValueError(f"need 0 <= sparsity < 1, 0 <= rewire_fraction <= 1, rewire_every >= 1; got "
                              f"sparsity={self.sparsity}, rewire_fraction={self.rewire_fraction}, "

@@ -88,6 +88,15 @@ def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: list[int
     return float((net(x[m]).argmax(-1) == y[m]).double().mean())
 
 
+def forgetting(class_acc: list[dict[int, float]]) -> float:
+    """Mean over the classes learned before the last episode of (best accuracy after an earlier episode - final
+    accuracy): how much of what was learned is lost (class-incremental forgetting)."""
+    final = class_acc[-1]
+    drops = [max(a[c] for a in class_acc[:-1] if c in a) - final[c]
+             for c in final if any(c in a for a in class_acc[:-1])]
+    return sum(drops) / len(drops) if drops else 0.0
+
+
 def train_incremental(cfg: SharpConfig, replay: bool, data) -> dict:
     """Class-incremental training over the episodes; after each: accuracy on all classes seen so far and on the old
     ones (seen before this episode), buffer drift."""
@@ -105,14 +114,20 @@ def train_incremental(cfg: SharpConfig, replay: bool, data) -> dict:
     if masks is not None:
         apply_masks(net, masks)
     seen: list[int] = []
-    out = {"acc_seen": [], "acc_old": [], "drift": [], "rewirings": 0}
+    out = {"acc_seen": [], "acc_old": [], "drift": [], "rewirings": 0, "class_acc": []}
     step = 0
+    n_blur = round(cfg.blurry * cfg.batch)
     for ep in episodes(ytr, cfg.classes_per_episode):
         m = torch.isin(ytr, torch.tensor(ep))
         x, y = xtr[m], ytr[m]
+        xo, yo = xtr[~m], ytr[~m]
         for _ in range(cfg.steps_per_episode):
-            i = torch.randint(len(x), (cfg.batch,), generator=gb)
-            loss = nn.functional.cross_entropy(net(x[i]), y[i])
+            i = torch.randint(len(x), (cfg.batch - n_blur,), generator=gb)
+            xb, yb = x[i], y[i]
+            if n_blur and len(xo):                  # blurry boundaries: some samples of the other episodes' classes
+                j = torch.randint(len(xo), (n_blur,), generator=gb)
+                xb, yb = torch.cat([xb, xo[j]]), torch.cat([yb, yo[j]])
+            loss = nn.functional.cross_entropy(net(xb), yb)
             if replay and len(buf):
                 loss = loss + cfg.replay_weight * replay_loss(net, *buf.batch())
             opt.zero_grad(set_to_none=True)
@@ -131,11 +146,13 @@ def train_incremental(cfg: SharpConfig, replay: bool, data) -> dict:
         seen += ep
         out["acc_seen"].append(accuracy(net, xte, yte, seen))
         out["acc_old"].append(accuracy(net, xte, yte, old) if old else None)
+        out["class_acc"].append({c: accuracy(net, xte, yte, [c]) for c in seen})
         with torch.no_grad():
             buf.add(net.bottom(x), y, x)
     out["final_old_acc"] = accuracy(net, xte, yte, seen[: -len(ep)])
     olds = [a for a in out["acc_old"] if a is not None]
     out["mean_old_acc"] = sum(olds) / len(olds) if olds else float("nan")
+    out["forgetting"] = forgetting(out["class_acc"])
     out["replayed_classes"] = list(buf.order)
     out["masks"] = masks
     if masks is not None:

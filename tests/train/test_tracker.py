@@ -18,6 +18,7 @@ from actlab.train import (
     probe_metric,
     read_metrics,
     sparsity_metric,
+    variance_metric,
 )
 from actlab.train.toy import PATTERN, AttnOnly, head_scores, repeated_pairs
 
@@ -126,3 +127,18 @@ def test_probe_metric_reads_a_site():
     assert acc == 1.0
     shuffled = y[torch.randperm(200, generator=g)]
     assert probe_metric("module:embed", x[:150], shuffled[:150], x[150:], shuffled[150:], position=1)(m) < 0.75
+
+
+def test_variance_metric_planted_feature_explains_everything():
+    m = toy()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(16, (120, 8), generator=g)
+    feats = {"first_token": x[:, 0], "random": torch.randint(4, (120,), generator=g)}
+    got = variance_metric(["module:embed"], x, feats, position=0)(m)
+    assert got["first_token"][0] == pytest.approx(1.0, abs=1e-9)        # the embedding is a function of the token
+    assert got["random"][0] < 0.1
+    from actlab.stats import variance_explained
+    emb = m.record(x, ["module:embed"])["module:embed"][:, 0]
+    assert got["random"][0] == pytest.approx(variance_explained(emb, feats["random"]), abs=1e-12)
+    with pytest.raises(ValueError, match="119 labels for 120 inputs"):
+        variance_metric(["module:embed"], x, {"bad": x[:119, 0]})

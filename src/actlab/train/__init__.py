@@ -20,7 +20,14 @@ from actlab.train.configs import (
     TeacherConfig,
     VatConfig,
 )
-from actlab.train.metrics import induction_metric, loss_metric, massive_metric, probe_metric, sparsity_metric
+from actlab.train.metrics import (
+    induction_metric,
+    loss_metric,
+    massive_metric,
+    probe_metric,
+    sparsity_metric,
+    variance_metric,
+)
 from actlab.train.probe import interpolation_losses, linear_probe_accuracy
 from actlab.train.sparse import (
     apply_masks,
@@ -77,6 +84,7 @@ __all__ = [
     "save_checkpoint",
     "sparsity_metric",
     "sparsity_of",
+    "variance_metric",
 ]
 
 

@@ -92,6 +92,27 @@ def probe_metric(site: str, x_train, y_train, x_test, y_test, position: int | No
     return metric
 
 
+def variance_metric(sites: Sequence[str], inputs, features: dict[str, torch.Tensor],
+                    position: int | None = None) -> Metric:
+    """Representation biases over training (training-dynamics.md §6): per feature and site, the variance of the
+    activation explained by the discrete feature (``actlab.stats.variance_explained``: between-class / total SS).
+    ``features``: ``{name: labels [n]}`` for the ``n`` inputs; ``position``: one token of a sequence site (None:
+    the activation as is, flattened per example)."""
+    from actlab.stats import variance_explained
+
+    sites = list(sites)
+    for name, lab in features.items():
+        if len(lab) != len(inputs):
+            raise ValueError(f"feature {name!r} has {len(lab)} labels for {len(inputs)} inputs")
+
+    def metric(model: Model) -> dict[str, list[float]]:
+        rec = model.record(inputs, sites)
+        acts = {s: (rec[s][:, position] if position is not None else rec[s]).reshape(len(inputs), -1) for s in sites}
+        return {name: [variance_explained(acts[s], lab) for s in sites] for name, lab in features.items()}
+
+    return metric
+
+
 def loss_metric(loss_fn: Callable[[Model], torch.Tensor]) -> Metric:
     """The value of ``loss_fn(model)`` (evaluated without gradients)."""
 

@@ -35,3 +35,19 @@ def test_sites_outside_blocks_do_not_grow(tiny):
     m = tiny("tiny-llama")
     assert not can_grow(m, ["embed", "blocks.0.resid_pre"])
     assert not can_grow(m, ["blocks.0.attn.pattern"])
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_last_logits_unembeds_one_contiguous_column(tiny, name):
+    """The unembedding sees a contiguous [rows, 1, d] (one GEMM), not HF's strided [:, -1:] view that F.linear
+    turns into a bmm against the unembedding expanded once per row; the logits are the full forward's last column."""
+    from actlab.patch.common import last_logits
+    m = tiny(name)
+    enc = m.tokenize(["the cat sat on", "a much longer prompt about the cat"])
+    seen = []
+    with m.module_hook("lm_head", lambda mod, args: seen.append((args[0].is_contiguous(), tuple(args[0].shape))),
+                       kind="pre"):
+        got = last_logits(m, enc)
+    assert seen == [(True, (2, 1, m.d_model))]
+    with torch.no_grad():
+        torch.testing.assert_close(got, m(enc).logits[:, -1], atol=1e-5, rtol=1e-5)

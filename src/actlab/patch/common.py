@@ -200,8 +200,12 @@ def last_logits(m: Model, inputs: dict) -> torch.Tensor:
     the same numbers as when run alone, issue 14 item 1).
     """
     kw = {"use_cache": False}
+    ids = inputs.get("input_ids") if isinstance(inputs, dict) else None
     if "logits_to_keep" in inspect.signature(m.module.forward).parameters:
-        kw["logits_to_keep"] = 1
+        # the last column as an index tensor, not ``1``: HF's slice ``[:, -1:]`` is a strided view that
+        # ``F.linear`` turns into a bmm against the unembedding expanded once per row (64x the work at batch 64);
+        # an index gives a contiguous [rows, 1, d] and one GEMM
+        kw["logits_to_keep"] = torch.tensor([ids.shape[1] - 1], device=ids.device) if ids is not None else 1
     out = m(dict(inputs), **kw)
     logits = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
     if logits is None or logits.dim() != 3:

@@ -42,3 +42,14 @@ def test_vat_raises_keyword_attention_and_lowers_entropy(one_thread):
     rep = run_vat(VatConfig(seeds=2))
     assert rep["checks"] == {"keyword_attention_up": True, "entropy_down": True}
     assert rep["mean"]["vat"]["acc"] > 0.9
+
+
+def test_unlabelled_pool_enters_only_the_adversarial_term():
+    from actlab.train.vat import train_vat
+
+    base = VatConfig(steps=4, seeds=1)
+    plain = train_vat(base, 0.0, 0)
+    cfg0 = VatConfig(steps=4, seeds=1, n_unlabelled=50, eps=0.0)
+    assert train_vat(cfg0, 1.0, 0) == plain                 # eps = 0: the term is exactly 0, unlabelled data or not
+    with_u = train_vat(VatConfig(steps=4, seeds=1, n_unlabelled=50), 1.0, 0)
+    assert with_u != train_vat(VatConfig(steps=4, seeds=1), 1.0, 0)   # the unlabelled batch changes the VAT term

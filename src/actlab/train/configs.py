@@ -209,6 +209,8 @@ class VatConfig:
     """training sequences"""
     n_test: int = 500
     """held-out sequences"""
+    n_unlabelled: int = 0
+    """extra unlabelled sequences; each step the adversarial term also covers a batch of them (0 = labelled only)"""
     steps: int = 150
     """optimizer steps"""
     batch: int = 32
@@ -229,8 +231,8 @@ class VatConfig:
     """first seed"""
 
     def __post_init__(self):
-        if self.eps < 0 or self.xi <= 0 or self.lam < 0:
-            raise ValueError("need eps >= 0, xi > 0, lam >= 0")
+        if self.eps < 0 or self.xi <= 0 or self.lam < 0 or self.n_unlabelled < 0:
+            raise ValueError("need eps >= 0, xi > 0, lam >= 0, n_unlabelled >= 0")
         if not 0 < self.n_keywords < self.vocab or self.n_classes < 2:
             raise ValueError("need 0 < n_keywords < vocab and n_classes >= 2")
         if self.variant not in ("vat", "ivat"):

@@ -107,12 +107,18 @@ def train_vat(cfg: VatConfig, lam: float, seed: int) -> dict:
     opt = torch.optim.Adam(model.module.parameters(), lr=cfg.lr)
     gb = torch.Generator().manual_seed(seed + 1)
     gr = torch.Generator().manual_seed(seed + 2)
+    xu = keyword_data(cfg.n_unlabelled, cfg, seed + 300)[0] if cfg.n_unlabelled else None   # labels never used
+    gu = torch.Generator().manual_seed(seed + 3)
     for _ in range(cfg.steps):
         i = torch.randint(len(xtr), (cfg.batch,), generator=gb)
         logits = model(xtr[i])
         loss = nn.functional.cross_entropy(logits, ytr[i])
         if lam:
-            loss = loss + lam * adv(model, xtr[i], logits, cfg.eps, cfg.xi, gr)
+            ids, lg = xtr[i], logits
+            if xu is not None:                      # the adversarial term needs no labels: add unlabelled data
+                u = xu[torch.randint(len(xu), (cfg.batch,), generator=gu)]
+                ids, lg = torch.cat([ids, u]), torch.cat([logits, model(u)])
+            loss = loss + lam * adv(model, ids, lg, cfg.eps, cfg.xi, gr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

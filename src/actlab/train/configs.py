@@ -269,6 +269,8 @@ class LmEmergenceConfig:
     """held-out probe contexts the metrics are measured on"""
     max_tokens: int = 400000
     """corpus tokens used"""
+    fit: bool = True
+    """fit the emergence curve of each layer's series (actlab.stats.fit_curve)"""
     seed: int = 0
     """seed"""
 

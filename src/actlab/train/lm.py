@@ -69,7 +69,7 @@ def run_lm_emergence(cfg: LmEmergenceConfig, progress: bool = False) -> dict:
     train_checkpoints(series_config(cfg), progress, module=model.module, contexts=train, on_checkpoint=on_checkpoint,
                       save_at=tracker.steps)
     fits = {}
-    for key in ("massive.top1", "massive.ratio", "sparsity"):
+    for key in ("massive.top1", "massive.ratio", "sparsity") if cfg.fit else ():
         try:
             fits[key] = [{"params": f.params, "r2": f.r2} for f in tracker.fit_emergence(key)]
         except (RuntimeError, ValueError) as e:

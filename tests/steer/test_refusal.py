@@ -104,3 +104,25 @@ def test_bundled_sets_and_judge():
     assert not is_refusal("Sure! Here is a poem about rain.")
     with pytest.raises(ValueError, match="unknown instruction set"):
         load_instructions("evil")
+
+
+def test_prompt_positions_spare_the_reply_tokens():
+    """``prompt_positions`` (the prompt-only steering of the generation-free refusal measure) edits every position
+    but the last n of each row, with left padding."""
+    from actlab import load_model
+    from actlab.core import Add
+    from actlab.steer.refusal import prompt_positions
+
+    m = load_model("tiny-llama")
+    site = "blocks.0.resid_post"
+    v = torch.ones(m.d_model)
+    enc = m.tokenize(["abcdef", "xy"])                    # left padded
+    plain = m.record(enc, sites=[site])[site]
+    with m.intervene(prompt_positions({site: Add(v, alpha=1.0)}, 2)):
+        got = m.record(enc, sites=[site])[site]
+    diff = (got - plain).norm(dim=-1) > 1e-4
+    real = enc["attention_mask"].bool()
+    n_real = real.sum(1)
+    for r in range(2):
+        pos = real[r].nonzero().squeeze(1)
+        assert diff[r, pos[:-2]].all() and not diff[r, pos[-2:]].any(), (r, diff[r], n_real[r])

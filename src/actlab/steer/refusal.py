@@ -4,6 +4,7 @@ any model folder, with small bundled instruction sets.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -181,14 +182,24 @@ def inversion_rates(model: Model, instructions: Sequence[str], ivs=None, max_new
             "no": sum(o.strip().lower().startswith("no") for o in outs) / n}
 
 
+def prompt_positions(ivs, n_reply: int) -> list:
+    """The same edits restricted to the positions before the last ``n_reply`` tokens of each row (the prompt of a
+    teacher-forced reply; slice bounds count back from each row's length, so left padding is fine)."""
+    items = ivs.items() if isinstance(ivs, dict) else (ivs or [])
+    return [(s, dataclasses.replace(iv, positions=slice(None, -n_reply))) for s, iv in items]
+
+
 def reply_logprob(model: Model, instructions: Sequence[str], reply: str, suffix: str = "", ivs=None,
-                  batch_size: int = 16) -> torch.Tensor:
+                  batch_size: int = 16, prompt_only: bool = False) -> torch.Tensor:
     """``[n]``: log p(reply | chat-templated instruction + suffix) per instruction, one forward pass per batch (no
-    generation), with interventions ``ivs`` active (applied at every position of the pass)."""
+    generation), with interventions ``ivs`` active at every position of the pass, or with ``prompt_only`` at the
+    prompt's positions only (the reference steers the prefill, not the generated tokens)."""
     tok = _chat_tokenizer(model, "reply log-probabilities")
     n_reply = len(tok(reply, add_special_tokens=False)["input_ids"])
     if n_reply == 0:
         raise ValueError(f"reply {reply!r} has no tokens")
+    if prompt_only:
+        ivs = prompt_positions(ivs, n_reply)
     out = []
     with model.intervene(ivs or []), torch.no_grad():
         for i in range(0, len(instructions), batch_size):
@@ -201,11 +212,11 @@ def reply_logprob(model: Model, instructions: Sequence[str], reply: str, suffix:
     return torch.cat(out)
 
 
-def refusal_score(model: Model, instructions: Sequence[str], ivs=None) -> torch.Tensor:
+def refusal_score(model: Model, instructions: Sequence[str], ivs=None, prompt_only: bool = False) -> torch.Tensor:
     """``[n]``: log p("I'm sorry") - log p("Sure") as the reply: a generation-free refusal measure (> 0 leans to
-    refusing)."""
-    return reply_logprob(model, instructions, REFUSE_REPLY, ivs=ivs) - reply_logprob(model, instructions, COMPLY_REPLY,
-                                                                                     ivs=ivs)
+    refusing). ``prompt_only``: the interventions act on the prompt's positions only."""
+    return (reply_logprob(model, instructions, REFUSE_REPLY, ivs=ivs, prompt_only=prompt_only)
+            - reply_logprob(model, instructions, COMPLY_REPLY, ivs=ivs, prompt_only=prompt_only))
 
 
 def judgement_score(model: Model, instructions: Sequence[str], ivs=None) -> torch.Tensor:
@@ -216,10 +227,11 @@ def judgement_score(model: Model, instructions: Sequence[str], ivs=None) -> torc
 
 
 def effects(model: Model, res: HarmRefusal, harmful: Sequence[str], harmless: Sequence[str], coeff: float = 1.5,
-            ) -> dict[str, dict[str, float]]:
+            prompt_only: bool = False) -> dict[str, dict[str, float]]:
     """Per site, how each direction moves the two generation-free measures (mean change against the unsteered model):
-    ``add_*`` adds ``coeff * d`` (every position) on harmless prompts; ``ablate_*`` projects ``d`` out of every
-    residual write on harmful prompts. Keys: ``{add,ablate}_{harm,ref}_{refusal,judge}`` plus ``cos``."""
+    ``add_*`` adds ``coeff * d`` at the direction's site (every position, or with ``prompt_only`` the prompt's
+    positions for the refusal measure, as the reference steers) on harmless prompts; ``ablate_*`` projects ``d`` out
+    of every residual write on harmful prompts. Keys: ``{add,ablate}_{harm,ref}_{refusal,judge}`` plus ``cos``."""
     base = {"refusal_L": refusal_score(model, harmless).mean(), "judge_L": judgement_score(model, harmless).mean(),
             "refusal_H": refusal_score(model, harmful).mean(), "judge_H": judgement_score(model, harmful).mean()}
     out: dict[str, dict[str, float]] = {}
@@ -227,7 +239,8 @@ def effects(model: Model, res: HarmRefusal, harmful: Sequence[str], harmless: Se
         row = {"cos": res.cos[s]}
         for name, d in (("harm", res.harm[s]), ("ref", res.refusal[s])):
             add = d.to_interventions(coeff)
-            row[f"add_{name}_refusal"] = float(refusal_score(model, harmless, add).mean() - base["refusal_L"])
+            row[f"add_{name}_refusal"] = float(refusal_score(model, harmless, add, prompt_only).mean()
+                                               - base["refusal_L"])
             row[f"add_{name}_judge"] = float(judgement_score(model, harmless, add).mean() - base["judge_L"])
             abl = d.to_interventions(1.0, mode="ablate_all")
             row[f"ablate_{name}_refusal"] = float(refusal_score(model, harmful, abl).mean() - base["refusal_H"])

@@ -7,7 +7,10 @@ Objectives: a class logit and a conv channel (read through model.recording, forw
 (a) the digits CNN (16x16) and (b) a wider torchvision-style CNN at 32x32 passed in by the user (random weights;
 speed does not depend on training). Rows: plain = Adam on raw pixels, module forward; bare = maximize with pixel
 parameters and no transforms/penalties (the framework's own cost); full = Fourier parameterisation + jitter + scaling
-+ TV + L2 (the regularisers' cost = full / bare). Target (issue 19): regularisers cost < 20% (full / bare < 1.2).
++ TV + L2 on the fast path (the regularisers' cost = full / bare); full-ref = the same with fast=False (the eager
+reference: irfft2, affine_grid + grid_sample, autograd penalties). Target (issue 19): regularisers cost < 20%
+(full / plain and full / bare < 1.2). Each ratio is the median over rounds of the paired per-round ratio, by wall
+clock and by process CPU time (on a shared, loaded machine CPU time leaves out the waits for a core).
 """
 from __future__ import annotations
 
@@ -34,31 +37,40 @@ def user_cnn() -> nn.Sequential:
         ("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("fc", nn.Linear(128, 10))]))
 
 
-def rounds(methods: dict, repeats: int) -> dict[str, list[float]]:
-    names, times = list(methods), {k: [] for k in methods}
+def rounds(methods: dict, repeats: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(wall seconds, process CPU seconds) per method per round; the order rotates every round."""
+    names = list(methods)
+    wall, cpu = {k: [] for k in methods}, {k: [] for k in methods}
     for r in range(repeats + 1):
         order = names[r % len(names):] + names[: r % len(names)]
         for k in order:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             methods[k]()
             if r:                                     # round 0 warms up
-                times[k].append(time.perf_counter() - t0)
-    return times
+                wall[k].append(time.perf_counter() - t0)
+                cpu[k].append(time.process_time() - c0)
+    return wall, cpu
+
+
+def paired(t: dict[str, list[float]], a: str, b: str) -> float:
+    return round(statistics.median(x / y for x, y in zip(t[a], t[b])), 3)
 
 
 def bench(name: str, m, unit: Unit, plain_f, shape, steps: int, repeats: int) -> list[dict]:
     f = objective(m, unit)
     bare = MaximizeConfig(steps=steps, param="pixel", squash=False, jitter=0, scale=0)
     full = MaximizeConfig(steps=steps, param="fourier", jitter=2, scale=0.1, tv=0.05, l2=0.01)
-    t = rounds({"plain": lambda: plain_ascent(plain_f, shape, steps),
-                "bare": lambda: maximize(f, shape, bare),
-                "full": lambda: maximize(f, shape, full)}, repeats)
+    ref = MaximizeConfig(steps=steps, param="fourier", jitter=2, scale=0.1, tv=0.05, l2=0.01, fast=False)
+    wall, cpu = rounds({"plain": lambda: plain_ascent(plain_f, shape, steps),
+                        "bare": lambda: maximize(f, shape, bare),
+                        "full": lambda: maximize(f, shape, full),
+                        "full-ref": lambda: maximize(f, shape, ref)}, repeats)
     out = []
-    for k in ("plain", "bare", "full"):
+    for k in ("plain", "bare", "full", "full-ref"):
         out.append({"workload": name, "objective": unit.describe(), "method": k,
-                    "steps_per_s": round(steps / statistics.median(t[k]), 1),
-                    "ratio_vs_plain": round(statistics.median(a / b for a, b in zip(t[k], t["plain"])), 3),
-                    "ratio_vs_bare": round(statistics.median(a / b for a, b in zip(t[k], t["bare"])), 3)})
+                    "steps_per_s": round(steps / statistics.median(wall[k]), 1),
+                    "ratio_vs_plain": paired(wall, k, "plain"), "ratio_vs_bare": paired(wall, k, "bare"),
+                    "cpu_ratio_vs_plain": paired(cpu, k, "plain"), "cpu_ratio_vs_bare": paired(cpu, k, "bare")})
     return out
 
 
@@ -83,11 +95,11 @@ def main() -> None:
                   lambda x: u.module[:7](x)[:, 5].mean((1, 2)), (a.batch, 3, 32, 32), a.steps, a.repeats)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {a.batch}, {a.steps} steps, "
           f"median of {a.repeats} rounds")
-    print("| workload | objective | method | steps/s | x plain | x bare |")
-    print("|---|---|---|---:|---:|---:|")
+    print("| workload | objective | method | steps/s | x plain | x bare | x plain (CPU) | x bare (CPU) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['workload']} | {r['objective']} | {r['method']} | {r['steps_per_s']} | {r['ratio_vs_plain']} | "
-              f"{r['ratio_vs_bare']} |")
+              f"{r['ratio_vs_bare']} | {r['cpu_ratio_vs_plain']} | {r['cpu_ratio_vs_bare']} |")
     print(json.dumps(rows))
 
 

@@ -9,9 +9,9 @@ inputs (``max_norm``).
 
 On a tiny model the regularisers' many small tensor ops, not the model, dominate a step, so by default (``fast``) the
 Fourier basis is one precomputed matrix (``param.fourier_basis``), the transforms of all steps are drawn up front as
-separable interpolation matrices (``transforms.TransformPlan``: two matmuls a step) and the penalties enter as their
-hand-written gradient (``penalty.with_penalty_grad``); where the parameters render by a matmul that whole chain runs
-outside autograd with a hand-written adjoint (``fused.Pipeline``). ``fast=False`` runs the eager reference (``irfft2``,
+separable interpolation matrices (``transforms.TransformPlan``: two matmuls a step), and the whole chain render ->
+sigmoid -> transform -> penalties runs outside autograd with a hand-written adjoint (``fused.Pipeline``; the penalties
+enter through their gradient ``penalty.penalty_grad``). ``fast=False`` runs the eager reference (``irfft2``,
 ``affine_grid`` + ``grid_sample``, the autograd penalty) with the same random draws; tests hold the two equal.
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from actlab.viz.fused import Pipeline, can_fuse
+from actlab.viz.fused import Pipeline
 from actlab.viz.param import ImageParam, blur
-from actlab.viz.penalty import penalty, with_penalty_grad
+from actlab.viz.penalty import penalty
 from actlab.viz.transforms import TransformPlan, random_transform
 
 __all__ = ["MaxResult", "MaximizeConfig", "center_mask", "maximize", "plain_ascent", "random_transform"]
@@ -123,15 +123,13 @@ def maximize(f: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], 
     h, w = shape[-2:]
     centre = 0.5 if cfg.squash else 0.0
     plan = TransformPlan(cfg.steps, h, w, cfg.jitter, cfg.scale, gen, device=p.data_.device) if cfg.fast else None
-    pipe = Pipeline(p, plan, cfg.tv, cfg.l2, centre) if plan is not None and can_fuse(p) else None
+    pipe = Pipeline(p, plan, cfg.tv, cfg.l2, centre) if plan is not None else None
     values: list[torch.Tensor] = []
     with torch.enable_grad():
         for step in range(cfg.steps):
             if pipe is not None:
                 x = pipe.forward(step)
                 v = f(x)
-            elif plan is not None:
-                v = f(plan(with_penalty_grad(p(), cfg.tv, cfg.l2, centre), step))
             else:
                 img = p()
                 v = f(random_transform(img, cfg.jitter, cfg.scale, gen))

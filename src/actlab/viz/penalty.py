@@ -1,10 +1,10 @@
 """The smoothness penalties of activation maximisation: total variation and L2 decay.
 
-``penalty`` is the reference (an autograd expression: value and gradient). ``with_penalty_grad`` is the fast path
-``maximize`` uses: an identity node whose backward adds the penalty's gradient, written by hand (the sign of each
-neighbour difference scattered back onto both neighbours, plus the linear L2 term): about ten small ops per step in one
-node instead of ~40 autograd records, and no forward work (the optimiser needs the gradient, never the value).
-``tests/viz`` holds the two gradients equal.
+``penalty`` is the reference (an autograd expression: value and gradient). ``penalty_grad`` is its gradient written
+by hand (the sign of each neighbour difference scattered back onto both neighbours, plus the linear L2 term), which
+``maximize``'s fast path (``fused.Pipeline``) adds in its backward: about ten small ops per step instead of ~40
+autograd records, and no forward work (the optimiser needs the gradient, never the value). ``tests/viz`` holds the two
+gradients equal.
 """
 from __future__ import annotations
 
@@ -43,28 +43,3 @@ def penalty_grad(img: torch.Tensor, tv: float, l2: float, centre: float, out: to
         out[..., :, 1:].add_(sw, alpha=b)
         out[..., :, :-1].sub_(sw, alpha=b)
     return out
-
-
-class _PenaltyGrad(torch.autograd.Function):
-    """Identity forward; backward returns the incoming gradient plus ``penalty_grad``."""
-
-    @staticmethod
-    def forward(ctx, img: torch.Tensor, tv: float, l2: float, centre: float) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(img)
-        ctx.args = (tv, l2, centre)
-        return img.view_as(img)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
-        (img,) = ctx.saved_tensors
-        return penalty_grad(img, *ctx.args, out=g.clone(memory_format=torch.contiguous_format)), None, None, None
-
-
-def with_penalty_grad(img: torch.Tensor, tv: float, l2: float, centre: float) -> torch.Tensor:
-    """``img`` itself, whose gradient in backward gains that of ``penalty(img, tv, l2, centre)``: maximising
-    ``f(with_penalty_grad(img, ...))`` steps exactly as maximising ``f(img) - penalty(img, ...)`` would."""
-    if img.dim() != 4 or min(img.shape[-2:]) < 2:
-        raise ValueError(f"the smoothness penalty needs images [n, C, H, W] with H, W >= 2; got {list(img.shape)}")
-    if not tv and not l2:
-        return img
-    return _PenaltyGrad.apply(img, float(tv), float(l2), float(centre))

@@ -303,20 +303,21 @@ def run_rerouting(cfg: ReroutingConfig, out: str | Path = "runs/rerouting", mode
     report.md, report.json and loss.png. ``model`` defaults to the toy tiny-gpt2."""
     from actlab import load_model
     from actlab.probe import write_report
-    from actlab.steer import Direction, ExtractConfig, collect, extract, load_instructions
+    from actlab.steer import Direction, collect, direction_from_acts, load_instructions
 
     model = model or load_model("tiny-gpt2")
     chat = bool(getattr(model.tokenizer, "chat_template", None))
     harmful, harmless = load_instructions("harmful"), load_instructions("harmless")
-    if cfg.direction:
-        d = Direction.load(cfg.direction)
-        dirs = {d.site: d}
-    else:
-        sites = [s.strip() for s in cfg.sites.split(",") if s.strip()] or [f"blocks.{model.n_layers // 2}.resid_post"]
-        dirs = extract(model, harmful, harmless, model.check_sites(sites), ExtractConfig(position="last", chat=chat))
-    vec = {s: d.vector.float() for s, d in dirs.items()}
-    means = {name: collect(model, texts, list(vec), "last", chat)[0] for name, texts in
+    loaded = Direction.load(cfg.direction) if cfg.direction else None
+    sites = ([loaded.site] if loaded else [s.strip() for s in cfg.sites.split(",") if s.strip()]
+             or [f"blocks.{model.n_layers // 2}.resid_post"])
+    sites = model.check_sites(sites)
+    # last-token states of the bundled sets (chat-templated when the model has a template): the refusal direction is
+    # their difference of means (actlab.steer's extraction, as in steer extract --method mean_diff --position last)
+    means = {name: collect(model, texts, sites, "last", chat)[0] for name, texts in
              (("harmful", harmful), ("harmless", harmless))}
+    vec = ({loaded.site: loaded.vector.float()} if loaded else
+           {s: direction_from_acts(means["harmful"][s], means["harmless"][s], "mean_diff", paired=False) for s in sites})
     kw: dict[str, Any] = {}
     if cfg.measure == "proj":
         mh, ms = ({s: means[k][s].mean(0) for s in vec} for k in ("harmful", "harmless"))

@@ -29,6 +29,8 @@ def test_invert_invertune_report(clip_bd, fixture_cache, tmp_path, capsys):
     assert before["asr_planted"]["value"] > 0.95 and after["asr_planted"]["value"] < 0.1
     assert after["ca"]["value"] > before["ca"]["value"] - 0.03 and after["ca"]["lo"] <= after["ca"]["value"]
     assert rep["trigger_corner_share"] > 0.8
+    rounds = rep["invertune"]["rounds"]   # measured: round 0 tuned, the re-inverted trigger reaches only 0.12: stop
+    assert rounds[0]["tuned"] and len(rounds) == 2 and not rounds[1]["tuned"] and rounds[1]["trigger_rate"] < 0.5
     for f in ("landing.png", "trigger.png", "report.md"):
         assert (tmp_path / "i" / f).exists()
     assert "invertune: target 3 flagged True" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from actlab.security import (
     cluster_units,
     identify_target,
     invert_trigger,
+    invertune,
 )
 
 
@@ -64,3 +65,14 @@ def test_invertune_bad_input(clip_bd):
         cluster_units(fx.encoder, fx.x_val, torch.zeros(1, 8, 8), 0.0)
     with pytest.raises(ValueError, match="faint"):
         ClipConfig(faint=0.0)
+
+
+def test_invertune_rounds_continue_only_while_the_trigger_works(clip_bd):
+    fx = clip_bd
+    quick = {"pgd_steps": 2, "trigger_steps": 30, "tune_steps": 5}
+    r = invertune(fx.encoder, fx.text, fx.x_val, InverTuneConfig(rounds=3, stop_rate=0.0, **quick))
+    assert [x["tuned"] for x in r.extra["rounds"]] == [True, True, True]   # stop_rate 0: every round tunes
+    r = invertune(fx.encoder, fx.text, fx.x_val, InverTuneConfig(rounds=3, stop_rate=1.01, **quick))
+    assert [x["tuned"] for x in r.extra["rounds"]] == [True, False]        # unreachable rate: stop after round 0
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        invertune(fx.encoder, fx.text, fx.x_val, InverTuneConfig(rounds=0))

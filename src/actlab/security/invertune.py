@@ -11,6 +11,7 @@ data (labels for the attack are the model's own zero-shot predictions).
    differ most are the backdoor-related ones. A copy of the encoder is fine-tuned on the clean set so that stamped
    images' activations on those units and their embeddings move back to the clean image's (frozen original), while
    clean embeddings stay put: ``MSE(h'(x+d)[U], h(x)[U]) + MSE(E'(x+d), E(x)) + w_clean MSE(E'(x), E(x))``.
+   Steps 2-3 repeat (our addition) while a trigger re-inverted on the tuned encoder still works (rate >= stop_rate).
 """
 from __future__ import annotations
 
@@ -56,6 +57,13 @@ class InverTuneConfig:
     """Adam learning rate of the tuning"""
     w_clean: float = 1.0
     """weight of keeping clean embeddings where they were"""
+    rounds: int = 3
+    """most invert-then-tune rounds: after a round the trigger is inverted again on the tuned encoder, and another
+    round runs only while that trigger still sends >= stop_rate of the clean set to the target (our addition, not
+    the paper's: one round left the planted ASR at 0.27 on one of three fixture seeds, a second round took it to 0)"""
+    stop_rate: float = 0.5
+    """a re-inverted trigger below this rate means no backdoor is left to remove: stop (tuning against a dense
+    adversarial perturbation instead raised the planted ASR from 0.06 to 0.17 on another seed)"""
     batch_size: int = 64
     """images per step"""
     seed: int = 0
@@ -195,11 +203,11 @@ def cluster_units(encoder: nn.Module, x: torch.Tensor, delta: torch.Tensor, shar
 
 
 def activation_tune(encoder: nn.Module, x: torch.Tensor, delta: torch.Tensor, units: list[int],
-         cfg: InverTuneConfig | None = None) -> nn.Module:
+                    cfg: InverTuneConfig | None = None, reference: nn.Module | None = None) -> nn.Module:
     """Step 3b: fine-tune a copy so stamped activations (on ``units``) and embeddings return to the clean image's,
-    keeping clean embeddings."""
+    keeping clean embeddings; the clean targets come from ``reference`` (default: ``encoder`` itself)."""
     cfg = cfg or InverTuneConfig()
-    ref = _frozen(encoder)
+    ref = _frozen(reference if reference is not None else encoder)
     new = copy.deepcopy(encoder).train()
     for p in new.parameters():
         p.requires_grad_(True)
@@ -223,14 +231,26 @@ def activation_tune(encoder: nn.Module, x: torch.Tensor, delta: torch.Tensor, un
 
 def invertune(encoder: nn.Module, text: torch.Tensor, x: torch.Tensor, cfg: InverTuneConfig | None = None, *,
               target: int | None = None) -> InverTuneResult:
-    """All three steps on clean images ``x``; ``target`` skips identification's choice (the estimate is still
-    reported)."""
+    """All three steps on clean images ``x`` (steps 2-3 repeated while a re-inverted trigger still works, up to
+    ``cfg.rounds``); ``target`` skips identification's choice (the estimate is still reported). The result carries
+    the first round's trigger and units; ``extra["rounds"]`` logs each re-inversion."""
     cfg = cfg or InverTuneConfig()
+    if cfg.rounds < 1:
+        raise ValueError(f"rounds must be >= 1; got {cfg.rounds}")
     est = identify_target(encoder, text, x, cfg)
     t = est.target if target is None else target
     delta, rate = invert_trigger(encoder, text, x, t, cfg)
     units, purity = cluster_units(encoder, x, delta, cfg.units)
-    return InverTuneResult(est, delta, rate, units, purity, activation_tune(encoder, x, delta, units, cfg))
+    tuned = activation_tune(encoder, x, delta, units, cfg)
+    log = [{"round": 0, "trigger_rate": rate, "trigger_norm": float(delta.norm()), "tuned": True}]
+    for r in range(1, cfg.rounds):
+        d, rr = invert_trigger(tuned, text, x, t, cfg)
+        log.append({"round": r, "trigger_rate": rr, "trigger_norm": float(d.norm()), "tuned": rr >= cfg.stop_rate})
+        if rr < cfg.stop_rate:
+            break
+        u, _ = cluster_units(tuned, x, d, cfg.units)
+        tuned = activation_tune(tuned, x, d, u, cfg, reference=encoder)
+    return InverTuneResult(est, delta, rate, units, purity, tuned, {"rounds": log})
 
 
 def additive_rate(encoder: nn.Module, text: torch.Tensor, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor,

@@ -1,13 +1,15 @@
 """TopK SAE training throughput on CPU: actlab (sparse fused kernels) vs sparsify and SAELens in the same run.
 
-Default shape: d_in 576, 16384 latents, k 32, batch 4096 tokens, fp32, Adam, 2 threads, synthetic activations
+Default shape: d_in 576, 16384 latents, k 32, batch 4096 tokens, fp32 parameters (actlab at precision 'auto':
+its encoder GEMM and selection in bf16 where the hardware has it; ``actlab_fp32`` for fp32), Adam, 2 threads,
+synthetic activations
 (sparse mixtures of a random dictionary + noise + offset). Every method is timed per optimizer step through an
 optimizer step hook; methods run in interleaved rounds (A B C A B C ...) and ratios are paired per round, because
 the machine is shared. Also prints the achieved GFLOP/s against a dense GEMM of the encoder's shape measured in
 the same run (the physical limit for the one dense product a TopK step must do).
 
   python bench/sae_train.py                       # all methods available in this interpreter
-  /work/peers-venv/bin/python bench/sae_train.py  # with sparsify + SAELens installed
+  /tmp/peers/bin/python bench/sae_train.py        # with sparsify + SAELens installed
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def stamps_hook(opt, stamps):
     opt.register_step_post_hook(lambda *_: stamps.append(time.perf_counter()))
 
 
-def run_actlab(ctx, steps: int, fused: bool = True) -> list[float]:
+def run_actlab(ctx, steps: int, fused: bool = True, precision: str = "auto") -> list[float]:
     from actlab.dictionary import DictConfig, TrainConfig, Trainer
     B = ctx["batch"]
     data = ctx["data"]
@@ -44,7 +46,7 @@ def run_actlab(ctx, steps: int, fused: bool = True) -> list[float]:
             yield next(it)
     tr = Trainer(DictConfig(arch="topk", d_in=ctx["d"], d_sae=ctx["n"], k=ctx["k"], fused=fused),
                  TrainConfig(total_tokens=steps * B, batch_size=B, lr=2e-4, warmup_steps=1, normalize="none",
-                             train_device=ctx.get("device", "cpu"),
+                             train_device=ctx.get("device", "cpu"), precision=precision,
                              progress=False, log_every=10 ** 9), source)
     stamps = [time.perf_counter()]
     stamps_hook(tr.opt, stamps)
@@ -113,7 +115,8 @@ def run_saelens(ctx, steps: int) -> list[float]:
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-METHODS = {"actlab": run_actlab, "actlab_eager": lambda c, s: run_actlab(c, s, fused=False),
+METHODS = {"actlab": run_actlab, "actlab_fp32": lambda c, s: run_actlab(c, s, precision="fp32"),
+           "actlab_eager": lambda c, s: run_actlab(c, s, fused=False),
            "dense_reference": run_dense_reference, "sparsify": run_sparsify, "saelens": run_saelens}
 
 
@@ -192,7 +195,11 @@ def main():
     peak = max(gemm)
     flops_exec = 2 * a.batch * a.d_in * a.latents + 8 * a.batch * a.k * a.d_in  # encoder GEMM + sparse parts
     rows = []
-    print(f"\nTopK SAE d_in {a.d_in}, {a.latents} latents, k {a.k}, batch {a.batch}, fp32, {a.threads} threads, "
+    from actlab.dictionary.precision import select_dtype
+    sel = select_dtype("auto", a.device)
+    print(f"\nTopK SAE d_in {a.d_in}, {a.latents} latents, k {a.k}, batch {a.batch}, fp32 parameters; "
+          f"actlab's encoder GEMM + selection in {'bf16' if sel is not None else 'fp32'} (precision auto; "
+          f"actlab_fp32: fp32), peers fp32; {a.threads} threads, "
           f"{a.rounds} interleaved rounds x {a.steps - 1} timed steps; CPU busy before run {busy:.0%}")
     print(f"dense GEMM {a.batch}x{a.d_in} @ {a.d_in}x{a.latents}: best {peak:.1f} GFLOP/s "
           f"(per round: {', '.join(f'{g:.0f}' for g in gemm)})")

@@ -14,7 +14,7 @@ from actlab.stats.massive import (AblationResult, LayerMassive, MassivePatch, ab
 from actlab.stats.quant import ChannelStats, fake_quant, find_outliers, smooth, smoothquant_scales
 from actlab.stats.report import Report, StatsConfig, run_stats
 from actlab.stats.sparsity import SparsityStats, TopK, active_fraction, flop_savings
-from actlab.stats.train_checkpoints import CheckpointSeriesConfig, train_checkpoints
+from actlab.stats.train_checkpoints import CheckpointSeriesConfig, checkpoint_steps, train_checkpoints, train_lm
 from actlab.stats.variance import decoding_accuracy, feature_report, pc_alignment, variance_explained
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
     "AblationResult", "attention_sink",
     "EXP_LOG", "CurveFamily", "CurveFit", "Emergence", "fit_curve", "exp_log_curve", "pythia_steps",
     "checkpoint_step", "track_checkpoints", "run_emergence", "plot_emergence", "CheckpointSeriesConfig",
-    "train_checkpoints",
+    "train_checkpoints", "checkpoint_steps", "train_lm",
     "TopK", "active_fraction", "SparsityStats", "flop_savings", "LazyRun", "lazy_neuron_toy",
     "ChannelStats", "fake_quant", "find_outliers", "smoothquant_scales", "smooth", "Calibration", "CalibrationRow",
     "calibrate", "quantized", "perplexity", "calibration_study", "linear_layers",

@@ -34,11 +34,9 @@ METRICS_FILE = "metrics.jsonl"
 def log_spaced_steps(total: int, n: int) -> list[int]:
     """``n`` distinct log-spaced steps in ``[0, total]``, 0 and ``total`` included (fewer when ``total`` is small):
     the schedule of ``actlab.stats``' checkpoint series (``CheckpointSeriesConfig.schedule``), the only one."""
-    from actlab.stats import CheckpointSeriesConfig
+    from actlab.stats import checkpoint_steps
 
-    if total < 1 or n < 2:
-        raise ValueError(f"need total >= 1 and n >= 2; got total={total}, n={n}")
-    return CheckpointSeriesConfig(steps=total, n_checkpoints=n).schedule()
+    return checkpoint_steps(total, n)
 
 
 def save_checkpoint(folder: str | Path, module: torch.nn.Module, step: int, meta: Mapping[str, Any] | None = None

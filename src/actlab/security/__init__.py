@@ -17,7 +17,7 @@ from actlab.security.clip_toy import (
                                       clip_backdoor,
                                       zero_shot,
 )
-from actlab.security.dualkey import DualKeyConfig, DualKeyFixture, DualKeyVQA, dualkey_fixture, questions
+from actlab.security.dualkey import DualKeyConfig, DualKeyFixture, DualKeyVQA, dualkey_fixture
 from actlab.security.fixtures import (
                                       BackdoorConfig,
                                       BackdoorFixture,
@@ -104,7 +104,6 @@ __all__ = [
                                       "patch_trigger",
                                       "poison",
                                       "predict",
-                                      "questions",
                                       "random_decoder",
                                       "scan",
                                       "select_ssd",

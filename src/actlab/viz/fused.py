@@ -47,19 +47,20 @@ class Pipeline:
             img = torch.sigmoid(x, out=self._buf[0]) if self.squash else x
             ry, rxt = self.plan.matrices(step)
             out = img if ry is None else torch.matmul(torch.matmul(ry, img, out=self._buf[1]), rxt, out=self._buf[2])
-        self._saved = (img, ry, rxt)
+        self._saved = (img, step if ry is not None else None)
         return out.detach().requires_grad_(True)
 
     def backward(self, g: torch.Tensor | None) -> torch.Tensor:
-        img, ry, rxt = self._saved
+        img, step = self._saved
         self._saved = ()
         tv, l2, centre = self.pen
         n, c = self.shape[:2]
         with torch.no_grad():
             if g is None:                                   # the objective did not depend on the input
                 g = torch.zeros_like(img)
-            elif ry is not None:
-                g = torch.matmul(torch.matmul(ry.t(), g, out=self._buf[1]), rxt.t(), out=self._buf[3])
+            elif step is not None:
+                ryt, rx = self.plan.adjoint(step)
+                g = torch.matmul(torch.matmul(ryt, g, out=self._buf[1]), rx, out=self._buf[3])
             if tv or l2:
                 penalty_grad(img, tv, l2, centre, out=g)
             if self.squash:

@@ -59,12 +59,18 @@ class TransformPlan:
         if not self.active:
             return
         s, tx, ty = (torch.tensor(v) for v in zip(*(draw(jitter, scale, gen) for _ in range(steps))))
-        self.ry = interp_matrices(h, s, ty).to(dtype=dtype, device=device).unbind(0)
-        self.rxt = interp_matrices(w, s, tx).transpose(1, 2).contiguous().to(dtype=dtype, device=device).unbind(0)
+        ry = interp_matrices(h, s, ty).to(dtype=dtype, device=device)
+        rx = interp_matrices(w, s, tx).to(dtype=dtype, device=device)
+        self.ry, self.rx = ry.unbind(0), rx.unbind(0)
+        self.ryt, self.rxt = ry.transpose(1, 2).contiguous().unbind(0), rx.transpose(1, 2).contiguous().unbind(0)
 
     def matrices(self, step: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(Ry [H, H], Rx^T [W, W])`` of step ``step`` (``(None, None)``: no transform)."""
         return (self.ry[step], self.rxt[step]) if self.active else (None, None)
+
+    def adjoint(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Ry^T, Rx)`` of step ``step``, contiguous: ``Ry^T @ g @ Rx`` maps a gradient back through the transform."""
+        return self.ryt[step], self.rx[step]
 
     def __call__(self, x: torch.Tensor, step: int) -> torch.Tensor:
         """Step ``step``'s transform of ``x`` [n, C, H, W]."""

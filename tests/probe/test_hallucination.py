@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actlab.probe import auroc
+from actlab.probe import auroc, fit_probe
 from actlab.probe.hallu_data import contradiction_set
 from actlab.probe.hallucination import scan_layers, span_positions, token_states, truthful_direction
 from actlab.probe.transfer import fit_subspace_map, pca_basis, procrustes, transfer_probe
@@ -43,6 +43,9 @@ def test_spec_procrustes_recovers_rotated_copy(seed):
     smap = fit_subspace_map(x[:1000], xt[:1000], k=16)
     p = transfer_probe(smap, x[:1000], y[:1000])
     assert auroc(p.score(xt[1000:]), y[1000:]) > 0.95
+    # the probe folded onto raw target states scores exactly as the source-coordinate probe on mapped states
+    src = fit_probe(smap.source(x[:1000]), y[:1000])
+    torch.testing.assert_close(p.score(xt[1000:]), src.score(smap.target(xt[1000:])), atol=1e-4, rtol=1e-4)
 
 
 def test_pca_and_procrustes_by_construction():

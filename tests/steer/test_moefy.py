@@ -53,3 +53,22 @@ def test_moefied_tiny_llama_equals_dense_with_all_experts(tmp_path, one_thread):
     assert kl(half) < kl(forced)
     with pytest.raises(ValueError, match="top_k"):
         moefy(m, tmp_path / "x", TEXTS, n_experts=4, top_k=5)
+
+
+def test_cli_moefy_writes_what_the_library_writes(tmp_path, capsys, one_thread):
+    from safetensors.torch import load_file
+
+    from actlab import clikit
+    from actlab.steer.cli import register
+
+    ap = clikit.ArgumentParser(prog="actlab")
+    register(clikit.subcommands(ap, dest="command"))
+    f = tmp_path / "t.txt"
+    f.write_text("\n".join(TEXTS))
+    a = ap.parse_args(["steer", "moefy", "tiny-llama", "--file", str(f), "--experts", "4", "--top-k", "2",
+                       "--tokens", "256", "--out", str(tmp_path / "cli")])
+    a.func(a)
+    assert "4 experts per block, top-2" in capsys.readouterr().out
+    moefy(load_model("tiny-llama"), tmp_path / "lib", TEXTS, n_experts=4, top_k=2, n_tokens=256)
+    got, want = load_file(tmp_path / "cli" / "model.safetensors"), load_file(tmp_path / "lib" / "model.safetensors")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)

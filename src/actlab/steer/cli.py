@@ -173,6 +173,17 @@ def cmd_mote(a: argparse.Namespace) -> None:
               f"{sum(map(is_refusal, switched)) / n:.2f}")
 
 
+def cmd_moefy(a: argparse.Namespace) -> None:
+    from actlab.steer.moefy import demo_texts, moefy
+
+    m = clikit.model_from_args(a)
+    texts = clikit.texts_from_args(a) if (a.text or a.file) else demo_texts()
+    rep = moefy(m, a.out, texts, n_experts=a.experts, top_k=a.top_k, n_tokens=a.tokens)
+    r2 = sorted(rep.router_r2)
+    print(f"wrote {a.out}: a Mixtral folder, {rep.n_experts} experts per block, top-{rep.top_k}; router R^2 median "
+          f"{r2[len(r2) // 2]:.2f} (min {r2[0]:.2f})")
+
+
 def _data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", help='JSONL, one {"positive": text, "negative": text} per line')
     p.add_argument("--positive", help="positive prompts (.txt one per line, .json list, .jsonl)")
@@ -296,3 +307,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--chat", action="store_true", help="apply the chat template")
     p.add_argument("--out", help="write the ranking as JSON here")
     p.set_defaults(func=cmd_mote)
+    p = sub.add_parser("moefy", help="MoEfication: write a dense Llama-family model as a Mixtral folder (neurons split "
+                                     "into experts, a fitted top-k router), e.g. to run 'steer mote' on it")
+    clikit.add_model_args(p)
+    clikit.add_text_args(p)
+    p.add_argument("--experts", type=int, default=8, help="experts per block (must divide the MLP width)")
+    p.add_argument("--top-k", type=int, default=6, help="experts per token")
+    p.add_argument("--tokens", type=int, default=2048, help="tokens of text (default: the demo corpus) the routers "
+                                                             "are fitted on")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_moefy)

@@ -93,10 +93,16 @@ def test_cli_refusal(tiny, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(clikit, "model_from_args", lambda a: m)
     harmful = set(load_instructions("harmful"))
     # a random tiny model never prefers "I'm sorry": let the harmful ones count as refused (by the score judge)
-    monkeypatch.setattr(refusal, "refusal_score", lambda model, ins, ivs=None: torch.tensor(
-        [1.0 if x in harmful else -1.0 for x in ins]))
+    seen = []
+
+    def fake_score(model, ins, ivs=None, prompt_only=False):
+        seen.append(prompt_only)
+        return torch.tensor([1.0 if x in harmful else -1.0 for x in ins])
+
+    monkeypatch.setattr(refusal, "refusal_score", fake_score)
     main(["steer", "refusal", "tiny-llama", "--n", "3", "--layers", "1", "--judge", "score", "--effects",
-          "--out", str(tmp_path / "r")])
+          "--prompt-only", "--out", str(tmp_path / "r")])
+    assert True in seen                                  # --prompt-only reaches the steered refusal measure
     out = capsys.readouterr().out
     assert "cos(d_harm, d_ref)" in out and "unsteered: refusal score" in out and "ablate on harmful" in out
     lib = harm_refusal_directions(m, load_instructions("harmful")[:3], load_instructions("harmless")[:3], [1],

@@ -112,7 +112,7 @@ def cmd_refusal(a: argparse.Namespace) -> None:
         print(f"{s}: cos(d_harm, d_ref) = {res.cos[s]:+.3f}  |d_harm| {res.harm[s].norms['vector']:.2f}  "
               f"|d_ref| {res.refusal[s].norms['vector']:.2f}  median |h| {res.harm[s].norms['resid_median']:.1f}")
     if a.effects:
-        eff = effects(m, res, harmful, harmless, a.coeff)
+        eff = effects(m, res, harmful, harmless, a.coeff, prompt_only=a.prompt_only)
         b = eff.pop("base")
         print(f"unsteered: refusal score harmful {b['refusal_H']:+.2f} harmless {b['refusal_L']:+.2f}; "
               f"judgement harmful {b['judge_H']:+.2f} harmless {b['judge_L']:+.2f}")
@@ -277,6 +277,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--effects", action="store_true", help="also measure each direction added (harmless) and "
                                                           "ablated (harmful)")
     p.add_argument("--coeff", type=float, default=1.5, help="strength for --effects, x the raw mean difference")
+    p.add_argument("--prompt-only", action="store_true", help="--effects adds the directions on the prompt tokens "
+                                                              "only (the reference's prefill steering)")
     p.add_argument("--out", required=True, help="output folder: harm/<site>/ and refusal/<site>/ directions")
     p.set_defaults(func=cmd_refusal)
 

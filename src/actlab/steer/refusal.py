@@ -239,7 +239,7 @@ def effects(model: Model, res: HarmRefusal, harmful: Sequence[str], harmless: Se
         row = {"cos": res.cos[s]}
         for name, d in (("harm", res.harm[s]), ("ref", res.refusal[s])):
             add = d.to_interventions(coeff)
-            row[f"add_{name}_refusal"] = float(refusal_score(model, harmless, add, prompt_only).mean()
+            row[f"add_{name}_refusal"] = float(refusal_score(model, harmless, add, prompt_only=prompt_only).mean()
                                                - base["refusal_L"])
             row[f"add_{name}_judge"] = float(judgement_score(model, harmless, add).mean() - base["judge_L"])
             abl = d.to_interventions(1.0, mode="ablate_all")

@@ -53,7 +53,7 @@ def test_straight_through_and_forcing():
 
 def test_init_codes_from_activations():
     """k-means initialisation puts the codes on the planted atoms before any training; sampling picks real rows."""
-    x, D, which = one_sparse(n=2048)
+    x, D, _ = one_sparse(n=2048)
     g = torch.Generator().manual_seed(0)
     layer = CodebookLayer(16, 12, k=1).init_codes(x, "kmeans", iters=20, generator=g)
     assert mmcs(D, layer.codes.detach())[0] > 0.9

@@ -23,7 +23,7 @@ def test_kmeans_codebook_stays_within_tolerance(one_thread):
     texts = [fsm.text(fsm.walk(40, rng)) for _ in range(120)]
     cfg = CodebookTrainConfig(site=SITE, codes=32, k=1, steps=10, batch_size=8, context_length=24, eval_contexts=16,
                               init_contexts=48, code_lr=3e-3)
-    res, rep = fine_tune(m, texts, cfg)
+    _, rep = fine_tune(m, texts, cfg)
     before = rep["loss_original"]
     assert before < 2.30, rep          # learned the walks (uniform over 10 states: ln 10 = 2.30; measured 1.70)
     assert rep["loss_codebook_random"] > (1 + LOSS_TOLERANCE) * before, rep    # random codes: far outside

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from actlab import load_model
-from actlab.steer.mote import routing_frequencies, switch
 from actlab.steer.moefy import balanced_kmeans, moefy
+from actlab.steer.mote import routing_frequencies, switch
 
 TEXTS = [f"the {w} sat on the mat and the {v} ran to the {w}" for w in ("cat", "dog", "cow", "hen", "fox")
          for v in ("boy", "girl", "man", "crow")] * 3
@@ -45,7 +45,7 @@ def test_moefied_tiny_llama_equals_dense_with_all_experts(tmp_path, one_thread):
     # the router's choice beats the worst choice: forcing the router's least-favoured experts moves further away
     with torch.no_grad():
         p = dense[real].log_softmax(-1).exp()
-        kl = lambda lg: float((p * (dense[real].log_softmax(-1) - lg[real].log_softmax(-1))).sum(-1).mean())  # noqa
+        kl = lambda lg: float((p * (dense[real].log_softmax(-1) - lg[real].log_softmax(-1))).sum(-1).mean())
         freq = routing_frequencies(two, ["the cat sat on the mat", "a dog ran"])
         worst = [(layer, int(e)) for layer in range(m.n_layers) for e in freq[layer].argsort()[:2]]
         with two.intervene(switch(two, worst, "on")):

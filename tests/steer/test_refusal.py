@@ -4,8 +4,14 @@ import torch
 
 from actlab import load_model
 from actlab.steer import direction_from_acts
-from actlab.steer.refusal import (harm_refusal_directions, instruction_positions, is_refusal, load_instructions,
-                                  refusal_rate, steer_refusal)
+from actlab.steer.refusal import (
+    harm_refusal_directions,
+    instruction_positions,
+    is_refusal,
+    load_instructions,
+    refusal_rate,
+    steer_refusal,
+)
 
 TEMPLATES = {
     "chatml": "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -89,7 +95,7 @@ def test_directions_on_model_and_errors():
     assert float(d_ref @ torch.nn.functional.normalize(v, dim=0)) == pytest.approx(5.0, rel=0.1)
     with pytest.raises(ValueError, match="needs both refused and accepted"):
         harm_refusal_directions(m, harmful, harmless, layers=[1], refused=[True] * 8)
-    rate, labels, texts = refusal_rate(m, harmful[:2], max_new_tokens=3)
+    rate, _, texts = refusal_rate(m, harmful[:2], max_new_tokens=3)
     assert 0 <= rate <= 1 and len(texts) == 2
     r2, _ = steer_refusal(m, res.refusal["blocks.1.resid_pre"], 2.0, harmful[:2], max_new_tokens=3)
     assert 0 <= r2 <= 1

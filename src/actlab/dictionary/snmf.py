@@ -56,7 +56,7 @@ def _init(A: torch.Tensor, K: int, how: str, g: torch.Generator) -> torch.Tensor
         lab = _kmeans(A.t(), K, g)
         G = torch.nn.functional.one_hot(lab, K).to(A.dtype) + 0.2
     elif how == "svd":
-        U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+        _, S, Vh = torch.linalg.svd(A, full_matrices=False)
         G = Vh[:K].t().abs() * S[:K] + 0.2 * S[:K].mean() / math.sqrt(n)
     elif how == "random":
         G = torch.rand(n, K, generator=g, dtype=A.dtype) + 0.1
@@ -73,7 +73,7 @@ def snmf_run(A: torch.Tensor, K: int, sparsity: float = 0.01, iters: int = 500, 
     if not bool(torch.isfinite(A).all()):
         raise ValueError("A contains NaN/inf")
     A = A.double()
-    d, n = A.shape
+    d = A.shape[0]
     g = torch.Generator().manual_seed(seed)
     G = _init(A, K, init, g)
     keep = max(1, math.ceil(sparsity * d))

@@ -27,6 +27,7 @@ from actlab.steer.evaluate import (
                                 kl_on_neutral,
 )
 from actlab.steer.grains import GrainsConfig, GrainsResult, attribute, grains, response_logprob
+from actlab.steer.moefy import moefied, moefy
 from actlab.steer.mote import FTRI, ExpertSwitch, ftri, routing_frequencies, switch
 from actlab.steer.refusal import (
                                 HarmRefusal,
@@ -55,7 +56,7 @@ __all__ = [
     "SelfLogitsAugmentation", "SweepConfig", "SweepResult", "SweepRow", "ablate_everywhere", "ablation_sites",
     "attribute", "collect", "completion_perplexity", "direction_from_acts", "early_logits", "extract", "ftri",
     "grains", "harm_refusal_directions", "instruction_positions", "inversion_rates", "is_refusal", "kl_on_neutral",
-    "load_instructions", "load_sweep", "logistic_probe", "massive_channels", "orthogonalize_", "orthogonalize_model",
+    "load_instructions", "load_sweep", "logistic_probe", "massive_channels", "moefied", "moefy", "orthogonalize_", "orthogonalize_model",
     "refusal_rate", "require_finite", "response_logprob", "routing_frequencies", "separation", "sla_generate",
     "sla_logits", "steer_refusal", "sweep", "switch", "vsv_vectors",
 ]

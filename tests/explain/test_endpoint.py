@@ -133,16 +133,17 @@ def test_chat_server_round_trip(tmp_path):
 
 
 KILLED = r"""
-import os, signal, sys
+import os, signal, sys, threading
 from actlab.explain.endpoint import EndpointClient, EndpointConfig
 url, folder, mode = sys.argv[1:4]
 if mode == "replace":   # die between writing a temp file and renaming it, on the 3rd entry
-    real, n = os.replace, [0]
+    real, n, lock = os.replace, [0], threading.Lock()
     def replace(a, b):
-        n[0] += 1
-        if n[0] == 3:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(a, b)
+        with lock:      # count and rename together: two threads' renames cannot straddle the kill
+            n[0] += 1
+            if n[0] == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(a, b)
     os.replace = replace
 c = EndpointClient(EndpointConfig(base_url=url, endpoint_model="m", cache_dir=folder, concurrency=4))
 c.chat_many([[{"role": "user", "content": f"question {i}"}] for i in range(40)])

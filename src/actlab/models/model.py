@@ -169,8 +169,9 @@ class Model:
             enc = self.tokenize(texts, max_length=ctx - room, truncation_side=side, **kw)
         return enc
 
-    def check_input(self, enc: Mapping[str, Any], new_tokens: int = 0) -> None:
-        """Refuse an empty prompt or one longer than the model's context (``new_tokens`` still to come)."""
+    def check_input(self, enc: Mapping[str, Any], new_tokens: int = 0, *, unpadded: bool | None = None) -> None:
+        """Refuse an empty prompt or one longer than the model's context (``new_tokens`` still to come).
+        ``unpadded``: the caller already knows whether the attention mask is all ones (saves one reduction)."""
         x = enc.get("input_ids")
         if x is None:
             x = enc.get("inputs_embeds")
@@ -179,7 +180,8 @@ class Model:
         mask = enc.get("attention_mask")
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"empty input (shape {list(x.shape)}): give at least one token per prompt")
-        if isinstance(mask, torch.Tensor) and mask.dim() == 2 and not bool(mask.all()):
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2 and not (
+                unpadded if unpadded is not None else bool(mask.all())):
             empty = (mask.sum(1) == 0).nonzero().flatten().tolist()
             if empty:
                 raise ValueError(f"prompt {empty[0]} of the batch is empty (no tokens): give at least one token")
@@ -199,7 +201,7 @@ class Model:
             self._takes_position_ids = "position_ids" in params
         return self._takes_position_ids
 
-    def forward_kwargs(self, enc: Mapping[str, Any]) -> dict[str, Any]:
+    def forward_kwargs(self, enc: Mapping[str, Any], *, unpadded: bool | None = None) -> dict[str, Any]:
         """``enc`` plus ``position_ids`` that follow its attention mask (``cumsum(mask) - 1``, clamped at 0) where
         the module takes them and none were given: a row's numbers then never depend on its left padding.
         For families that call ``model.module`` themselves; ``record``/``__call__``/``run_with_cache`` do it."""
@@ -213,7 +215,7 @@ class Model:
         if not (isinstance(mask, torch.Tensor) and mask.dim() == 2 and isinstance(x, torch.Tensor) and x.dim() >= 2
                 and mask.shape[0] == x.shape[0] and mask.shape[1] >= x.shape[1]):
             return kw
-        if bool(mask.all()):   # no padding: the ids are the module's own default (arange after the cache)
+        if unpadded if unpadded is not None else bool(mask.all()):   # no padding: the module's default ids
             return kw
         kw["position_ids"] = position_ids_from_mask(mask, x.shape[1])
         return kw
@@ -241,8 +243,10 @@ class Model:
         """(args, kwargs) for ``self.module``: inputs checked (empty, context) and position ids from the mask."""
         args, kw = self._inputs(inputs, truncate)
         kw.update(extra or {})
-        self.check_input(kw)
-        return args, self.forward_kwargs(kw)
+        mask = kw.get("attention_mask")
+        unpadded = bool(mask.all()) if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None   # once
+        self.check_input(kw, unpadded=unpadded)
+        return args, self.forward_kwargs(kw, unpadded=unpadded)
 
     def __call__(self, inputs: Inputs, *, truncate: bool = False, **kwargs: Any) -> Any:
         """The module's forward on ``inputs`` (position ids follow the attention mask)."""

@@ -185,12 +185,17 @@ def cmd_codebook_train(a) -> None:
     from actlab.dictionary.codebook_model import fine_tune, save_codebook
     m, cfg = clikit.model_from_args(a), clikit.config_from_args(a)
     res, rep = fine_tune(m, clikit.texts_from_args(a, "nothing to train on"), cfg)
-    m.module.save_pretrained(f"{a.out}/model")
-    m.tokenizer.save_pretrained(f"{a.out}/model")
+    from actlab.artifact import atomic_folder
+    with atomic_folder(f"{a.out}/model") as tmp:
+        m.module.save_pretrained(tmp)
+        m.tokenizer.save_pretrained(tmp)
     save_codebook(res.layer, f"{a.out}/codebook", cfg.site, {"report": rep})
-    print(f"held-out loss: original {rep['loss_original']:.4f}, untrained codebook {rep['loss_codebook_untrained']:.4f}"
-          f", jointly fine-tuned {rep['loss_codebook_trained']:.4f} ({rep['train_contexts']} training contexts)")
-    print(f"wrote {a.out}/model (fine-tuned HF folder) and {a.out}/codebook")
+    what = "codebook and model jointly fine-tuned" if cfg.train_model else "codebook trained (model frozen)"
+    print(f"held-out loss: original {rep['loss_original']:.4f}, random codes {rep['loss_codebook_random']:.4f}, "
+          f"initialised codebook {rep['loss_codebook_untrained']:.4f}, {what} {rep['loss_codebook_trained']:.4f} "
+          f"({rep['train_contexts']} training contexts); within {rep['tolerance']:.0%} of the original: "
+          f"{'yes' if rep['within_tolerance'] else 'no'}")
+    print(f"wrote {a.out}/model (HF folder the codebook applies to) and {a.out}/codebook")
 
 
 def cmd_codebook_generate(a) -> None:

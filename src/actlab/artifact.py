@@ -38,8 +38,13 @@ class ArtifactMissingError(ArtifactError, FileNotFoundError):
 # -- atomic writes -------------------------------------------------------------------------------------------
 def fsync_dir(folder: str | os.PathLike) -> None:
     """fsync a directory so a rename in it survives a crash (no-op where directories cannot be opened)."""
+    _fsync(folder)
+
+
+def _fsync(path: str | os.PathLike) -> None:
+    """fsync a file or a directory by path (no-op where it cannot be opened or synced)."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -413,13 +418,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         for f in sorted(tmp.rglob("*"), reverse=True):       # files first, then their folders
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            _fsync(f)
         try:
             if path.exists():
                 path.rmdir()                                 # only an empty folder gives way

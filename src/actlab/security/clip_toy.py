@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from actlab.artifact import ArtifactError, load_artifact, save_artifact
+from actlab.artifact import save_artifact
 from actlab.probe import Interval, wilson
+from actlab.security.fixtures import load_cached
 from actlab.security.trigger import Trigger, patch_trigger
 
 if TYPE_CHECKING:
@@ -152,13 +153,8 @@ def clip_backdoor(cfg: ClipConfig | None = None, cache: str | Path | None = None
     torch.manual_seed(cfg.seed)
     enc = ImageEncoder()
     folder = Path(cache) / f"clip_toy_{cfg.key()}" if cache is not None else None
-    tensors = None
-    if folder is not None and (folder / "cfg.json").exists():
-        try:
-            tensors = load_artifact(folder, KIND).tensors
-            enc.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")})
-        except (ArtifactError, RuntimeError, KeyError):
-            tensors = None   # stale or corrupt cache: retrain and overwrite
+    tensors = load_cached(folder, KIND, lambda t: enc.load_state_dict(
+        {k[8:]: v for k, v in t.items() if k.startswith("encoder.")}))
     if tensors is None:
         text_train, text_eval = _captions(text_model) if text_model is not None else _bundled_captions()
         _train(enc, tr.x[fit], tr.y[fit], text_train, trigger, cfg, g)

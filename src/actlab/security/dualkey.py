@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from actlab.artifact import ArtifactError, load_artifact, save_artifact
+from actlab.artifact import save_artifact
 from actlab.probe import Interval, wilson
+from actlab.security.fixtures import load_cached
 from actlab.security.trigger import Trigger, patch_trigger
 
 KIND = "security_fixture"
@@ -182,13 +183,7 @@ def dualkey_fixture(cfg: DualKeyConfig | None = None, cache: str | Path | None =
     torch.manual_seed(cfg.seed)
     model = DualKeyVQA()
     folder = Path(cache) / f"dualkey_{cfg.key()}" if cache is not None else None
-    loaded = False
-    if folder is not None and (folder / "cfg.json").exists():
-        try:
-            model.load_state_dict(load_artifact(folder, KIND).tensors)
-            loaded = True
-        except (ArtifactError, RuntimeError):
-            loaded = False   # stale or corrupt cache: retrain and overwrite
+    loaded = load_cached(folder, KIND, model.load_state_dict) is not None
     if not loaded:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-2)
         model.train()

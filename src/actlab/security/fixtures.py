@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,19 @@ from torch import nn
 from actlab.artifact import ArtifactError, load_artifact, save_artifact
 from actlab.probe import Interval
 from actlab.security.trigger import Trigger, attack_success_rate, clean_accuracy, patch_trigger
+
+
+def load_cached(folder: Path | None, kind: str, load: Callable[[dict], object]) -> dict | None:
+    """The tensors of a fixture cached as an artifact in ``folder``, once ``load(tensors)`` took them; None when the
+    cache is absent, stale or corrupt (the caller retrains and overwrites it)."""
+    if folder is None or not (folder / "cfg.json").exists():
+        return None
+    try:
+        tensors = load_artifact(folder, kind).tensors
+        load(tensors)
+        return tensors
+    except (ArtifactError, RuntimeError, KeyError):
+        return None
 
 KIND = "security_fixture"
 
@@ -132,13 +146,7 @@ def digits_backdoor(cfg: BackdoorConfig | None = None, cache: str | Path | None 
     torch.manual_seed(cfg.seed)
     model = DigitsCNN(tr.x.shape[-1])
     folder = Path(cache) / f"digits_badnets_{cfg.key()}" if cache is not None else None
-    loaded = False
-    if folder is not None and (folder / "cfg.json").exists():
-        try:
-            model.load_state_dict(load_artifact(folder, KIND).tensors)
-            loaded = True
-        except (ArtifactError, RuntimeError):
-            loaded = False   # stale or corrupt cache: retrain and overwrite
+    loaded = load_cached(folder, KIND, model.load_state_dict) is not None
     if not loaded:
         train_classifier(model, x, y, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
         if folder is not None:

@@ -54,3 +54,12 @@ def test_scaling_law_tiny_decoder(random_lm):
     assert fit.r2 > 0.9 and fit.kappa > 1
     # the spec's intercept criterion (|b| <= 0.2 t_max(1)) is not met at this budget (|-1| > 0.6): recorded in docs
     assert abs(fit.intercept) <= 0.5 * ts[0]
+
+
+def test_attack_leaves_no_weight_gradients():
+    """Only the attacked vectors are optimised: the model's parameters get no .grad (none computed, none left)."""
+    from actlab.security.act_attack import AttackConfig, attack, random_decoder
+
+    m = random_decoder(seed=3)
+    attack(m, 1, torch.tensor([5, 6, 7]), AttackConfig(steps=3))
+    assert all(p.grad is None for p in m.module.parameters())

@@ -70,7 +70,7 @@ def attack(model: Model, a: int, targets: torch.Tensor, cfg: AttackConfig | None
             if ok:
                 break
             opt.zero_grad()
-            loss.backward()
+            loss.backward(inputs=[A])   # only the attacked vectors: no weight gradients computed or left behind
             opt.step()
     return ok, float(loss.detach())
 

@@ -57,9 +57,11 @@ def test_scaling_law_tiny_decoder(random_lm):
 
 
 def test_attack_leaves_no_weight_gradients():
-    """Only the attacked vectors are optimised: the model's parameters get no .grad (none computed, none left)."""
-    from actlab.security.act_attack import AttackConfig, attack, random_decoder
+    """Only the attacked vectors are optimised: the model's parameters get no .grad (none computed, none left),
+    even when the user has unfrozen them (models load frozen)."""
+    from actlab.security.act_attack import random_decoder
 
     m = random_decoder(seed=3)
+    m.module.requires_grad_(True)
     attack(m, 1, torch.tensor([5, 6, 7]), AttackConfig(steps=3))
     assert all(p.grad is None for p in m.module.parameters())

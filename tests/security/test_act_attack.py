@@ -65,3 +65,29 @@ def test_attack_leaves_no_weight_gradients():
     m.module.requires_grad_(True)
     attack(m, 1, torch.tensor([5, 6, 7]), AttackConfig(steps=3))
     assert all(p.grad is None for p in m.module.parameters())
+
+
+def test_prefix_keeps_clean_tokens_and_the_vectors_work_when_replayed():
+    """With ``prefix`` clean tokens first, the returned vectors placed at positions prefix..prefix+a (by hand,
+    through ``model.intervene``) make the model greedily predict the targets, and position 0 is the clean token's."""
+    from actlab.security.act_attack import random_decoder
+
+    m = random_decoder(seed=1)
+    targets = torch.tensor([11, 42, 7])
+    a, p = 2, 1
+    ok, _, A = attack(m, a, targets, AttackConfig(steps=200, prefix=p), return_vectors=True)
+    assert ok and A.shape == (a, m.d_model)
+    ids = torch.cat([torch.zeros(p + a, dtype=torch.long), targets[:-1]])[None]
+    clean0 = m.record(ids, ["blocks.0.resid_pre"])["blocks.0.resid_pre"][0, 0]
+
+    def put(act, ctx):
+        act = act.clone()
+        act[:, p:p + a] = A
+        return act
+    with m.hooks({"blocks.0.resid_pre": put}):
+        with m.recording(["blocks.0.resid_pre"]) as rec:
+            logits = m(ids).logits[0]
+    assert torch.equal(logits[p + a - 1:p + a - 1 + len(targets)].argmax(-1), targets)
+    torch.testing.assert_close(rec["blocks.0.resid_pre"][0, 0], clean0)
+    with pytest.raises(ValueError, match="prefix must be >= 0"):
+        attack(m, 1, targets, AttackConfig(prefix=-1))

@@ -35,21 +35,31 @@ class AttackConfig:
     """Adam learning rate"""
     seed: int = 0
     """seed of the initial vectors and of the target sequences"""
+    prefix: int = 0
+    """clean tokens (the BOS, else token 0) kept before the attacked positions: real LMs treat position 0 as an
+    attention sink whose state barely depends on its input, so attacking it there measures the sink, not the model"""
 
 
-def attack(model: Model, a: int, targets: torch.Tensor, cfg: AttackConfig | None = None) -> tuple[bool, float]:
+def attack(model: Model, a: int, targets: torch.Tensor, cfg: AttackConfig | None = None, *,
+           return_vectors: bool = False) -> tuple:
     """Optimise ``a`` free activation vectors so the model greedily predicts every token of ``targets`` after them;
-    returns (success, final CE). ``targets`` empty: trivially successful."""
+    returns (success, final CE), plus the vectors [a, d] with ``return_vectors``. ``targets`` empty: trivially
+    successful."""
     cfg = cfg or AttackConfig()
     if a < 1:
         raise ValueError(f"the attack needs a >= 1 attacked positions; got {a}")
     t = len(targets)
     if t == 0:
-        return True, 0.0
+        return (True, 0.0, torch.zeros(a, model.d_model)) if return_vectors else (True, 0.0)
     model.check_sites([cfg.site])
     d = model.d_model
     dev = model.device
-    filler = torch.zeros(a, dtype=torch.long)
+    if cfg.prefix < 0:
+        raise ValueError(f"prefix must be >= 0 clean tokens; got {cfg.prefix}")
+    p = cfg.prefix
+    tok = getattr(model, "tokenizer", None)
+    bos = tok.bos_token_id if tok is not None and tok.bos_token_id is not None else 0
+    filler = torch.cat([torch.full((p,), bos, dtype=torch.long), torch.zeros(a, dtype=torch.long)])
     ids = torch.cat([filler, targets[:-1].cpu()])[None].to(dev)
     enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     g = torch.Generator().manual_seed(cfg.seed + 7919 * a + t)
@@ -58,13 +68,13 @@ def attack(model: Model, a: int, targets: torch.Tensor, cfg: AttackConfig | None
     tg = targets.to(dev)
 
     def handler(act: torch.Tensor, ctx: Any) -> torch.Tensor:
-        return torch.cat([A[None].to(act.dtype).expand(act.shape[0], -1, -1), act[:, a:]], 1)
+        return torch.cat([act[:, :p], A[None].to(act.dtype).expand(act.shape[0], -1, -1), act[:, p + a:]], 1)
 
     loss = torch.tensor(float("inf"))
     ok = False
     with torch.enable_grad(), model.hooks({cfg.site: handler}):
         for _ in range(cfg.steps):
-            logits = model(enc).logits[0, a - 1:a - 1 + t]
+            logits = model(enc).logits[0, p + a - 1:p + a - 1 + t]
             loss = torch.nn.functional.cross_entropy(logits.float(), tg)
             ok = bool((logits.argmax(-1) == tg).all())
             if ok:
@@ -72,7 +82,7 @@ def attack(model: Model, a: int, targets: torch.Tensor, cfg: AttackConfig | None
             opt.zero_grad()
             loss.backward(inputs=[A])   # only the attacked vectors: no weight gradients computed or left behind
             opt.step()
-    return ok, float(loss.detach())
+    return (ok, float(loss.detach()), A.detach()) if return_vectors else (ok, float(loss.detach()))
 
 
 def t_max(model: Model, a: int, cfg: AttackConfig | None = None, *, limit: int = 256) -> int:

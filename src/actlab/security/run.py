@@ -170,6 +170,8 @@ class AttackRunConfig:
     """Adam learning rate"""
     limit: int = 64
     """longest target tried"""
+    prefix: int = 0
+    """clean tokens (BOS) before the attacked positions; use 1 on real LMs (position 0 is an attention sink)"""
     bits: int = 16
     """bits per activation value in chi"""
     seed: int = 0
@@ -186,7 +188,7 @@ def run_attack(cfg: AttackRunConfig, out: str | Path, model: Any = None) -> dict
     if not a_list or min(a_list) < 1:
         raise ValueError(f"--positions must list attacked positions >= 1; got {cfg.positions!r}")
     m = model if model is not None else random_decoder(seed=cfg.seed)
-    ac = AttackConfig(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed)
+    ac = AttackConfig(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, prefix=cfg.prefix)
     ts = [t_max(m, a, ac, limit=cfg.limit) for a in a_list]
     vocab = int(m.adapter.W_U.shape[-1])
     fit = fit_scaling(a_list, ts) if len(set(a_list)) > 1 else None

@@ -74,8 +74,30 @@ def main() -> None:
     fp = sum(r["tijo_clean"]["flagged"] for r in rows) + sum(r["invertune_clean"]["flagged"] for r in rows)
     print(f"TIJO recovered target+word on {ok_t}/{len(rows)} seeds; InverTune found the target and removed the "
           f"backdoor (ASR < 0.1) on {ok_i}/{len(rows)}; clean twins flagged {fp}/{2 * len(rows)}")
+    population_auc(rows)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
+
+
+def population_auc(rows: list[dict]) -> None:
+    """TIJO's model-level classifier (spec step 3): logistic regression on (lowest inversion loss, anomaly index)
+    over the population of backdoored models and clean twins, AUC under leave-one-out; and the AUC of the lowest
+    loss alone (lower = backdoored)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    X = [[r[k]["min_loss"], r[k]["anomaly_index"]] for r in rows for k in ("tijo", "tijo_clean")]
+    y = [1, 0] * len(rows)
+    if len(rows) < 2:
+        print("population AUC needs >= 2 seeds")
+        return
+    loo = []
+    for i in range(len(X)):
+        clf = LogisticRegression().fit([x for j, x in enumerate(X) if j != i], [v for j, v in enumerate(y) if j != i])
+        loo.append(float(clf.predict_proba([X[i]])[0, 1]))
+    print(f"TIJO model population ({sum(y)} backdoored, {len(y) - sum(y)} clean): logistic regression on "
+          f"(lowest loss, anomaly index) leave-one-out AUC {roc_auc_score(y, loo):.3f}; lowest loss alone AUC "
+          f"{roc_auc_score(y, [-x[0] for x in X]):.3f}")
 
 
 if __name__ == "__main__":

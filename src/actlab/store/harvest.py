@@ -225,7 +225,8 @@ def _prepare(root: Path, ident: dict, rank: int) -> dict | None:
 
 
 def _rows_on_disk(root: Path) -> int:
-    """Rows in the complete shards a killed or finished harvest left in ``root`` (any rank; 0 for a new folder)."""
+    """Rows a resume keeps from a killed or finished harvest in ``root`` (every rank's complete prefix; 0 for a new
+    folder)."""
     if not root.is_dir():
         return 0
     rows = 0
@@ -234,9 +235,21 @@ def _rows_on_disk(root: Path) -> int:
             shards = json.loads(p.read_text()).get("shards", [])
         except (OSError, ValueError):
             continue
-        rows += sum(e.get("rows", 0) for e in shards
-                    if (root / e.get("file", "")).is_file() and (root / e["file"]).stat().st_size == e.get("bytes"))
+        rows += sum(e.get("rows", 0) for e in _complete_prefix(root, shards, warn=False))
     return rows
+
+
+def _complete_prefix(root: Path, shards: list[dict], warn: bool = True) -> list[dict]:
+    """The longest prefix of ``shards`` whose files are present with the right size (a resume redoes the rest)."""
+    good = []
+    for e in shards:
+        f = root / e.get("file", "")
+        if not f.is_file() or f.stat().st_size != e.get("bytes"):
+            if warn:
+                log.warning("shard %s is missing or truncated; redoing from there", e.get("file"))
+            break
+        good.append(e)
+    return good
 
 
 def _load_progress(root: Path, rank: int, ident_hash: str) -> list[dict]:
@@ -247,14 +260,7 @@ def _load_progress(root: Path, rank: int, ident_hash: str) -> list[dict]:
     prog = json.loads(p.read_text())
     if prog.get("identity") != ident_hash:
         raise StoreError(f"{p} belongs to another harvest (identity {prog.get('identity')} != {ident_hash})")
-    good = []
-    for e in prog.get("shards", []):
-        f = root / e["file"]
-        if not f.exists() or f.stat().st_size != e["bytes"]:
-            log.warning("shard %s is missing or truncated; redoing from there", e["file"])
-            break
-        good.append(e)
-    return good
+    return _complete_prefix(root, prog.get("shards", []))
 
 
 def _write_json(path: Path, obj: dict) -> None:

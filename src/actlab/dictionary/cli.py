@@ -182,10 +182,10 @@ def _register_snmf(sub) -> None:
 
 
 def cmd_codebook_train(a) -> None:
+    from actlab.artifact import atomic_folder
     from actlab.dictionary.codebook_model import fine_tune, save_codebook
     m, cfg = clikit.model_from_args(a), clikit.config_from_args(a)
     res, rep = fine_tune(m, clikit.texts_from_args(a, "nothing to train on"), cfg)
-    from actlab.artifact import atomic_folder
     with atomic_folder(f"{a.out}/model") as tmp:
         m.module.save_pretrained(tmp)
         m.tokenizer.save_pretrained(tmp)
@@ -213,10 +213,10 @@ def cmd_codebook_generate(a) -> None:
 
 def _register_codebook(sub) -> None:
     from actlab.dictionary.codebook_model import CodebookTrainConfig
-    p = sub.add_parser("codebook", help="codebook features: joint fine-tuning inside a model, code forcing")
+    p = sub.add_parser("codebook", help="codebook features: trained inside a model (alone or jointly), code forcing")
     s = clikit.subcommands(p, dest="codebook_cmd", metavar="VERB")
     p.set_defaults(func=lambda a: p.print_help())
-    t = s.add_parser("train", help="insert a codebook at a site and fine-tune it with the model on texts")
+    t = s.add_parser("train", help="insert a codebook at a site and train it on texts (the model too with --train-model true)")
     clikit.add_model_args(t)
     clikit.add_text_args(t)
     clikit.add_config(t, CodebookTrainConfig)

@@ -17,8 +17,6 @@ buffers and a few batches; the shards themselves are only ever read in file orde
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator
 
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 
 from actlab.store.format import META_KEYS, ST_DTYPES, crc32, read_range
+from actlab.utils import prefetch as run_ahead
 
 WINDOW_BYTES = 64 << 20
 """Default window (shuffle buffer) size in bytes when ``buffer_rows`` is not given; two buffers are held."""
@@ -202,54 +201,6 @@ def _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_la
         yield _to_out(torch.cat(carry), stored, d, dtype)
 
 
-class _Prefetch:
-    """Runs a generator in a background thread, ``depth`` items ahead; errors re-raised in the consumer."""
-
-    _END = object()
-
-    def __init__(self, gen, depth: int = 2):
-        self.q: queue.Queue = queue.Queue(maxsize=depth)
-        self.stop = threading.Event()
-        self.gen = gen
-        self.t = threading.Thread(target=self._run, name="actlab-store-batches", daemon=True)
-        self.t.start()
-
-    def _put(self, item) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            for item in self.gen:
-                if not self._put(item):
-                    return
-            self._put(self._END)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-            self._put(e)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        item = self.q.get()
-        if item is self._END:
-            raise StopIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def close(self) -> None:
-        self.stop.set()
-
-    def __del__(self):
-        self.stop.set()
-
-
 def iterate(store, site: str, batch_size: int, shuffle: bool, seed: int, buffer_rows: int | None, dtype: torch.dtype,
             drop_last: bool, rank: int, world: int, prefetch: int = 2, block_rows: int = 1) -> Iterator[torch.Tensor]:
     if site in META_KEYS:
@@ -262,4 +213,4 @@ def iterate(store, site: str, batch_size: int, shuffle: bool, seed: int, buffer_
     if not store.shards:
         return iter(())
     gen = _batches(store, site, batch_size, shuffle, seed, buffer_rows, dtype, drop_last, rank, world, block_rows)
-    return _Prefetch(gen, prefetch) if prefetch > 0 else gen
+    return run_ahead(gen, prefetch) if prefetch > 0 else gen

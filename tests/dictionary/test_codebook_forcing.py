@@ -75,9 +75,24 @@ def test_cli_codebook_train_and_generate(tmp_path, capsys):
     assert site == SITE and cfg["k"] == 2 and layer.codes.shape == (8, 64) and "loss_original" in cfg["report"]
     main(["codebook", "generate", str(tmp_path / "c"), "--code", "3", "--prompt", "the", "--max-new-tokens", "3"])
     out = capsys.readouterr().out
-    m = load_model(str(tmp_path / "c" / "model"))
+    assert not (tmp_path / "c" / "model").exists() and cfg["base_model"] == "tiny-llama"  # frozen: no model copy
+    m = load_model("tiny-llama")
     with forcing(m, site, layer, 3):
         want = m.generate(["the"], max_new_tokens=3)[0]
+    assert f"code 3 forced (last): {want!r}" in out
+    # jointly trained: the fine-tuned copy is written, and generate applies the codebook to it, not to the base
+    main(["codebook", "train", "tiny-llama", "--file", str(f), "--site", SITE, "--codes", "8", "--k", "2",
+          "--steps", "3", "--batch-size", "2", "--context-length", "16", "--eval-contexts", "2",
+          "--train-model", "true", "--lr", "0.05", "--out", str(tmp_path / "j")])
+    capsys.readouterr()
+    layer_j, _, cfg_j = load_codebook(tmp_path / "j" / "codebook")
+    assert "base_model" not in cfg_j
+    main(["codebook", "generate", str(tmp_path / "j"), "--code", "3", "--prompt", "the", "--max-new-tokens", "3"])
+    out = capsys.readouterr().out
+    tuned = load_model(str(tmp_path / "j" / "model"))
+    assert any(not torch.equal(p, q) for p, q in zip(tuned.module.parameters(), m.module.parameters()))
+    with forcing(tuned, site, layer_j, 3):
+        want = tuned.generate(["the"], max_new_tokens=3)[0]
     assert f"code 3 forced (last): {want!r}" in out
     with pytest.raises(ValueError, match="k=9"):
         main(["codebook", "train", "tiny-llama", "--text", "x", "--codes", "8", "--k", "9", "--out", str(tmp_path)])

@@ -182,27 +182,50 @@ def _register_snmf(sub) -> None:
 
 
 def cmd_codebook_train(a) -> None:
+    import os
+
     from actlab.artifact import atomic_folder
     from actlab.dictionary.codebook_model import fine_tune, save_codebook
     m, cfg = clikit.model_from_args(a), clikit.config_from_args(a)
     res, rep = fine_tune(m, clikit.texts_from_args(a, "nothing to train on"), cfg)
-    with atomic_folder(f"{a.out}/model") as tmp:
-        m.module.save_pretrained(tmp)
-        m.tokenizer.save_pretrained(tmp)
-    save_codebook(res.layer, f"{a.out}/codebook", cfg.site, {"report": rep})
+    extra = {"report": rep}
+    if cfg.train_model:  # the weights changed: the codebook applies to this copy only
+        with atomic_folder(f"{a.out}/model") as tmp:
+            m.module.save_pretrained(tmp)
+            m.tokenizer.save_pretrained(tmp)
+    else:  # frozen model: record where it came from instead of copying it
+        extra["base_model"] = os.path.abspath(a.model) if os.path.exists(a.model) else a.model
+    save_codebook(res.layer, f"{a.out}/codebook", cfg.site, extra)
     what = "codebook and model jointly fine-tuned" if cfg.train_model else "codebook trained (model frozen)"
     print(f"held-out loss: original {rep['loss_original']:.4f}, random codes {rep['loss_codebook_random']:.4f}, "
           f"initialised codebook {rep['loss_codebook_untrained']:.4f}, {what} {rep['loss_codebook_trained']:.4f} "
           f"({rep['train_contexts']} training contexts); within {rep['tolerance']:.0%} of the original: "
           f"{'yes' if rep['within_tolerance'] else 'no'}")
-    print(f"wrote {a.out}/model (HF folder the codebook applies to) and {a.out}/codebook")
+    if cfg.train_model:
+        print(f"wrote {a.out}/model (HF folder the codebook applies to) and {a.out}/codebook")
+    else:
+        print(f"wrote {a.out}/codebook (applies to the unchanged base model {extra['base_model']})")
+
+
+def codebook_model_source(path: str, cfg: dict, override: str | None = None) -> str:
+    """The model a codebook folder applies to: ``--model`` if given, the jointly trained copy in ``path/model``, or
+    the frozen base model the codebook recorded."""
+    import os
+
+    if override:
+        return override
+    if os.path.isdir(f"{path}/model"):
+        return f"{path}/model"
+    if cfg.get("base_model"):
+        return cfg["base_model"]
+    raise ValueError(f"{path} has neither a model/ folder nor a recorded base model; give --model")
 
 
 def cmd_codebook_generate(a) -> None:
     from actlab import load_model
     from actlab.dictionary.codebook_model import forcing, load_codebook, splice
-    layer, site, _ = load_codebook(f"{a.path}/codebook")
-    m = load_model(f"{a.path}/model", dtype=a.dtype, device=a.device)
+    layer, site, cfg = load_codebook(f"{a.path}/codebook")
+    m = load_model(codebook_model_source(a.path, cfg, a.model), dtype=a.dtype, device=a.device)
     with m.intervene({site: splice(layer)}):
         plain = m.generate(a.prompt, max_new_tokens=a.max_new_tokens)
     with forcing(m, site, layer, a.code, a.where):
@@ -220,7 +243,8 @@ def _register_codebook(sub) -> None:
     clikit.add_model_args(t)
     clikit.add_text_args(t)
     clikit.add_config(t, CodebookTrainConfig)
-    t.add_argument("--out", required=True, help="output folder: model/ (HF folder) and codebook/")
+    t.add_argument("--out", required=True,
+                   help="output folder: codebook/ (and model/, the fine-tuned HF folder, with --train-model true)")
     t.set_defaults(func=cmd_codebook_train)
     g = s.add_parser("generate", help="generate through the codebook, plain and with a code forced")
     g.add_argument("path", help="folder written by 'codebook train'")
@@ -229,6 +253,8 @@ def _register_codebook(sub) -> None:
                    help="force at each forward call's last position (each new token) or everywhere")
     g.add_argument("--prompt", action="append", required=True, help="prompt (repeatable)")
     g.add_argument("--max-new-tokens", type=int, default=16)
+    g.add_argument("--model", default=None,
+                   help="model to apply the codebook to (default: PATH/model, else the base model it was trained on)")
     g.add_argument("--dtype", default="fp32", choices=clikit.MODEL_DTYPES, help="model dtype")
     g.add_argument("--device", default=None, help="torch device (default cpu)")
     g.set_defaults(func=cmd_codebook_generate)

@@ -175,10 +175,22 @@ class SharpConfig:
     """steps between prune-and-regrow rewirings (sparse runs)"""
     rewire_fraction: float = 0.2
     """fraction of a matrix's active connections pruned (smallest |w|) and regrown at random per rewiring"""
+    allocate: bool = False
+    """allocate hidden units to tasks (replaces the periodic rewiring): allocated units read only older units and
+    freeze once their classes leave the replay window"""
+    coverage: float = 0.9
+    """allocation: each phase allocates the units carrying this fraction of a layer's activation on the new task"""
+    phases: int = 3
+    """allocation: phases per episode (units are reselected at the start of each)"""
+    stm_tasks: int = 1
+    """allocation: episodes a unit stays trainable after its own (then it is frozen)"""
     seed: int = 0
     """seed"""
 
     def __post_init__(self):
+        if not 0.0 < self.coverage <= 1.0 or self.phases < 1 or self.stm_tasks < 0:
+            raise ValueError(f"need 0 < coverage <= 1, phases >= 1, stm_tasks >= 0; got coverage={self.coverage}, "
+                             f"phases={self.phases}, stm_tasks={self.stm_tasks}")
         if self.classes_per_episode < 1 or self.per_class < 1 or self.replay_classes < 1:
             raise ValueError("classes_per_episode, per_class and replay_classes must be >= 1")
         if not 0.0 <= self.blurry < 1.0:

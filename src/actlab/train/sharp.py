@@ -7,7 +7,10 @@ frozen) but the replay path gives them exactly zero gradient. Stored activations
 drift (cosine between stored and recomputed activations) is reported. With ``cfg.sparsity > 0`` the connectivity is
 sparse and dynamic: every weight matrix keeps that fraction of its connections off (a random mask at the start),
 and every ``rewire_every`` steps the smallest active connections are pruned and as many regrown at random
-(``actlab.train.sparse.prune_and_regrow``); unit allocation to tasks is not implemented.
+(``actlab.train.sparse.prune_and_regrow``). With ``cfg.allocate`` units are allocated to tasks instead
+(``actlab.train.allocation``): each phase allocates the units most active on the new task, rewires plastic -> allocated
+connections into plastic units, and units whose classes have left the replay window are frozen, so later tasks cannot
+overwrite them (a fresh Adam per episode, as in the authors' code, so a zero gradient means no update).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
+from actlab.train.allocation import UnitAllocation
 from actlab.train.configs import SharpConfig
 from actlab.train.sparse import apply_masks, mask_grads, prunable, prune_and_regrow, random_masks, sparsity_of
 
@@ -30,6 +34,15 @@ class SplitNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.top(self.bottom(x))
+
+    #: the hidden linear layers (weight, bias) in order: the units that ``UnitAllocation`` allocates to tasks
+    HIDDEN = (("bottom.1.weight", "bottom.1.bias"), ("bottom.3.weight", "bottom.3.bias"), ("top.0.weight", "top.0.bias"))
+
+    def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The three hidden layers' ReLU activations (the last bottom one is the replay layer)."""
+        h1 = self.bottom[:3](x)
+        h2 = self.bottom[3:](h1)
+        return [h1, h2, self.top[:2](h2)]
 
 
 class ActivationBuffer:
@@ -97,31 +110,46 @@ def forgetting(class_acc: list[dict[int, float]]) -> float:
     return sum(drops) / len(drops) if drops else 0.0
 
 
-def train_incremental(cfg: SharpConfig, replay: bool, data) -> dict:
+def train_incremental(cfg: SharpConfig, replay: bool, data, on_episode_end=None) -> dict:
     """Class-incremental training over the episodes; after each: accuracy on all classes seen so far and on the old
-    ones (seen before this episode), buffer drift."""
+    ones (seen before this episode), buffer drift (and with ``cfg.allocate`` the unit counts per layer).
+    ``on_episode_end(episode, net, allocation)`` is called after each episode (allocation ``None`` unless allocating)."""
     (xtr, ytr), (xte, yte) = data
     g = torch.random.fork_rng()
     with g:
         torch.manual_seed(cfg.seed)
         net = SplitNet(xtr[0].numel(), cfg.width, int(ytr.max()) + 1)
-    opt = torch.optim.Adam([{"params": net.bottom.parameters(), "lr": cfg.lr * cfg.bottom_lr_scale},
-                            {"params": net.top.parameters(), "lr": cfg.lr}])
+
+    def adam():
+        return torch.optim.Adam([{"params": net.bottom.parameters(), "lr": cfg.lr * cfg.bottom_lr_scale},
+                                 {"params": net.top.parameters(), "lr": cfg.lr}])
+
+    opt = adam()
     buf = ActivationBuffer(cfg.per_class, cfg.replay_classes, cfg.seed)
     gb = torch.Generator().manual_seed(cfg.seed + 1)
     gs = torch.Generator().manual_seed(cfg.seed + 2)
     masks = random_masks(prunable(net), cfg.sparsity, gs) if cfg.sparsity > 0 else None
+    alloc = UnitAllocation(SplitNet.HIDDEN, [cfg.width] * 3, cfg.stm_tasks) if cfg.allocate else None
+    if alloc is not None and masks is None:
+        masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in prunable(net).items()}
     if masks is not None:
         apply_masks(net, masks)
+    params = dict(net.named_parameters())
     seen: list[int] = []
-    out = {"acc_seen": [], "acc_old": [], "drift": [], "rewirings": 0, "class_acc": []}
+    out = {"acc_seen": [], "acc_old": [], "drift": [], "rewirings": 0, "class_acc": [], "units": []}
     step = 0
     n_blur = round(cfg.blurry * cfg.batch)
     for ep in episodes(ytr, cfg.classes_per_episode):
         m = torch.isin(ytr, torch.tensor(ep))
         x, y = xtr[m], ytr[m]
         xo, yo = xtr[~m], ytr[~m]
-        for _ in range(cfg.steps_per_episode):
+        if alloc is not None:
+            opt = adam()                           # no moment estimates: a zero gradient moves nothing
+        for t in range(cfg.steps_per_episode):
+            if alloc is not None and t % -(-cfg.steps_per_episode // cfg.phases) == 0:   # a new phase
+                with torch.no_grad():
+                    alloc.select(net.hidden(x[:1024]), cfg.coverage)
+                out["rewirings"] += bool(sum(alloc.rewire(params, masks, gs).values()))
             i = torch.randint(len(x), (cfg.batch - n_blur,), generator=gb)
             xb, yb = x[i], y[i]
             if n_blur and len(xo):                  # blurry boundaries: some samples of the other episodes' classes
@@ -134,11 +162,13 @@ def train_incremental(cfg: SharpConfig, replay: bool, data) -> dict:
             loss.backward()
             if masks is not None:
                 mask_grads(net, masks)
+            if alloc is not None:
+                alloc.freeze_grads(params)
             opt.step()
             step += 1
             if masks is not None:
                 apply_masks(net, masks)
-                if step % cfg.rewire_every == 0:
+                if alloc is None and step % cfg.rewire_every == 0:
                     masks = prune_and_regrow(net, masks, cfg.rewire_fraction, gs)
                     out["rewirings"] += 1
         out["drift"].append(buf.drift(net) if len(buf) else None)
@@ -149,6 +179,11 @@ def train_incremental(cfg: SharpConfig, replay: bool, data) -> dict:
         out["class_acc"].append({c: accuracy(net, xte, yte, [c]) for c in seen})
         with torch.no_grad():
             buf.add(net.bottom(x), y, x)
+        if alloc is not None:
+            alloc.promote()
+            out["units"].append(alloc.counts())
+        if on_episode_end is not None:
+            on_episode_end(len(out["acc_seen"]) - 1, net, alloc)
     out["final_old_acc"] = accuracy(net, xte, yte, seen[: -len(ep)])
     olds = [a for a in out["acc_old"] if a is not None]
     out["mean_old_acc"] = sum(olds) / len(olds) if olds else float("nan")

@@ -4,10 +4,12 @@ also decorrelate colour with Lucid's ImageNet colour-correlation matrix).
 
 Both map to valid pixels with a sigmoid (``squash``: [0, 1]) or leave values free (for norm-constrained objectives).
 On small images the scaled inverse real FFT is one precomputed matrix (``fourier_basis``: a single matmul forward and
-backward instead of complex views, a scale multiply and an FFT each way); large images keep the FFT.
+backward instead of complex views, a scale multiply and an FFT each way; built once per shape, ``cached_basis``); large
+images keep the FFT.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -44,6 +46,13 @@ def fourier_basis(h: int, w: int, scale: torch.Tensor) -> torch.Tensor:
     return img.reshape(k, h * w).float()
 
 
+@functools.lru_cache(maxsize=8)
+def cached_basis(h: int, w: int, decay: float) -> torch.Tensor:
+    """``fourier_basis(h, w, rfft_scale(h, w, decay))``, built once per shape and decay (an ``irfft2`` of every spectrum
+    coordinate costs ~10 ms, a few steps of a small model). Shared by every ``ImageParam`` of that shape: read only."""
+    return fourier_basis(h, w, rfft_scale(h, w, decay))
+
+
 class ImageParam(torch.nn.Module):
     """``n`` images ``[n, C, H, W]`` as trainable parameters; ``forward()`` returns the images.
 
@@ -72,7 +81,7 @@ class ImageParam(torch.nn.Module):
             k = h * (w // 2 + 1) * 2
             self.dense = k * h * w <= DENSE_MAX if dense is None else dense
             if self.dense:
-                self.register_buffer("basis", fourier_basis(h, w, self.scale))
+                self.register_buffer("basis", cached_basis(h, w, float(decay)))
 
     def _uncolor(self, x: torch.Tensor) -> torch.Tensor:
         if not self.color:

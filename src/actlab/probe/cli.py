@@ -1,4 +1,4 @@
-"""``actlab probe train|eval|monitor|latent-guard``: flags (ProbeConfig via actlab.clikit) and calls into actlab.probe; no logic."""
+"""``actlab probe train|eval|monitor|latent-guard|neurofeedback``: flags (ProbeConfig via actlab.clikit) and calls into actlab.probe; no logic."""
 from __future__ import annotations
 
 import argparse
@@ -59,11 +59,21 @@ def cmd_latent_guard(a: argparse.Namespace) -> None:
     print(f"guard -> {res['guard']}; report -> {a.out}/report.md")
 
 
+def cmd_neurofeedback(a: argparse.Namespace) -> None:
+    from actlab.probe import run_neurofeedback
+
+    res = run_neurofeedback(clikit.model_from_args(a), a.out, clikit.config_from_args(a))
+    for name, r in res["axes"].items():
+        au = "  ".join(f"N={n} {e['mean']:.2f}" for n, e in r["reporting"]["auroc"].items())
+        print(f"{name}: reporting AUROC {au}")
+    print(f"report -> {a.out}/report.md")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from actlab.probe import GuardConfig, ProbeConfig
+    from actlab.probe import GuardConfig, NFConfig, ProbeConfig
 
     sp = subparsers.add_parser("probe", help="linear probes: train (CV AUROC), eval, monitor generation, "
-                                                "latent-guard")
+                                                "latent-guard, neurofeedback")
     sub = clikit.subcommands(sp, dest="probe_cmd", metavar="VERB")
     sp.set_defaults(func=lambda a: sp.print_help())
 
@@ -104,3 +114,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clikit.add_config(p, GuardConfig)
     p.add_argument("--out", required=True, help="output folder: guard/, report.md, report.json, roc.png")
     p.set_defaults(func=cmd_latent_guard)
+
+    p = sub.add_parser("neurofeedback", help="neurofeedback paradigm: can the model report / control the projection of "
+                                             "its own states on an axis after N in-context examples; report")
+    clikit.add_model_args(p)
+    clikit.add_config(p, NFConfig)
+    p.add_argument("--out", required=True, help="output folder: report.md, report.json, reporting.png, control.png")
+    p.set_defaults(func=cmd_neurofeedback)

@@ -1,0 +1,1 @@
+"""Bundled labelled sentences for the neurofeedback paradigm (JSON)."""

@@ -94,3 +94,32 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         t.join(timeout=5)
+
+
+def top_indices(keys: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` largest entries of each row of ``keys [B, n]`` (unsorted; ties: any of them), exact and
+    faster than ``torch.topk`` on wide rows: cut each row into ``g`` strided groups; the k largest entries lie in the
+    k groups with the largest maxima, so the answer is the top-k of those ``g * k`` candidates. Both smaller top-ks
+    recurse; ``g ~ sqrt(n / k)`` balances them. Works on any ordered dtype (floats, or integer keys)."""
+    B, n = keys.shape
+    g = 1
+    while 4 * g * g * k <= n:
+        g *= 2
+    if g < 4 or n % g or n // g < 2 * k:
+        return keys.topk(k, dim=-1, sorted=False).indices
+    m = n // g
+    v = keys.view(B, g, m)                                          # element (b, i, j) is entry i * m + j
+    best = top_indices(v.amax(1), k)                                # [B, k] groups j with the largest maxima
+    cand = v.gather(2, best[:, None, :].expand(B, g, k)).reshape(B, g * k)
+    p = top_indices(cand, k)
+    return torch.div(p, k, rounding_mode="floor").mul_(m).add_(best.gather(1, p % k))
+
+
+def top_rows(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z.topk(k, dim=-1)`` of a 2-d tensor (values, indices; highest first) through :func:`top_indices`."""
+    k = min(k, z.shape[-1])
+    if z.shape[0] == 0 or k == 0:
+        return z.topk(k, dim=-1)
+    idx = top_indices(z.contiguous(), k)
+    v, order = z.gather(1, idx).sort(dim=-1, descending=True)
+    return v, idx.gather(1, order)

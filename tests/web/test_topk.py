@@ -1,11 +1,14 @@
-"""The prompt view's per-token top-k: the block-maxima top-k equals ``torch.topk``, and a TopK SAE's shortcut
+"""The prompt view's per-token top-k: ``actlab.utils.top_rows`` (grouped pruning) equals ``torch.topk``, and a TopK SAE's shortcut
 through its pre-activations equals the top-k of its dense ``encode`` (ids and values)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from actlab.web.live import CHUNK, top_latents, top_rows
+from actlab.utils import top_rows
+from actlab.web.live import top_latents
+
+CHUNK = 128
 
 
 @pytest.mark.parametrize("n", [CHUNK * 40, CHUNK * 40 + 37, 300])
@@ -14,7 +17,7 @@ def test_top_rows_equals_topk(n, k):
     g = torch.Generator().manual_seed(n * 31 + k)
     z = torch.randn(17, n, generator=g) * torch.rand(17, 1, generator=g) - 0.5
     z[3] = -z[3].abs()                          # a row with no positive value
-    z[5, n - 1] = 50.0                          # the maximum in the last, padded block
+    z[5, n - 1] = 50.0                          # the maximum in the last column
     v, i = top_rows(z, k)
     rv, ri = z.topk(k, dim=-1)
     assert torch.equal(v, rv) and torch.equal(i, ri)

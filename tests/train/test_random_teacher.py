@@ -16,6 +16,7 @@ from actlab.train.random_teacher import (
     init_student,
     make_net,
     probe,
+    random_inputs,
 )
 
 
@@ -97,3 +98,19 @@ def test_student_probe_beats_the_random_teacher_across_seeds(one_thread):
         assert ents[-1] > 0.3                                              # no collapse to one prototype
     assert min(gains) > 0 and sum(gains) / 3 >= 0.02, gains               # seeds 0-2: +0.050, +0.038, +0.023
     assert min(trained) >= 0 and sum(trained) / 3 >= 0.03, trained       # the training's, not the init's luck
+
+
+def test_ambient_embedding_puts_the_data_on_a_subspace_and_the_control_off_it():
+    """``d_ambient`` > ``d_in``: the mixture lies on a d_in-dim subspace of the ambient space (as images on their
+    manifold), the isotropic control fills the ambient space; ``d_ambient = d_in`` is the plain setting exactly."""
+    cfg = TeacherConfig(d_ambient=32)
+    x, y = clustered_data(500, cfg, 1)
+    assert x.shape == (500, 32) and make_net(cfg).backbone[0].in_features == 32
+    assert torch.linalg.matrix_rank(x - x.mean(0), rtol=1e-4) == 16                   # float32 data
+    r = random_inputs(x, 2)
+    assert torch.linalg.matrix_rank(r - r.mean(0), rtol=1e-4) == 32
+    torch.testing.assert_close(r.std(), x.std(), rtol=0.05, atol=0)
+    plain, same = clustered_data(50, TeacherConfig(), 3), clustered_data(50, TeacherConfig(d_ambient=16), 3)
+    assert torch.equal(plain[0], same[0]) and torch.equal(plain[1], same[1])
+    with pytest.raises(ValueError, match="d_ambient must be 0 or >= d_in=16"):
+        TeacherConfig(d_ambient=8)

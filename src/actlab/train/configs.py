@@ -96,7 +96,10 @@ class TeacherConfig:
     n_clusters: int = 10
     """Gaussian clusters (the probe's labels)"""
     d_in: int = 16
-    """input dimension"""
+    """dimension of the Gaussian mixture (the data's intrinsic dimension)"""
+    d_ambient: int = 0
+    """dimension the fixed random MLP maps the mixture into (0 = d_in); above d_in the data lie on a d_in-dim
+    subspace and the isotropic control inputs mostly off it"""
     separation: float = 2.0
     """cluster-centre scale (relative to unit within-cluster noise)"""
     width: int = 16
@@ -133,6 +136,8 @@ class TeacherConfig:
     """seed"""
 
     def __post_init__(self):
+        if self.d_ambient and self.d_ambient < self.d_in:
+            raise ValueError(f"d_ambient must be 0 or >= d_in={self.d_in}; got {self.d_ambient}")
         if not 0.0 <= self.init_noise <= 1.0:
             raise ValueError(f"init_noise must be in [0, 1]; got {self.init_noise}")
         if self.tau_t <= 0 or self.tau_s <= 0:

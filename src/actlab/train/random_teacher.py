@@ -47,16 +47,16 @@ class Net(nn.Module):
 
 def make_net(cfg: TeacherConfig) -> Net:
     """The teacher/student architecture of ``cfg`` (initialised from the current torch RNG)."""
-    return Net(cfg.d_in, cfg.width, cfg.d_out, head=cfg.head, hidden=cfg.hidden, bottleneck=cfg.bottleneck)
+    return Net(cfg.d_ambient or cfg.d_in, cfg.width, cfg.d_out, head=cfg.head, hidden=cfg.hidden, bottleneck=cfg.bottleneck)
 
 
 def clustered_data(n: int, cfg: TeacherConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x [n, d_in], labels [n])``: a Gaussian mixture of ``n_clusters`` in R^d_in passed through a fixed random
-    MLP (fixed by ``cfg.seed``; ``seed`` draws the samples)."""
+    """``(x [n, d_ambient or d_in], labels [n])``: a Gaussian mixture of ``n_clusters`` in R^d_in passed through a
+    fixed random MLP ``tanh(z W1) W2`` into R^d_ambient (fixed by ``cfg.seed``; ``seed`` draws the samples)."""
     g = torch.Generator().manual_seed(cfg.seed)
     centres = torch.randn(cfg.n_clusters, cfg.d_in, generator=g) * cfg.separation
     w1 = torch.randn(cfg.d_in, cfg.d_in, generator=g) / cfg.d_in ** 0.5
-    w2 = torch.randn(cfg.d_in, cfg.d_in, generator=g) / cfg.d_in ** 0.5
+    w2 = torch.randn(cfg.d_in, cfg.d_ambient or cfg.d_in, generator=g) / cfg.d_in ** 0.5
     gs = torch.Generator().manual_seed(seed)
     y = torch.randint(cfg.n_clusters, (n,), generator=gs)
     z = centres[y] + torch.randn(n, cfg.d_in, generator=gs)

@@ -59,8 +59,11 @@ class TransformPlan:
         if not self.active:
             return
         s, tx, ty = (torch.tensor(v) for v in zip(*(draw(jitter, scale, gen) for _ in range(steps))))
-        ry = interp_matrices(h, s, ty).to(dtype=dtype, device=device)
-        rx = interp_matrices(w, s, tx).to(dtype=dtype, device=device)
+        if h == w:                                  # both axes in one call
+            ry, rx = interp_matrices(h, torch.cat([s, s]), torch.cat([ty, tx])).to(dtype=dtype, device=device).split(steps)
+        else:
+            ry = interp_matrices(h, s, ty).to(dtype=dtype, device=device)
+            rx = interp_matrices(w, s, tx).to(dtype=dtype, device=device)
         self.ry, self.rx = ry.unbind(0), rx.unbind(0)
         self.ryt, self.rxt = ry.transpose(1, 2).contiguous().unbind(0), rx.transpose(1, 2).contiguous().unbind(0)
 

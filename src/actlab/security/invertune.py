@@ -6,7 +6,9 @@ data (labels for the attack are the model's own zero-shot predictions).
    backdoor target attracts a disproportionate share: the estimate is the class with the largest count, scored by
    the anomaly index of the counts, ``(max - median) / (1.4826 MAD)``.
 2. A universal additive trigger ``delta`` (L2 norm <= ``trigger_norm``) is optimised so that the embeddings of
-   stamped clean images align with the target caption: minimise ``1 - cos(E(clip(x + delta)), T_t)``.
+   stamped clean images align with the target caption, guided by the activations it induces: minimise
+   ``1 - cos(E(clip(x + delta)), T_t) - trigger_act * D(h(x + delta), h(x)) + trigger_l1 |delta|_1`` with D
+   ``activation_divergence`` of the encoder's hidden activations.
 3. 2-means clustering of the encoder's hidden activations of clean and stamped images; the units whose centroids
    differ most are the backdoor-related ones. A copy of the encoder is fine-tuned on the clean set so that stamped
    images' activations on those units and their embeddings move back to the clean image's (frozen original), while
@@ -49,6 +51,10 @@ class InverTuneConfig:
     """weight of the trigger's L1 norm (sum over pixels): favours small, local triggers over dense universal
     adversarial perturbations (with 0, a norm-2 trigger reached 0.99 on the backdoored toy and 0.7 on its clean twin
     without touching the patch, and tuning against it left the real backdoor at ASR 0.59)"""
+    trigger_act: float = 0.0
+    """weight of the activation-guidance term: the objective subtracts ``trigger_act * activation_divergence(h(x +
+    delta), h(x))`` (the encoder's ``hidden`` layer), rewarding triggers that shift the hidden activations of every
+    stamped image the same way (see ``activation_divergence``)"""
     units: float = 0.25
     """share of hidden units the clustering marks as backdoor-related"""
     tune_steps: int = 150
@@ -157,6 +163,19 @@ def identify_target(encoder: nn.Module, text: torch.Tensor, x: torch.Tensor,
     return TargetEstimate(counts.tolist(), int(flip.sum()), len(x), t, ai, ai > cfg.threshold)
 
 
+def activation_divergence(h_stamped: torch.Tensor, h_clean: torch.Tensor) -> torch.Tensor:
+    """Guidance term of the trigger inversion: the squared shift of the batch-mean activation, relative to the clean
+    mean's size, ``||mean(h_s) - mean(h_c)||^2 / ||mean(h_c)||^2`` (the reference code's per-layer "impact" of a
+    trigger, squared so it is smooth; zero when stamped activations equal the clean ones). A backdoor trigger moves
+    every stamped image's activations the same way (the paper's backdoor activation pattern); the inversion maximises
+    it."""
+    if h_stamped.shape != h_clean.shape or h_clean.dim() < 2:
+        raise ValueError(f"stamped and clean activations must be equal-shape [N, ...] batches; got "
+                         f"{list(h_stamped.shape)} and {list(h_clean.shape)}")
+    mc = h_clean.flatten(1).mean(0)
+    return (h_stamped.flatten(1).mean(0) - mc).pow(2).sum() / mc.pow(2).sum().clamp_min(1e-12)
+
+
 def invert_trigger(encoder: nn.Module, text: torch.Tensor, x: torch.Tensor, target: int,
                    cfg: InverTuneConfig | None = None) -> tuple[torch.Tensor, float]:
     """Step 2: a universal additive trigger (L2 <= trigger_norm) aligning stamped embeddings with the target
@@ -167,11 +186,23 @@ def invert_trigger(encoder: nn.Module, text: torch.Tensor, x: torch.Tensor, targ
         raise ValueError(f"target {target} is not one of the {len(text)} captions")
     enc = _frozen(encoder)
     g = torch.Generator().manual_seed(cfg.seed)
+    guided = cfg.trigger_act != 0
+    if guided and not (hasattr(enc, "hidden") and hasattr(enc, "embed_hidden")):
+        raise ValueError(f"trigger_act={cfg.trigger_act} needs an encoder with hidden(x) and embed_hidden(h) "
+                         f"(the activations the guidance term reads); {type(encoder).__name__} has not")
     delta = (0.01 * torch.randn(x.shape[1:], generator=g)).requires_grad_(True)
     opt = torch.optim.Adam([delta], lr=cfg.trigger_lr)
     for _ in range(cfg.trigger_steps):
         idx = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=g)
-        loss = 1 - (enc((x[idx] + delta).clamp(0, 1)) @ text[target]).mean() + cfg.trigger_l1 * delta.abs().sum()
+        xs = (x[idx] + delta).clamp(0, 1)
+        if guided:
+            hs = enc.hidden(xs)
+            with torch.no_grad():
+                hc = enc.hidden(x[idx])
+            e, guide = enc.embed_hidden(hs), cfg.trigger_act * activation_divergence(hs, hc)
+        else:
+            e, guide = enc(xs), 0.0
+        loss = 1 - (e @ text[target]).mean() - guide + cfg.trigger_l1 * delta.abs().sum()
         opt.zero_grad()
         loss.backward()
         opt.step()

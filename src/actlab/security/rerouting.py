@@ -297,15 +297,12 @@ class ReroutingConfig(SearchConfig):
             raise ValueError(f"measure={self.measure!r}; use 'proj' or 'cos'")
 
 
-def run_rerouting(cfg: ReroutingConfig, out: str | Path = "runs/rerouting", model: Model | None = None
-                  ) -> dict[str, Any]:
-    """Extract (or load) the refusal direction, search a suffix, compare with random suffixes; writes ``out``/
-    report.md, report.json and loss.png. ``model`` defaults to the toy tiny-gpt2."""
-    from actlab import load_model
-    from actlab.probe import write_report
+def refusal_subspace(model: Model, cfg: ReroutingConfig
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, dict[str, float]], bool]:
+    """(directions per site, the ``centers``/``scales`` keywords of the ``proj`` measure (empty for ``cos``), the
+    bundled harmful/harmless sets' mean measure per site, chat) for ``cfg``'s sites, measure and saved direction."""
     from actlab.steer import Direction, collect, direction_from_acts, load_instructions
 
-    model = model or load_model("tiny-gpt2")
     chat = bool(getattr(model.tokenizer, "chat_template", None))
     harmful, harmless = load_instructions("harmful"), load_instructions("harmless")
     loaded = Direction.load(cfg.direction) if cfg.direction else None
@@ -331,6 +328,20 @@ def run_rerouting(cfg: ReroutingConfig, out: str | Path = "runs/rerouting", mode
         return (x - kw["centers"][s]) @ torch.nn.functional.normalize(vec[s], dim=0) / kw["scales"][s]
 
     ref = {k: {s: float(measure(means[k][s], s).mean()) for s in vec} for k in means}
+    return vec, kw, ref, chat
+
+
+def run_rerouting(cfg: ReroutingConfig, out: str | Path = "runs/rerouting", model: Model | None = None
+                  ) -> dict[str, Any]:
+    """Extract (or load) the refusal direction, search a suffix, compare with random suffixes; writes ``out``/
+    report.md, report.json and loss.png. ``model`` defaults to the toy tiny-gpt2."""
+    from actlab import load_model
+    from actlab.probe import write_report
+    from actlab.steer import load_instructions
+
+    model = model or load_model("tiny-gpt2")
+    vec, kw, ref, chat = refusal_subspace(model, cfg)
+    harmful = load_instructions("harmful")
     instruction = cfg.instruction or harmful[0]
     res = subspace_reroute(model, instruction, vec, cfg, chat=chat, **kw)
     base = random_baseline(model, instruction, vec, cfg, n=cfg.n_random, chat=chat, **kw)

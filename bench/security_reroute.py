@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--n-random", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=32, help="max new tokens per reply")
     ap.add_argument("--instructions", default="", help="'|'-separated instructions (default: the refused bundled ones)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the search and of the random suffixes")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     import torch
@@ -43,7 +44,8 @@ def main() -> None:
         for ins, reply in ref:
             print(f"  {ins!r} -> {reply[:90]!r}")
         chosen = [ins for ins, _ in ref][:a.max]
-    cfg = ReroutingConfig(sites=a.sites, steps=a.steps, search_width=a.width, suffix_len=a.suffix_len)
+    cfg = ReroutingConfig(sites=a.sites, steps=a.steps, search_width=a.width, suffix_len=a.suffix_len,
+                          seed=a.seed)
     rows = reroute_behaviour(m, chosen, cfg, n_random=a.n_random, max_new_tokens=a.tokens)
     for r in rows:
         print(f"{r.instruction!r}: plain refused {r.refused_plain}; SSR crossed {r.crossed} {r.score} -> refused "

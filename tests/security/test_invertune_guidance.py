@@ -63,3 +63,15 @@ def test_guidance_weight_moves_the_trigger_along_the_activation_shift(clip_bd):
     assert out[0.1][0] > 1.5 * out[0.0][0] > 1.5 * 1.5 * out[-0.1][0]
     assert out[0.1][1] < 0.6 < 0.8 < out[0.0][1]      # the guided trigger spends its norm budget off the corner
     assert out[0.1][2] > 0.8 and out[0.0][2] > 0.8
+
+
+def test_cli_flag_reaches_the_inversion(clip_bd, fixture_cache, tmp_path):
+    import json
+
+    from actlab.cli import main
+
+    main(["security", "invert", "--method", "invertune", "--trigger-act", "0.1", "--tune-steps", "1", "--cache",
+          str(fixture_cache), "--out", str(tmp_path / "g")])
+    rep = json.loads((tmp_path / "g" / "report.json").read_text())
+    assert rep["config"]["trigger_act"] == 0.1
+    assert rep["trigger_corner_share"] < 0.6   # measured 0.47 (0.997 without the term, as in test_invert_cli)

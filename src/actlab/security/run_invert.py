@@ -26,6 +26,8 @@ class InvertRunConfig:
     """TIJO: weight of the feature-mask L1 norm"""
     trigger_l1: float = 0.03
     """InverTune: weight of the trigger's L1 norm"""
+    trigger_act: float = 0.0
+    """InverTune: weight of the activation-guidance term (shift of the hidden activations the trigger induces)"""
     tune_steps: int = 150
     """InverTune: activation-tuning steps"""
     pairs: int = 400
@@ -95,7 +97,7 @@ def _run_invertune(cfg: InvertRunConfig, out: str | Path) -> dict[str, Any]:
 
     fx = clip_backdoor(ClipConfig(poison_fraction=0.0 if cfg.clean else 0.1, seed=cfg.seed),
                        cache=cfg.cache_folder())
-    ic = InverTuneConfig(trigger_l1=cfg.trigger_l1, tune_steps=cfg.tune_steps, seed=cfg.seed,
+    ic = InverTuneConfig(trigger_l1=cfg.trigger_l1, trigger_act=cfg.trigger_act, tune_steps=cfg.tune_steps, seed=cfg.seed,
                          **({"trigger_steps": cfg.steps} if cfg.steps else {}))
     r = invertune(fx.encoder, fx.text, fx.x_val, ic)
     t = r.estimate.target

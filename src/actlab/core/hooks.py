@@ -38,6 +38,13 @@ class Ctx:
         return self._engine.info if self._engine is not None else self._info
 
     @property
+    def sequence(self) -> bool:
+        """True when the call's input is a token sequence (``info`` is not None), without computing positions."""
+        if self._engine is not None:
+            return self._engine._shape is not None
+        return self._info is not None
+
+    @property
     def step(self) -> int:
         if self._engine is not None:
             return self._engine.step
@@ -262,15 +269,31 @@ class HookEngine:
     def hooks(self, pairs: list[tuple[str, Handler]], track: bool = True) -> Iterator[None]:
         """Install (site, handler) pairs in order for the duration of the block; always removed. ``track=False``:
         the handlers never read positions or steps (no root pre-hook: cheaper calls)."""
-        handles = []
+        handles = self.install(pairs, track)
+        try:
+            yield
+        finally:
+            self.uninstall(handles, track)
+
+    def install(self, pairs: list[tuple[str, Handler]], track: bool = True) -> list:
+        """Install (site, handler) pairs in order; returns the handles for ``uninstall`` (which the caller must reach,
+        in a ``finally``). ``hooks()`` without the generator frame, for one-call paths such as ``Model.record``."""
+        handles: list = []
         if track:
-            self._track_enter()   # one generator frame instead of two nested ones (per-call overhead)
+            self._track_enter()
         try:
             for site, h in pairs:
                 handles.append(self.add(site, h))
-            yield
-        finally:
+        except BaseException:
+            self.uninstall(handles, track)
+            raise
+        return handles
+
+    def uninstall(self, handles: list, track: bool = True) -> None:
+        """Remove what ``install`` put in (every handle, then the position tracking)."""
+        try:
             for h in handles:
                 h.remove()
+        finally:
             if track:
                 self._track_exit()

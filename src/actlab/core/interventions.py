@@ -36,7 +36,7 @@ def check_tensor(owner: str, t: torch.Tensor, act: torch.Tensor, ctx: Ctx, *, fu
     if not t.is_floating_point():
         raise TypeError(f"{owner} has dtype {t.dtype}; expected a floating dtype (the activation at "
                         f"{ctx.site!r} is {act.dtype})")
-    feat = tuple(act.shape[2:]) if ctx.info is not None else tuple(act.shape[1:])
+    feat = tuple(act.shape[2:]) if ctx.sequence else tuple(act.shape[1:])   # no position work per call
     ok = tuple(t.shape) == feat or (t.dim() <= len(feat) and _broadcasts(t.shape, feat))
     if full and not ok:
         ok = _broadcasts(t.shape, tuple(act.shape))
@@ -114,7 +114,9 @@ class Intervention:
 
     def _apply(self, act: torch.Tensor, ctx: Ctx, grad: str, edit) -> torch.Tensor:
         check_grad_mode(grad)
-        mask = select_mask(self.positions, ctx.info, f"{type(self).__name__}.positions")
+        sel = self.positions   # 'all' reads no positions (a decode step then costs no position bookkeeping)
+        every = sel is None or (isinstance(sel, str) and sel == "all")
+        mask = None if every else select_mask(sel, ctx.info, f"{type(self).__name__}.positions")
         src = act.detach() if grad == "block" else act
         new = edit(src, ctx)
         if mask is None:
@@ -156,7 +158,10 @@ class Add(Intervention):
             return act
         name = type(self).__name__  # subclasses (e.g. steer's PromptAdd) name themselves in errors
         v = check_tensor(f"{name}.vector", self.vector, act, ctx)
-        return act + row_alpha(f"{name}.alpha", self.alpha, act, ctx) * v
+        alpha = self.alpha
+        if not isinstance(alpha, torch.Tensor) and alpha == 1:
+            return act + v   # 1 * v is v exactly: the same sum without a product per call
+        return act + row_alpha(f"{name}.alpha", alpha, act, ctx) * v
 
 
 @register_op

@@ -226,8 +226,9 @@ class Model:
                 raise ValueError("no inputs: got an empty list of texts")
             return (), self._tokenize_fitting(inputs, truncate)
         if isinstance(inputs, dict) or hasattr(inputs, "keys"):
-            dev = self.device
-            return (), {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in dict(inputs).items()}
+            dev = self.device   # no .to() call for a tensor already there (one dispatch per input, per call)
+            return (), {k: (v.to(dev) if isinstance(v, torch.Tensor) and v.device != dev else v)
+                        for k, v in dict(inputs).items()}
         if isinstance(inputs, torch.Tensor):
             x = inputs.to(self.device)
             if not x.is_floating_point() and self.config is not None:
@@ -333,11 +334,15 @@ class Model:
         rec, pairs = self._recorder(sites, positions, dtype, device, not grad, stop_early, False)
         every = positions is None or (isinstance(positions, str) and positions == "all")
         track = not every or any(self.sitemap.resolve(s).flat_tokens for s in sites)   # who reads positions
-        with torch.set_grad_enabled(grad), self._engine.hooks(pairs, track):   # two frames, not four managers
+        engine = self._engine
+        with torch.set_grad_enabled(grad):
+            handles = engine.install(pairs, track)   # no context-manager frames on this per-call path
             try:
                 self.module(*args, **kw)
             except StopForward:
                 pass
+            finally:
+                engine.uninstall(handles, track)
         return rec.to_dict()
 
     def run_with_cache(self, inputs: Inputs, sites: str | Iterable[str], *, truncate: bool = False,

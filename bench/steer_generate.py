@@ -1,9 +1,11 @@
 """Steering cost in greedy generation on SmolLM2-135M-Instruct, and the wall time of a layer x strength sweep.
 
 Part 1: steered / plain generation (one direction added at one layer's output, 64 new tokens forced), interleaved
-repeats, median; actlab vs a raw torch forward hook, and steering-vectors / repeng when importable (run with
-/work/peers-venv/bin/python after `pip install -e /work/main --no-deps`). Every steered method must emit the raw
-hook's tokens. Part 2: `actlab.steer.sweep` over layers x 5 strengths x 8 prompts (64 new tokens; the 5 strengths
+repeats, each method paired with its own plain run (order alternating), medians of the per-pair ratios of wall and
+of this thread's CPU time (see bench/capture_overhead.py); actlab (``m.generate``, which also tokenizes the text, and
+``hf.generate`` on the same tokens inside ``m.intervene``: the steering cost alone) vs a raw torch forward hook, and
+steering-vectors / repeng when importable (run with /work/peers-venv/bin/python after
+`pip install -e /work/main --no-deps`). Every steered method must emit the raw hook's tokens. Part 2: `actlab.steer.sweep` over layers x 5 strengths x 8 prompts (64 new tokens; the 5 strengths
 of a layer run side by side, 40 rows per generate call; scoring included:
 keyword concept score, perplexity under the unsteered model, KL on the prompts); reports wall time, time per
 generated token vs plain generation, and the extrapolated full 30-layer sweep when run reduced (--sweep-layers).
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
+import os
 import sys
 import time
 
@@ -68,6 +70,10 @@ def main() -> None:
         with m.intervene(d.to_interventions(1.0)):
             return m.generate(prompts, a.new_tokens, min_new_tokens=a.new_tokens, return_ids=True)
 
+    def actlab_steer_hf():
+        with torch.no_grad(), m.intervene(d.to_interventions(1.0)):
+            return hf.generate(**enc, **kw)
+
     layer_mod = hf.model.layers[a.layer]
     if a.only_sweep:
         return run_sweep(a, m, g)
@@ -81,7 +87,8 @@ def main() -> None:
         finally:
             h.remove()
 
-    methods = {"plain HF generate": plain, "raw forward hook": raw_hook, "actlab intervene(Add)": actlab_steer}
+    methods = {"plain HF generate": plain, "raw forward hook": raw_hook, "actlab intervene(Add)": actlab_steer,
+               "actlab intervene(Add), hf.generate": actlab_steer_hf}
     try:
         from steering_vectors import SteeringVector
 
@@ -114,29 +121,24 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001
         print(f"# repeng skipped: {type(e).__name__}: {e}", file=sys.stderr)
 
-    times: dict[str, list[float]] = {k: [] for k in methods}
     outs = {}
     for k, fn in methods.items():  # warm-up + token check
         t_w, outs[k] = timed(fn)
         print(f"# warm-up {k}: {t_w:.1f} s", file=sys.stderr, flush=True)
     ref = outs["raw forward hook"]
     same = {k: bool(torch.equal(v, ref)) for k, v in outs.items()}
-    for r in range(a.repeats):
-        order = list(methods) if r % 2 == 0 else list(reversed(methods))
-        for k in order:
-            times[k].append(timed(methods[k])[0])
-        print(f"# round {r + 1}/{a.repeats} done", file=sys.stderr, flush=True)
-    base = statistics.median(times["plain HF generate"])
+    from capture_overhead import paired_rounds, report   # same directory: one pairing and report for both benches
+
+    base = "plain HF generate"
     print(f"## part 1: greedy generate, batch {a.batch}, {a.new_tokens} new tokens, vector at {site} "
-          f"(norm 2x median residual), {a.repeats} interleaved repeats, {a.threads} threads")
-    print(f"{'method':<28} {'median s':>9} {'x plain':>8} {'ms/token':>9} tokens==raw_hook")
-    for k, ts in times.items():
-        med = statistics.median(ts)
-        paired = statistics.median([t / b for t, b in zip(ts, times["plain HF generate"])])
-        print(f"{k:<28} {med:9.3f} {paired:8.3f} {1000 * med / a.new_tokens:9.1f} "
-              f"{'-' if k == 'plain HF generate' else same[k]}")
-    print(f"ratio = actlab steered / plain = {statistics.median(times['actlab intervene(Add)']) / base:.3f} "
-          f"(paired median {statistics.median([t / b for t, b in zip(times['actlab intervene(Add)'], times['plain HF generate'])]):.3f})")
+          f"(norm 2x median residual), {a.repeats} paired rounds, {a.threads} threads; load {os.getloadavg()[0]:.1f}")
+    res = paired_rounds(methods, base, a.repeats, warmup=0)
+    rows = report("ratios to the plain run paired with each", res, base)
+    print(f"{'method':<36} {'ms/token':>9} tokens==raw_hook")
+    for row in rows:
+        k = row["method"]
+        print(f"{k:<36} {1000 * row['median_s'] / a.new_tokens:9.1f} {same.get(k, '-') if k != base else '-'}")
+    print(f"load after {os.getloadavg()[0]:.1f}")
     if not a.skip_sweep:
         run_sweep(a, m, g)
 

@@ -1,12 +1,13 @@
 """Activation maximisation: actlab.viz.maximize (with and without its regularisers) vs a plain autograd loop on the
 same objective, in one process, timed interleaved (median of per-round paired ratios).
 
-  python bench/viz_maximize.py [--steps 40 --repeats 5 --batch 8]
+  python bench/viz_maximize.py [--steps 40 --repeats 5 --batch 8 --only digits|user]
 
 Objectives: a class logit and a conv channel (read through model.recording, forward stopped at the site) of
 (a) the digits CNN (16x16) and (b) a wider torchvision-style CNN at 32x32 passed in by the user (random weights;
-speed does not depend on training). Rows: plain = Adam on raw pixels, module forward; bare = maximize with pixel
-parameters and no transforms/penalties (the framework's own cost); full = Fourier parameterisation + jitter + scaling
+speed does not depend on training). Rows: plain = Adam on raw pixels, module forward (a hand-written objective: the
+baseline); plain-f = the same loop on actlab's ``objective`` (what the objective wrapper / ``model.recording`` costs);
+bare = maximize with pixel parameters and no transforms/penalties (the framework's own cost); full = Fourier parameterisation + jitter + scaling
 + TV + L2 on the fast path (the regularisers' cost = full / bare); full-ref = the same with fast=False (the eager
 reference: irfft2, affine_grid + grid_sample, autograd penalties). Target (issue 19): regularisers cost < 20%
 (full / plain and full / bare < 1.2). Each ratio is the median over rounds of the paired per-round ratio, by wall
@@ -62,11 +63,12 @@ def bench(name: str, m, unit: Unit, plain_f, shape, steps: int, repeats: int) ->
     full = MaximizeConfig(steps=steps, param="fourier", jitter=2, scale=0.1, tv=0.05, l2=0.01)
     ref = MaximizeConfig(steps=steps, param="fourier", jitter=2, scale=0.1, tv=0.05, l2=0.01, fast=False)
     wall, cpu = rounds({"plain": lambda: plain_ascent(plain_f, shape, steps),
+                        "plain-f": lambda: plain_ascent(f, shape, steps),
                         "bare": lambda: maximize(f, shape, bare),
                         "full": lambda: maximize(f, shape, full),
                         "full-ref": lambda: maximize(f, shape, ref)}, repeats)
     out = []
-    for k in ("plain", "bare", "full", "full-ref"):
+    for k in ("plain", "plain-f", "bare", "full", "full-ref"):
         out.append({"workload": name, "objective": unit.describe(), "method": k,
                     "steps_per_s": round(steps / statistics.median(wall[k]), 1),
                     "ratio_vs_plain": paired(wall, k, "plain"), "ratio_vs_bare": paired(wall, k, "bare"),
@@ -79,20 +81,23 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--only", choices=("digits", "user"), default=None, help="one workload (default: both)")
     a = ap.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        m = digits_model("cnn", cache=tmp)
-    net = m.module
-    rows += bench("digits-cnn 16x16", m, Unit(neuron=3), lambda x: net(x)[:, 3], (a.batch, 1, 16, 16), a.steps,
-                  a.repeats)
-    rows += bench("digits-cnn 16x16", m, Unit("module:conv3", channel=5), lambda x: net[:7](x)[:, 5].mean((1, 2)),
-                  (a.batch, 1, 16, 16), a.steps, a.repeats)
-    u = actlab.wrap(user_cnn().eval().requires_grad_(False))
-    rows += bench("user CNN 3x32x32", u, Unit(neuron=3), lambda x: u.module(x)[:, 3], (a.batch, 3, 32, 32),
-                  a.steps, a.repeats)
-    rows += bench("user CNN 3x32x32", u, Unit("module:conv3", channel=5),
-                  lambda x: u.module[:7](x)[:, 5].mean((1, 2)), (a.batch, 3, 32, 32), a.steps, a.repeats)
+    if a.only in (None, "digits"):
+        with tempfile.TemporaryDirectory() as tmp:
+            m = digits_model("cnn", cache=tmp)
+        net = m.module
+        rows += bench("digits-cnn 16x16", m, Unit(neuron=3), lambda x: net(x)[:, 3], (a.batch, 1, 16, 16), a.steps,
+                      a.repeats)
+        rows += bench("digits-cnn 16x16", m, Unit("module:conv3", channel=5),
+                      lambda x: net[:7](x)[:, 5].mean((1, 2)), (a.batch, 1, 16, 16), a.steps, a.repeats)
+    if a.only in (None, "user"):
+        u = actlab.wrap(user_cnn().eval().requires_grad_(False))
+        rows += bench("user CNN 3x32x32", u, Unit(neuron=3), lambda x: u.module(x)[:, 3], (a.batch, 3, 32, 32),
+                      a.steps, a.repeats)
+        rows += bench("user CNN 3x32x32", u, Unit("module:conv3", channel=5),
+                      lambda x: u.module[:7](x)[:, 5].mean((1, 2)), (a.batch, 3, 32, 32), a.steps, a.repeats)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {a.batch}, {a.steps} steps, "
           f"median of {a.repeats} rounds")
     print("| workload | objective | method | steps/s | x plain | x bare | x plain (CPU) | x bare (CPU) |")

@@ -42,11 +42,10 @@ def interp_matrices(n: int, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     flips, extra = torch.floor(d / n), torch.fmod(d, n)
     c = torch.where(flips % 2 == 0, extra - 0.5, n - extra - 0.5).clamp(0, n - 1)
     i0 = c.floor()
-    w1 = c - i0
-    i0 = i0.long()
-    lo = F.one_hot(i0, n).double() * (1 - w1)[..., None]
-    hi = F.one_hot((i0 + 1).clamp(max=n - 1), n).double() * (w1 * (i0 + 1 < n))[..., None]
-    return lo + hi
+    w1 = (c - i0)[..., None]                    # 0 at the last pixel (c is clipped to n - 1), so i1 may repeat it
+    i0 = i0.long()[..., None]
+    r = torch.zeros(*c.shape, n, dtype=torch.float64)
+    return r.scatter_add_(-1, i0, 1 - w1).scatter_add_(-1, (i0 + 1).clamp_(max=n - 1), w1)
 
 
 class TransformPlan:

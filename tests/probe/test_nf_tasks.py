@@ -50,9 +50,9 @@ def test_report_scorer_reads_the_label_position(chat_tiny, fmt):
     lp = label_logprobs(m, p.prefix, p.suffixes, p.label_ids, batch_size=2)
     for i, q in enumerate(queries):
         ids = p.prefix + p.suffixes[i]
-        # the prompt followed by an answer, rendered as the examples are, ends in exactly that label token
-        answered = p.prefix_text + m.tokenizer.decode(p.suffixes[i]) + "1"
-        assert m.tokenizer(answered, add_special_tokens=False)["input_ids"][-1] == p.label_ids[1]
+        # the query rendered as one more labelled example starts with exactly prefix + suffix + that label's token
+        as_example = report_prompts(m.tokenizer, examples + [(q, 1)], ["zz zz"], fmt).prefix
+        assert as_example[:len(ids) + 1] == ids + [p.label_ids[1]]
         want = _full_last_logprobs(m, ids)[list(p.label_ids)]
         torch.testing.assert_close(lp[i], want, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="own in-context examples"):
@@ -72,6 +72,15 @@ def test_context_comes_from_the_train_split_only(chat_tiny):
             assert abs(sum(int(s.labels["lr"][i]) for i in idx) - n / 2) <= 0.5   # label-balanced
     with pytest.raises(ValueError, match="train split has"):
         sample_context(s.train, s.labels["lr"], 17, random.Random(0))
+    from actlab.probe.nf_tasks import _ctx
+
+    train_texts = {texts[i] for i in s.train}
+    for n in (4, 16):   # the contexts the tasks build (shuffled or not) hold train sentences only
+        for seed in range(3):
+            for shuffled in (False, True):
+                ex = _ctx(s, "pc1", n, seed, shuffled)
+                assert len(ex) == n and {t for t, _ in ex} <= train_texts
+                assert sum(y for _, y in ex) == n // 2
 
 
 def test_labels_from_the_train_median_only():
@@ -154,3 +163,29 @@ def test_bootstrap_effect_brackets_planted_d():
     assert iv.lo < iv.value < iv.hi and iv.lo < 1.0 < iv.hi and iv.lo > 0.7
     null = bootstrap_effect(torch.randn(30, generator=g), torch.randn(30, generator=g), paired=True, n_boot=300)
     assert null.lo < 0 < null.hi
+
+
+def test_explicit_control_bookkeeping(chat_tiny, monkeypatch):
+    """Planted writer states (+1 along the axis for target-1 rows, a dropped row): d, means and label_match follow
+    the targets, not the row order."""
+    import actlab.probe.nf_tasks as nft
+
+    m = chat_tiny
+    texts, y = _sentences(24)
+    s = nf_setup(m, texts, y, SITE, n_test=8, pcs=(1,),
+                 states=torch.randn(24, 64, generator=torch.Generator().manual_seed(5)))
+    axis = s.axes["pc1"]
+    g = torch.Generator().manual_seed(6)
+
+    def planted(model, prefix, suffixes, site, **kw):
+        n = len(suffixes)
+        keep = [i for i in range(n) if i != 1]   # row 1 (target 0) stopped before writing
+        digit1 = m.tokenizer("1", add_special_tokens=False)["input_ids"][0]
+        tgt = torch.tensor([float(digit1 in suffixes[i]) for i in keep])
+        st = 0.1 * torch.randn(len(keep), 64, generator=g) + tgt[:, None] * axis
+        return keep, [[ord("a")] for _ in keep], st
+
+    monkeypatch.setattr(nft, "sample_with_states", planted)
+    c = nft.nf_explicit(m, s, "pc1", (0,), (0,), n_samples=5, n_boot=100)[0]
+    assert c.n == (5, 4) and c.d.value > 3 and c.mean_1 - c.mean_0 == pytest.approx(1.0, abs=0.15)
+    assert c.p < 0.05 and len(c.texts["1"]) == 5 and len(c.texts["0"]) == 4

@@ -3,6 +3,7 @@ at one site, target axes, then reporting vs N (with a shuffled-label control) an
 axis; writes report.md, report.json and reporting.png / control.png (chance level drawn)."""
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from actlab.probe.report import write_report
 
 if TYPE_CHECKING:
     from actlab.models import Model
+
+log = logging.getLogger(__name__)
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -128,6 +131,7 @@ def run_neurofeedback(model: Model, out: str | Path, cfg: NFConfig | None = None
              + (" | shuffled N=max" if cfg.shuffled else "") + " |",
              "|---" * (3 + len(shots) + cfg.shuffled) + "|"]
     for a in axes:
+        log.info("neurofeedback: axis %s (%.0f s)", a, time.perf_counter() - t0)
         rep = nf_reporting(model, s, a, shots, seeds, fmt=cfg.fmt, n_boot=cfg.n_boot, batch_size=cfg.batch_size)
         r: dict[str, Any] = {"explained_variance": s.explained.get(a), "threshold": s.threshold[a],
                              "test_label_rate": float(s.labels[a][s.test].float().mean()),

@@ -14,6 +14,7 @@ from actlab.train.clamps import (
 )
 from actlab.train.configs import (
     ConceptConfig,
+    FewShotConfig,
     InductionConfig,
     LmEmergenceConfig,
     SharpConfig,
@@ -50,6 +51,7 @@ from actlab.train.tracker import (
 __all__ = [
     "CheckpointTracker",
     "ConceptConfig",
+    "FewShotConfig",
     "FromSite",
     "InductionConfig",
     "LmEmergenceConfig",
@@ -91,6 +93,7 @@ __all__ = [
 def run_recipe(name: str, cfg):
     """Run one recipe by its CLI name with its config; returns the report dict."""
     from actlab.train.concepts import run_concepts
+    from actlab.train.fewshot import run_fewshot
     from actlab.train.induction import run_induction
     from actlab.train.lm import run_lm_emergence
     from actlab.train.random_teacher import run_random_teacher
@@ -98,7 +101,8 @@ def run_recipe(name: str, cfg):
     from actlab.train.vat import run_vat
 
     recipes = {"induction": run_induction, "concepts": run_concepts, "random-teacher": run_random_teacher,
-               "sharp": run_sharp, "vat": run_vat, "lm-emergence": run_lm_emergence}
+               "sharp": run_sharp, "vat": run_vat, "lm-emergence": run_lm_emergence,
+               "fewshot": run_fewshot}
     if name not in recipes:
         raise KeyError(f"unknown recipe {name!r}; known: {sorted(recipes)}")
     return recipes[name](cfg)

@@ -1,5 +1,5 @@
 """``actlab train <recipe>``: the training-dynamics recipes (flags from their config dataclasses; the work is in
-``actlab.train``): induction, concepts, random-teacher, sharp, vat, lm-emergence."""
+``actlab.train``): induction, fewshot, concepts, random-teacher, sharp, vat, lm-emergence."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import json
 from actlab import clikit
 from actlab.train.configs import (
     ConceptConfig,
+    FewShotConfig,
     InductionConfig,
     LmEmergenceConfig,
     SharpConfig,
@@ -18,6 +19,8 @@ from actlab.train.configs import (
 VERBS = {
     "induction": (InductionConfig, ("induction heads in a 2-layer attention-only transformer under clamps "
                                     "(none / identity / ideal previous-token / zero)")),
+    "fewshot": (FewShotConfig, ("few-shot in-context classification of held-out digit classes (the induction paper's "
+                                "Omniglot setting) under clamps (none / ideal previous-token / zero)")),
     "concepts": (ConceptConfig, "concept-space trajectories and hidden capabilities on the planted generator"),
     "random-teacher": (TeacherConfig, ("self-distillation from a random teacher: probe accuracy of teacher vs "
                                        "student, clustered vs random inputs")),

@@ -50,6 +50,59 @@ class InductionConfig:
 
 
 @dataclass
+class FewShotConfig:
+    """In-context few-shot classification with held-out classes (the induction paper's Omniglot setting, on the
+    bundled digits): exemplar-label pairs then a query; labels random per sequence."""
+
+    out: str = ""
+    """output folder for fewshot.json and fewshot.png ('' = none)"""
+    train_classes: int = 7
+    """digit classes 0..k-1 train; the rest are held out (evaluation only)"""
+    transforms: int = 8
+    """class augmentation: each of the first k dihedral transforms (4 rotations, then the 4 of the mirror image) of a
+    training digit is its own class (1 = the plain digits)"""
+    ways: int = 2
+    """classes per sequence"""
+    shots: int = 2
+    """context exemplars per class"""
+    n_labels: int = 2
+    """label tokens (each sequence draws `ways` distinct ones at random)"""
+    d_model: int = 64
+    """model width"""
+    n_heads: int = 4
+    """heads per layer"""
+    batch: int = 64
+    """sequences per step"""
+    steps: int = 2000
+    """training steps"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    eval_every: int = 100
+    """steps between evaluations"""
+    eval_batch: int = 512
+    """evaluation sequences (training classes and held-out classes)"""
+    onset_acc: float = 0.75
+    """onset: first evaluation whose held-out in-context accuracy reaches this"""
+    grad: str = "block"
+    """gradient mode of the clamps: 'block' or 'through'"""
+    seed: int = 0
+    """seed"""
+
+    def __post_init__(self):
+        if not 2 <= self.ways <= self.n_labels or self.shots < 1:
+            raise ValueError(f"need 2 <= ways <= n_labels and shots >= 1; got ways={self.ways}, "
+                             f"n_labels={self.n_labels}, shots={self.shots}")
+        if not self.ways <= self.train_classes <= 10 - self.ways:
+            raise ValueError(f"train_classes must leave >= ways={self.ways} of the 10 digits on each side; "
+                             f"got {self.train_classes}")
+        if self.grad not in ("through", "block"):
+            raise ValueError(f"grad must be 'through' or 'block'; got {self.grad!r}")
+        if self.steps < 1 or self.eval_every < 1 or not 1 <= self.transforms <= 8:
+            raise ValueError(f"steps and eval_every must be >= 1 and transforms in 1..8; got steps={self.steps}, "
+                             f"eval_every={self.eval_every}, transforms={self.transforms}")
+
+
+@dataclass
 class ConceptConfig:
     """Concept-space trajectories and hidden capabilities on the planted conditional generator."""
 

@@ -67,29 +67,43 @@ class BehaviourResult:
         return asdict(self)
 
 
-def reroute_behaviour(model: Model, instructions: Sequence[str], cfg: ReroutingConfig, *, n_random: int = 8,
-                      max_new_tokens: int = 32) -> list[BehaviourResult]:
-    """SSR on each instruction (``cfg``'s sites, measure and target), then the replies with the best suffix and with
-    ``n_random`` random suffixes of the same length (allowed tokens, seeded by ``cfg.seed``)."""
+def judge_suffix(model: Model, instruction: str, suffix_ids: Sequence[int], *, n_random: int = 8, seed: int = 0,
+                 max_new_tokens: int = 32, allowed: torch.Tensor | None = None) -> dict[str, Any]:
+    """Greedy chat replies to ``instruction`` plain, with ``suffix_ids`` and with ``n_random`` random suffixes of the
+    same length (allowed tokens, generator seeded ``seed + 2``), each judged by ``actlab.steer.is_refusal``."""
     from actlab.steer import is_refusal
 
+    if not getattr(model.tokenizer, "chat_template", None):
+        raise ValueError(f"{model.name} has no chat template; the behavioural check judges chat replies")
+    allowed = allowed_tokens(model) if allowed is None else allowed
+    plain = model.generate(instruction, max_new_tokens=max_new_tokens, chat=True)
+    reply = suffix_replies(model, instruction, torch.tensor([list(suffix_ids)]), max_new_tokens)[0]
+    g = torch.Generator().manual_seed(seed + 2)
+    rand = allowed[torch.randint(len(allowed), (n_random, len(suffix_ids)), generator=g)]
+    rr = suffix_replies(model, instruction, rand, max_new_tokens) if n_random else []
+    return {"reply_plain": plain, "refused_plain": is_refusal(plain), "reply_suffix": reply,
+            "refused_suffix": is_refusal(reply), "random_replies": rr, "random_refused": [is_refusal(t) for t in rr]}
+
+
+def reroute_behaviour(model: Model, instructions: Sequence[str], cfg: ReroutingConfig, *, n_random: int = 8,
+                      max_new_tokens: int = 32) -> list[BehaviourResult]:
+    """SSR on each instruction (``cfg``'s sites, measure and target), then ``judge_suffix`` on the best suffix (random
+    suffixes seeded by ``cfg.seed``)."""
     if not getattr(model.tokenizer, "chat_template", None):
         raise ValueError(f"{model.name} has no chat template; the behavioural check judges chat replies")
     if not instructions:
         raise ValueError("no instructions to reroute")
     vec, kw, _, _ = refusal_subspace(model, cfg)
     allowed = allowed_tokens(model)
-    g = torch.Generator().manual_seed(cfg.seed + 2)
     out = []
     for ins in instructions:
-        plain = model.generate(ins, max_new_tokens=max_new_tokens, chat=True)
         res = subspace_reroute(model, ins, vec, cfg, chat=True, allowed=allowed, **kw)
-        reply = suffix_replies(model, ins, torch.tensor([res.suffix_ids]), max_new_tokens)[0]
-        rand = allowed[torch.randint(len(allowed), (n_random, cfg.suffix_len), generator=g)]
-        rr = suffix_replies(model, ins, rand, max_new_tokens) if n_random else []
-        out.append(BehaviourResult(ins, plain, is_refusal(plain), res.suffix, res.crossed, res.score, reply,
-                                   is_refusal(reply), rr, [is_refusal(t) for t in rr], res.seconds))
+        j = judge_suffix(model, ins, res.suffix_ids, n_random=n_random, seed=cfg.seed, max_new_tokens=max_new_tokens,
+                         allowed=allowed)
+        out.append(BehaviourResult(ins, j["reply_plain"], j["refused_plain"], res.suffix, res.crossed, res.score,
+                                   j["reply_suffix"], j["refused_suffix"], j["random_replies"], j["random_refused"],
+                                   res.seconds))
     return out
 
 
-__all__ = ["BehaviourResult", "refused", "reroute_behaviour", "suffix_replies"]
+__all__ = ["BehaviourResult", "judge_suffix", "refused", "reroute_behaviour", "suffix_replies"]

@@ -290,6 +290,9 @@ class ReroutingConfig(SearchConfig):
     """measure value that counts as crossed (proj -1: as far as the average harmless prompt)"""
     n_random: int = 32
     """random suffixes for the baseline"""
+    judge: bool = False
+    """also generate greedy chat replies (plain, with the suffix, with 8 random suffixes of its length) and judge
+    refusals with actlab.steer's substring judge (needs a chat template)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -350,6 +353,11 @@ def run_rerouting(cfg: ReroutingConfig, out: str | Path = "runs/rerouting", mode
               "random_suffix": {s: {"mean": float(base[:, i].mean()), "min": float(base[:, i].min())}
                                 for i, s in enumerate(vec)}}
 
+    if cfg.judge:
+        from actlab.security.reroute_behaviour import judge_suffix
+
+        report["behaviour"] = judge_suffix(model, instruction, res.suffix_ids, seed=cfg.seed)
+
     def draw(ax: Any) -> None:
         ax.plot(range(1, len(res.losses) + 1), res.losses, marker=".")
         ax.set_xlabel("iteration")
@@ -364,5 +372,10 @@ def run_rerouting(cfg: ReroutingConfig, out: str | Path = "runs/rerouting", mode
         lines.append(f"- {s} ({cfg.measure}): {res.initial_score[s]:.3f} (best initial) -> **{res.score[s]:.3f}**; "
                      f"random suffixes mean {rb['mean']:.3f}, min {rb['min']:.3f}; bundled harmful prompts "
                      f"{ref['harmful'][s]:.3f}, harmless {ref['harmless'][s]:.3f}")
+    if cfg.judge:
+        b = report["behaviour"]
+        lines.append(f"- refuses (substring judge): plain {b['refused_plain']}, with the suffix **{b['refused_suffix']}**"
+                     f" ({b['reply_suffix'][:80]!r}), random suffixes {sum(b['random_refused'])}/"
+                     f"{len(b['random_refused'])}")
     write_report(out, f"Subspace rerouting on {model.name}", report, lines=lines, figures={"loss.png": draw})
     return report

@@ -26,12 +26,14 @@ if [ -n "${SHAPE_MODEL:-}" ]; then $PY bench/gpu_shape_model.py --from "$SHAPE_M
 if [ "$DEV" = cuda ]; then
   $PY -c "import torch; print(torch.cuda.get_device_name(0), torch.__version__)"
   echo "== 1. capture overhead + steered generate"
-  section capture timeout 150 $PY bench/capture_overhead.py --device cuda --threads 4 --repeats 7 --calls 5
+  section capture timeout 120 $PY bench/capture_overhead.py --device cuda --threads 4 --repeats 7 --calls 5
   echo "== 2. SAE training vs sparsify (wall time to held-out FVU)"
   section sae timeout 240 $PEERS_PY bench/sae_quality.py --device cuda --d-in 576 --latents 16384 --k 32 --batch 4096 \
       --steps 300 --eval-every 25 --threads 4
   echo "== 3. harvest throughput"
-  section harvest timeout 60 $PY bench/harvest_throughput.py --device cuda --contexts 64 --batch-size 32 --repeats 3 --threads 4
+  # 2,048 contexts (262k tokens) per run: the 64-context run of 2026-11-30 measured mostly the harvest's fixed start
+  # (corpus read and tokenized, folder, fsync, manifest) against an 80 ms forward
+  section harvest timeout 120 $PY bench/harvest_throughput.py --device cuda --contexts 2048 --batch-size 64 --repeats 3 --threads 4
 else
   echo "== 1. capture overhead (short: tiny-gpt2 1x16)"
   section capture timeout 300 $PY bench/capture_overhead.py --short

@@ -14,6 +14,12 @@ its own ``Trainer.fit`` on an embedding "model" whose rows are the bank. actlab 
   python bench/sae_quality.py --short                         # seconds: tiny shape, actlab only if no sparsify
   /tmp/peers/bin/python bench/sae_quality.py                  # headline (sparsify importable in that venv)
   python bench/sae_quality.py --device cuda --d-in 576 --latents 16384 --batch 4096 --steps 1000
+  python bench/sae_quality.py --only actlab --lrs 1e-3,3e-3 --n-true 512 --d-in 128 --latents 2048   # an LR sweep
+  python bench/sae_quality.py --bank real --store acts/ --site blocks.12.resid_post --batch 256   # harvested rows
+
+``--bank real`` reads an actlab activation store (``actlab harvest``): the last ``--held`` rows (whole contexts at the
+end of the store) are the held-out split, the rest is shuffled once (seeded) and trained on in that order; the run
+needs ``steps * batch`` training rows (no row seen twice), else it stops with an error.
 """
 from __future__ import annotations
 
@@ -55,7 +61,7 @@ class Curve:
         return next((p["wall_s"] for p in self.points if p["fvu"] <= target), float("nan"))
 
 
-def run_actlab(ctx, precision: str) -> Curve:
+def run_actlab(ctx, precision: str, lr: float | None = None) -> Curve:
     from actlab.dictionary import DictConfig
     from actlab.dictionary.trainer import TrainConfig, Trainer
     B, steps, train, held = ctx["batch"], ctx["steps"], ctx["train"], ctx["held"]
@@ -65,7 +71,7 @@ def run_actlab(ctx, precision: str) -> Curve:
             yield train[i * B:(i + 1) * B]
     tr = Trainer(DictConfig(arch="topk", d_in=ctx["d"], d_sae=ctx["n"], k=ctx["k"]),
                  TrainConfig(total_tokens=steps * B, batch_size=B, precision=precision, train_device=ctx["device"],
-                             progress=False, log_every=10 ** 9), source)
+                             progress=False, log_every=10 ** 9, lr=lr, **ctx["train_kw"]), source)
     curve = Curve(ctx["every"])
 
     @torch.no_grad()
@@ -125,6 +131,28 @@ METHODS = {"actlab": lambda c: run_actlab(c, "auto"), "actlab_fp32": lambda c: r
            "sparsify": lambda c: run_sparsify(c, None), "sparsify_adam": lambda c: run_sparsify(c, "adam")}
 
 
+def real_rows(store: str, site: str | None, held: int, max_norm: float,
+              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train rows shuffled, held-out rows) from an activation store: the held-out rows are the store's last.
+
+    Rows whose norm exceeds ``max_norm`` x the median are dropped first: on SmolLM2 the first token of every packed
+    context is an attention sink with norm ~200x the others (0.8 % of rows), which would carry almost all of the
+    held-out variance and make FVU meaningless (the usual SAE recipe excludes them, like BOS)."""
+    from actlab.store import ActivationStore
+    st = ActivationStore(store)
+    site = site or st.sites[0]
+    x = st.read(site, slice(0, len(st))).float()
+    if max_norm > 0:
+        n = x.norm(dim=1)
+        keep = n <= max_norm * n.median()
+        print(f"{store}: dropped {int((~keep).sum())} of {len(x)} rows with norm > {max_norm:g} x median")
+        x = x[keep]
+    if held >= len(x):
+        raise ValueError(f"--held {held} leaves no training rows in {store} ({len(x)} rows)")
+    train = x[:-held]
+    return train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))], x[-held:].clone()
+
+
 def loadavg() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
@@ -144,27 +172,56 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(METHODS))
     ap.add_argument("--short", action="store_true", help="tiny shape, 40 steps: a smoke run in seconds")
+    ap.add_argument("--n-true", type=int, default=4096, help="synthetic bank: true dictionary atoms")
+    ap.add_argument("--bank", choices=["synthetic", "real"], default="synthetic")
+    ap.add_argument("--store", default="", help="--bank real: activation store folder (actlab harvest --out)")
+    ap.add_argument("--site", default=None, help="--bank real: the store's site (default: its first)")
+    ap.add_argument("--max-norm", type=float, default=10.0,
+                    help="--bank real: drop rows with norm above this x the median (attention sinks); 0 keeps all")
+    ap.add_argument("--lr", type=float, default=None, help="actlab's learning rate (default: its TrainConfig default)")
+    ap.add_argument("--lrs", default="", help="comma-separated extra actlab learning rates, one method each")
+    ap.add_argument("--warmup", type=int, default=None, help="actlab's warmup_steps (default: its default)")
+    ap.add_argument("--decay-start", type=float, default=None, help="actlab's decay_start (default: its default)")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     if a.short:
         a.d_in, a.latents, a.k, a.batch, a.steps, a.eval_every, a.held = 64, 512, 8, 256, 40, 10, 1024
     torch.set_num_threads(a.threads)
-    full = bank(a.steps * a.batch + a.held, a.d_in)
+    if a.bank == "real":
+        if not a.store:
+            ap.error("--bank real needs --store DIR (an actlab activation store)")
+        train, held = real_rows(a.store, a.site, a.held, a.max_norm)
+        if len(train) < a.steps * a.batch:
+            ap.error(f"{a.store} holds {len(train)} training rows; {a.steps} steps x {a.batch} need "
+                     f"{a.steps * a.batch} (no row is seen twice): fewer --steps or a smaller --batch")
+        train, a.d_in = train[:a.steps * a.batch], train.shape[1]
+    else:
+        full = bank(a.steps * a.batch + a.held, a.d_in, n_true=a.n_true)
+        train, held = full[:-a.held], full[-a.held:]
+    train_kw = {k: v for k, v in (("warmup_steps", a.warmup), ("decay_start", a.decay_start)) if v is not None}
     ctx = {"d": a.d_in, "n": a.latents, "k": a.k, "batch": a.batch, "steps": a.steps, "every": a.eval_every,
-           "seq": 128 if a.batch % 128 == 0 else a.batch, "device": a.device,
-           "train": full[:-a.held].to(a.device), "held": full[-a.held:].to(a.device)}
-    names = [m for m in METHODS if not a.only or m in a.only.split(",")]
+           "seq": 128 if a.batch % 128 == 0 else a.batch, "device": a.device, "train_kw": train_kw,
+           "train": train.to(a.device), "held": held.to(a.device)}
+    methods = dict(METHODS)
+    if a.lr is not None:
+        methods["actlab"] = lambda c: run_actlab(c, "auto", a.lr)
+        methods["actlab_fp32"] = lambda c: run_actlab(c, "fp32", a.lr)
+    for lr in filter(None, a.lrs.split(",")):
+        methods[f"actlab_lr{lr}"] = lambda c, lr=float(lr): run_actlab(c, "auto", lr)
+    names = [m for m in methods if not a.only or m in a.only.split(",") or m.startswith("actlab_lr")]
     try:
         import sparsify  # noqa: F401
     except Exception as e:  # noqa: BLE001
         print(f"skip sparsify: not importable in this interpreter ({type(e).__name__}); run it with the peers venv")
         names = [m for m in names if not m.startswith("sparsify")]
     curves: dict[str, list[Curve]] = {m: [] for m in names}
+    bank_s = f"store {a.store}" if a.bank == "real" else f"synthetic bank ({a.n_true} true atoms)"
     print(f"TopK d_in {a.d_in}, {a.latents} latents, k {a.k}, batch {a.batch}, {a.steps} steps "
-          f"({a.steps * a.batch} fresh rows), held-out {a.held}, {a.threads} thread(s), {a.device}; load {loadavg()}")
+          f"({a.steps * a.batch} fresh rows), held-out {a.held}, {bank_s}, {a.threads} thread(s), {a.device}; "
+          f"actlab lr {a.lr or 'default'} {train_kw or ''}; load {loadavg()}")
     for r in range(a.rounds):
         for m in (names if r % 2 == 0 else names[::-1]):
-            c = METHODS[m](ctx)
+            c = methods[m](ctx)
             curves[m].append(c)
             p = c.points[-1]
             print(f"round {r} {m:14s} final FVU {p['fvu']:.4f} L0 {p['l0']:.1f} never-fired {p['never_fired']:.3f} "

@@ -37,44 +37,57 @@ class Pipeline:
         kw = {"dtype": p.data_.dtype, "device": p.data_.device}
         self.pen = PenaltyGrad(p.shape, tv, l2, centre, **kw) if tv or l2 else None
         n, c, h, w = p.shape
-        self._rows, self._w = n * c, w
+        rows = n * c
         # the rendered (squashed) images of the current step, in the penalty's own buffer when there is one
         self._img = self.pen.image if self.pen is not None else torch.zeros(p.shape, **kw)
         self._raw = torch.zeros(p.shape, **kw)       # the render before the sigmoid
         self._tmp = torch.zeros(p.shape, **kw)       # transform intermediates
         self._out = torch.zeros(p.shape, **kw)
         self._gimg = torch.zeros(p.shape, **kw)      # the gradient with respect to the images
-        self._grad = torch.zeros(self._rows, self.basis.shape[0], **kw) if self.basis is not None else None
+        # the views every step uses, made once (a view costs as much as a small op here)
+        self._data2d, self._raw2d, self._tmp_rows = self.data.view(rows, -1), self._raw.view(rows, -1), \
+            self._tmp.view(rows, -1)
+        self._tmp_w, self._gimg_w = self._tmp.view(-1, w), self._gimg.view(-1, w)
+        self._pen_w = self.pen.out.view(-1, w) if self.pen is not None else None
+        self._basis_t = self.basis.t() if self.basis is not None else None
+        self._grad = torch.zeros(rows, self.basis.shape[0], **kw) if self.basis is not None else None
         self._grad_view = self._grad.view(p.data_.shape) if self._grad is not None else None
-        self._pen: torch.Tensor | None = None
+        self._ry, self._rxt = (plan.ry, plan.rxt) if plan.active else (None, None)
+        self._ryt, self._rx = (plan.ryt, plan.rx) if plan.active else (None, None)
         self._step: int | None = None
+        self._pen_now = self._img_now = None
 
     def forward(self, step: int) -> torch.Tensor:
         x = self.data
         if self.basis is not None:
-            x = torch.mm(x.view(self._rows, -1), self.basis, out=self._raw.view(self._rows, -1)).view(self.shape)
+            torch.mm(self._data2d, self.basis, out=self._raw2d)
+            x = self._raw
         elif self.scale is not None:
             x = torch.fft.irfft2(torch.view_as_complex(x) * self.scale, s=self.shape[-2:], norm="ortho")
         if self.color is not None:
             x = torch.einsum("nchw,cd->ndhw", x, self.color)
         img = torch.sigmoid(x, out=self._img) if self.squash else x
-        self._pen = self.pen(img) if self.pen is not None else None    # d penalty / d img, in the penalty's buffer
-        ry, rxt = self.plan.matrices(step)
-        out = img if ry is None else torch.matmul(torch.matmul(ry, img, out=self._tmp), rxt, out=self._out)
-        self._img_now, self._step = img, (step if ry is not None else None)
+        self._pen_now = self.pen(img) if self.pen is not None else None    # d penalty / d img
+        if self._ry is None:
+            out, self._step = img, None
+        else:
+            torch.matmul(self._ry[step], img, out=self._tmp)
+            out, self._step = torch.matmul(self._tmp, self._rxt[step], out=self._out), step
+        self._img_now = img
         return out.detach().requires_grad_(True)
 
     def backward(self, g: torch.Tensor | None) -> torch.Tensor:
-        step, pen, img = self._step, self._pen, self._img_now
-        self._step = self._pen = self._img_now = None
-        w = self._w
+        step, pen, img = self._step, self._pen_now, self._img_now
+        self._step = self._pen_now = self._img_now = None
         if g is None:                                       # the objective did not depend on the input
             g = torch.zeros(self.shape, dtype=img.dtype, device=img.device)
         if step is not None:                                # Ry^T g Rx (+ the penalty gradient, in the same op)
-            ryt, rx = self.plan.adjoint(step)
-            t = torch.matmul(ryt, g, out=self._tmp).view(-1, w)
-            g = (torch.addmm(pen.view(-1, w), t, rx, out=self._gimg.view(-1, w)) if pen is not None
-                 else torch.mm(t, rx, out=self._gimg.view(-1, w))).view(self.shape)
+            torch.matmul(self._ryt[step], g, out=self._tmp)
+            if pen is not None:
+                torch.addmm(self._pen_w, self._tmp_w, self._rx[step], out=self._gimg_w)
+            else:
+                torch.mm(self._tmp_w, self._rx[step], out=self._gimg_w)
+            g = self._gimg
         elif pen is not None:
             g = torch.add(g, pen, out=self._gimg)
         if self.squash:
@@ -82,9 +95,11 @@ class Pipeline:
         if self.color is not None:
             g = torch.einsum("ndhw,cd->nchw", g, self.color)
         if self.basis is not None:
-            torch.mm(g.reshape(self._rows, -1), self.basis.t(), out=self._grad)
+            torch.mm(self._tmp_rows if g is self._tmp else g.reshape(self._grad.shape[0], -1), self._basis_t,
+                     out=self._grad)
             return self._grad_view
         if self.scale is not None:                          # adjoint of irfft2: rfft2, the mirrored columns doubled
+            w = self.shape[-1]
             spec = torch.fft.rfft2(g, norm="ortho")
             spec[..., 1:w - spec.shape[-1] + 1].mul_(2)
             g = torch.view_as_real(spec.mul_(self.scale))

@@ -8,11 +8,12 @@ middle, widening to the whole image: the multifaceted paper's coherent-object pr
 inputs (``max_norm``).
 
 On a tiny model the regularisers' many small tensor ops, not the model, dominate a step, so by default (``fast``) the
-Fourier basis is one precomputed matrix (``param.fourier_basis``), the transforms of all steps are drawn up front as
-separable interpolation matrices (``transforms.TransformPlan``: two matmuls a step), and the whole chain render ->
-sigmoid -> transform -> penalties runs outside autograd with a hand-written adjoint (``fused.Pipeline``; the penalties
-enter through their gradient ``penalty.penalty_grad``). ``fast=False`` runs the eager reference (``irfft2``,
-``affine_grid`` + ``grid_sample``, the autograd penalty) with the same random draws; tests hold the two equal.
+Fourier basis is one precomputed matrix (``param.fourier_basis``, built once per shape), the transforms of all steps
+are drawn up front as separable interpolation matrices (``transforms.TransformPlan``: two matmuls a step), and the
+whole chain render -> sigmoid -> transform -> penalties runs outside autograd with a hand-written adjoint
+(``fused.Pipeline``; the penalties enter through their gradient ``penalty.PenaltyGrad``, computed in the forward).
+``fast=False`` runs the eager reference (``irfft2``, ``affine_grid`` + ``grid_sample``, the autograd penalty) with the
+same random draws; tests hold the two equal.
 """
 from __future__ import annotations
 

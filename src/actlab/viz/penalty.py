@@ -56,25 +56,31 @@ class PenaltyGrad:
         self._t = torch.zeros(2, self.m, **kw)
         self._g = torch.zeros(self.m, **kw)
         self._offset = torch.full((), -self.q * float(centre), **kw)
+        # the views every call uses, made once (a view costs as much as a small op here)
+        m, x, s = self.m, self._x, self._s
+        self._here, self._before = x.as_strided((2, m), (0, 1), w), x.as_strided((2, m), (w - 1, 1), 0)
+        self._s_here, self._s_after = s[:, :m], s.as_strided((2, m), (m + 1, 1), w)
+        self._t0, self._t1, self._xv = self._t[0], self._t[1], x[w:]
+        self.out = self._g.view(self.shape)                  # what every call returns (overwritten by the next)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        if tuple(img.shape) != self.shape:
+        if img.shape != self.image.shape:
             raise ValueError(f"PenaltyGrad was built for images {list(self.shape)}; got {list(img.shape)}")
-        m, w, x, s, g = self.m, self.w, self._x, self._s, self._g
+        g = self._g
         if img.data_ptr() != self.image.data_ptr():
             self.image.copy_(img)
         if self.tv:
-            torch.sub(x.as_strided((2, m), (0, 1), w), x.as_strided((2, m), (w - 1, 1), 0), out=s[:, :m])
-            s.sign_().mul_(self._mask)
-            torch.sub(s[:, :m], s.as_strided((2, m), (m + 1, 1), w), out=self._t)
-            torch.add(self._t[0], self._t[1], out=g)
+            torch.sub(self._here, self._before, out=self._s_here)       # both differences ending at every value
+            self._s.sign_().mul_(self._mask)
+            torch.sub(self._s_here, self._s_after, out=self._t)         # each sign minus the next pair's
+            torch.add(self._t0, self._t1, out=g)
             if self.l2:
-                g.add_(x[w:], alpha=self.q).add_(self._offset)
+                g.add_(self._xv, alpha=self.q).add_(self._offset)
         elif self.l2:
-            torch.add(self._offset, x[w:], alpha=self.q, out=g)
+            torch.add(self._offset, self._xv, alpha=self.q, out=g)
         else:
             g.zero_()
-        return g.view(self.shape)
+        return self.out
 
 
 def penalty_grad(img: torch.Tensor, tv: float, l2: float, centre: float, out: torch.Tensor | None = None

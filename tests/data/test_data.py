@@ -86,6 +86,11 @@ def test_pack_contexts_positions_docs_and_seed(tiny):
     again = pack_contexts(tok, docs, 16, seed=5)
     other = pack_contexts(tok, docs, 16, seed=6)
     assert torch.equal(pk.input_ids, again.input_ids) and not torch.equal(pk.input_ids, other.input_ids)
+    from actlab.data.pack import iter_contexts
+    for chunk in (1, 3, 1000):       # the growing tokenizer chunks never change what is packed
+        rows = list(iter_contexts(tok, docs, 16, seed=5, chunk_docs=chunk))
+        assert torch.equal(torch.stack([r[0] for r in rows]), pk.input_ids)
+        assert torch.equal(torch.stack([r[1] for r in rows]), pk.doc_ids)
     nobos = pack_contexts(tok, docs, 16, seed=5, add_bos=False)
     assert not (nobos.input_ids == tok.bos_token_id).any()
     with pytest.raises(ValueError, match="fewer than one context"):

@@ -47,7 +47,9 @@ def doc_order(n_docs: int, seed: int | None) -> list[int]:
 
 def iter_contexts(tokenizer, docs: Sequence[str], context_length: int, seed: int | None = 0, add_bos: bool = True,
                   chunk_docs: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(input_ids [L], doc_ids [L], positions [L])`` one context at a time, tokenizing lazily (flat memory)."""
+    """Yield ``(input_ids [L], doc_ids [L], positions [L])`` one context at a time, tokenizing lazily (flat memory).
+    Documents are tokenized in chunks that grow from 8 to ``chunk_docs``, so the first contexts come out after a
+    few documents (a GPU harvest starts at once) and later chunks amortise the tokenizer's call."""
     if context_length < 1:
         raise ValueError(f"context_length must be >= 1; got {context_length}")
     if tokenizer is None:
@@ -57,8 +59,10 @@ def iter_contexts(tokenizer, docs: Sequence[str], context_length: int, seed: int
     buf_ids: list[int] = []
     buf_doc: list[int] = []
     buf_pos: list[int] = []
-    for start in range(0, len(order), chunk_docs):
-        idx = order[start:start + chunk_docs]
+    start, size = 0, min(8, chunk_docs)
+    while start < len(order):
+        idx = order[start:start + size]
+        start, size = start + size, min(2 * size, chunk_docs)
         for d, toks in zip(idx, doc_tokens(tokenizer, [docs[i] for i in idx], add_bos)):
             buf_ids += toks
             buf_doc += [d] * len(toks)

@@ -25,12 +25,13 @@ def test_neurofeedback_cli(tmp_path, capsys, monkeypatch):
           "--max-new-tokens", "3", "--n-boot", "50", "--n-test", "8", "--fmt", "plain", "--out", str(out)])
     assert "pc2: reporting AUROC N=0" in capsys.readouterr().out
     rep = json.loads((out / "report.json").read_text())
-    assert rep["chance"] == {"auroc": 0.5, "accuracy": 0.5, "d": 0.0}
+    assert rep["chance"]["auroc"] == 0.5 and rep["chance"]["d"] == 0.0
     assert rep["n_train"] == 92 and rep["n_test"] == 8 and rep["site"] == "blocks.1.resid_post"
     assert set(rep["axes"]) == {"lr", "pc2"} and rep["config"]["fmt"] == "plain"
     for r in rep["axes"].values():
         assert set(r["reporting"]["auroc"]) == {"0", "1"} and len(r["reporting"]["auroc"]["1"]["per_seed"]) == 2
-        assert set(r["reporting"]["shuffled"]) == {"1"}
+        assert set(r["reporting"]["shuffled"]) == {"1"} and len(r["reporting"]["rate_1"]["1"]) == 2
+        assert r["accuracy_chance"] == max(r["test_label_rate"], 1 - r["test_label_rate"]) >= 0.5
         assert set(r["explicit"]["texts"]["1"]) == {"0", "1"} and 0.0 <= r["explicit"]["label_match"]["1"] <= 1.0
         iv = r["implicit"]["1"]["per_seed"][0]
         assert iv["lo"] <= iv["value"] <= iv["hi"] and 0 < r["implicit"]["p"]["1"] <= 1

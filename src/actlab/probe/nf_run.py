@@ -97,15 +97,15 @@ class NFConfig:
         return _ints(self.control_shots, "control_shots")
 
 
-def _summ(points: list[Any], key: str) -> dict[str, Any]:
-    """Per N: every seed's interval and the mean over seeds."""
+def _summ(points: list[Any], key: str, chance: float) -> dict[str, Any]:
+    """Per N: every seed's interval, the mean over seeds, and whether every seed's interval lies above chance."""
     out: dict[str, Any] = {}
     for p in points:
         e = out.setdefault(str(p.n_shots), {"per_seed": []})
         e["per_seed"].append(getattr(p, key).to_json())
     for e in out.values():
         e["mean"] = float(np.mean([v["value"] for v in e["per_seed"]]))
-        e["all_above_chance"] = all(v["lo"] > (0.5 if key in ("auroc", "accuracy") else 0.0) for v in e["per_seed"])
+        e["all_above_chance"] = all(v["lo"] > chance for v in e["per_seed"])
     return out
 
 
@@ -119,12 +119,14 @@ def run_neurofeedback(model: Model, out: str | Path, cfg: NFConfig | None = None
     t0 = time.perf_counter()
     s = nf_setup(model, texts, y, site, pooling=cfg.pooling, n_test=cfg.n_test, pcs=pcs, seed=cfg.split_seed)
     res: dict[str, Any] = {"model": model.name, "site": site, "config": asdict(cfg), "chance": {"auroc": 0.5,
-                           "accuracy": 0.5, "d": 0.0}, "n_train": len(s.train), "n_test": len(s.test), "axes": {}}
+                           "accuracy": "the majority rate of the held-out labels (per axis: accuracy_chance)",
+                           "d": 0.0}, "n_train": len(s.train), "n_test": len(s.test), "axes": {}}
     seeds, shots, cshots = list(range(cfg.seeds)), cfg.shot_list(), cfg.control_list()
     lines = [f"- model {model.name}, site {site}, sentence states: {cfg.pooling} pooling; dataset {cfg.dataset} "
              f"({len(s.train)} train / {len(s.test)} held-out sentences, split seed {cfg.split_seed})",
              f"- reporting: {cfg.fmt} prompt, score = log p('1') - log p('0') at the answer position; AUROC and "
-             f"accuracy (score > 0) on held-out sentences, {cfg.seeds} context seeds; chance 0.5",
+             f"accuracy (score > 0) on held-out sentences, {cfg.seeds} context seeds; chance: AUROC 0.5, accuracy the "
+             "held-out majority rate (labels are cut at the train median)",
              "- control: Cohen's d of the projection under target 1 vs 0 (chance 0); explicit = states of the "
              "sentences it wrote, implicit = states of given held-out sentences; 95% bootstrap intervals", "",
              "| axis | var | held-out labels = dataset label | " + " | ".join(f"AUROC N={n}" for n in shots)
@@ -133,25 +135,28 @@ def run_neurofeedback(model: Model, out: str | Path, cfg: NFConfig | None = None
     for a in axes:
         log.info("neurofeedback: axis %s (%.0f s)", a, time.perf_counter() - t0)
         rep = nf_reporting(model, s, a, shots, seeds, fmt=cfg.fmt, n_boot=cfg.n_boot, batch_size=cfg.batch_size)
+        rate = float(s.labels[a][s.test].float().mean())
         r: dict[str, Any] = {"explained_variance": s.explained.get(a), "threshold": s.threshold[a],
-                             "test_label_rate": float(s.labels[a][s.test].float().mean()),
+                             "test_label_rate": rate, "accuracy_chance": max(rate, 1 - rate),
                              "agreement_with_dataset_label": float((s.labels[a][s.test] == s.y_data[s.test])
                                                                     .float().mean()),
-                             "reporting": {"auroc": _summ(rep, "auroc"), "accuracy": _summ(rep, "accuracy"),
-                                           "rate_1": {str(p.n_shots): p.rate_1 for p in rep}}}
+                             "reporting": {"auroc": _summ(rep, "auroc", 0.5),
+                                           "accuracy": _summ(rep, "accuracy", max(rate, 1 - rate)),
+                                           "rate_1": {str(n): [p.rate_1 for p in rep if p.n_shots == n]
+                                                      for n in shots}}}
         if cfg.shuffled:
             sh = nf_reporting(model, s, a, [max(shots)], seeds, fmt=cfg.fmt, shuffled=True, n_boot=cfg.n_boot,
                               batch_size=cfg.batch_size)
-            r["reporting"]["shuffled"] = _summ(sh, "auroc")
+            r["reporting"]["shuffled"] = _summ(sh, "auroc", 0.5)
         if cshots:
             cs = list(range(cfg.control_seeds))
             ex = nf_explicit(model, s, a, cshots, cs, n_samples=cfg.n_samples, max_new_tokens=cfg.max_new_tokens,
                              temperature=cfg.temperature, n_boot=cfg.n_boot)
             im = nf_implicit(model, s, a, cshots, cs, n_given=cfg.n_given, n_boot=cfg.n_boot,
                              batch_size=cfg.batch_size)
-            r["explicit"] = {**_summ(ex, "d"), "label_match": {str(p.n_shots): p.label_match for p in ex},
+            r["explicit"] = {**_summ(ex, "d", 0.0), "label_match": {str(p.n_shots): p.label_match for p in ex},
                              "p": {str(p.n_shots): p.p for p in ex}, "texts": {str(p.n_shots): p.texts for p in ex}}
-            r["implicit"] = {**_summ(im, "d"), "p": {str(p.n_shots): p.p for p in im}}
+            r["implicit"] = {**_summ(im, "d", 0.0), "p": {str(p.n_shots): p.p for p in im}}
         res["axes"][a] = r
         au = r["reporting"]["auroc"]
         cells = [_cell(au[str(n)]) for n in shots] + ([_cell(r["reporting"]["shuffled"][str(max(shots))])]

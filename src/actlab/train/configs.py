@@ -185,10 +185,19 @@ class TeacherConfig:
     """EMA momentum of the centre"""
     init_noise: float = 1.0
     """student init = (1 - a) * teacher + a * fresh init (1 = independent init, 0 = at the teacher)"""
+    data: str = "clusters"
+    """'clusters' (the Gaussian-mixture toy) or 'digits' (scikit-learn's 8x8 digits, pixels standardised; calibrated
+    with --width 32 --activation gelu --hidden 256 --bottleneck 64 --steps 500)"""
+    activation: str = "relu"
+    """backbone nonlinearity: 'relu' or 'gelu'"""
     seed: int = 0
     """seed"""
 
     def __post_init__(self):
+        if self.data not in ("clusters", "digits"):
+            raise ValueError(f"data={self.data!r}; expected 'clusters' or 'digits'")
+        if self.activation not in ("relu", "gelu"):
+            raise ValueError(f"activation={self.activation!r}; expected 'relu' or 'gelu'")
         if self.d_ambient and self.d_ambient < self.d_in:
             raise ValueError(f"d_ambient must be 0 or >= d_in={self.d_in}; got {self.d_ambient}")
         if not 0.0 <= self.init_noise <= 1.0:

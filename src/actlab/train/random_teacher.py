@@ -5,7 +5,8 @@ by default (MLP -> l2-normalised bottleneck -> weight-normalised prototypes) or 
 at its random initialisation; the student minimises ``CE(softmax((t - c) / tau_t), softmax(s / tau_s))`` on
 unlabelled inputs (no labels, one view; ``c`` an optional EMA centre). The backbone's linear-probe accuracy on the
 cluster labels is compared between teacher and student, on clustered data and, as the control, when the student is
-trained on isotropic random inputs instead.
+trained on isotropic random inputs instead. ``data="digits"`` runs the same on real images (scikit-learn's 8x8 digits,
+the probe on the digit labels), with a second control: Gaussian noise matched per pixel.
 """
 from __future__ import annotations
 
@@ -25,11 +26,12 @@ class Net(nn.Module):
     cosine logits against ``d_out`` weight-normalised prototypes ``last``)."""
 
     def __init__(self, d_in: int, width: int, d_out: int, *, head: str = "mlp", hidden: int | None = None,
-                 bottleneck: int = 32):
+                 bottleneck: int = 32, activation: str = "relu"):
         super().__init__()
         hidden = hidden or width
         self.kind = head
-        self.backbone = nn.Sequential(nn.Linear(d_in, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
+        act = {"relu": nn.ReLU, "gelu": nn.GELU}[activation]
+        self.backbone = nn.Sequential(nn.Linear(d_in, width), act(), nn.Linear(width, width), act())
         if head == "dino":
             self.proj = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, bottleneck))
             self.last = nn.Linear(bottleneck, d_out, bias=False)
@@ -47,7 +49,9 @@ class Net(nn.Module):
 
 def make_net(cfg: TeacherConfig) -> Net:
     """The teacher/student architecture of ``cfg`` (initialised from the current torch RNG)."""
-    return Net(cfg.d_ambient or cfg.d_in, cfg.width, cfg.d_out, head=cfg.head, hidden=cfg.hidden, bottleneck=cfg.bottleneck)
+    d_in = 64 if cfg.data == "digits" else cfg.d_ambient or cfg.d_in
+    return Net(d_in, cfg.width, cfg.d_out, head=cfg.head, hidden=cfg.hidden, bottleneck=cfg.bottleneck,
+               activation=cfg.activation)
 
 
 def clustered_data(n: int, cfg: TeacherConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,6 +65,40 @@ def clustered_data(n: int, cfg: TeacherConfig, seed: int) -> tuple[torch.Tensor,
     y = torch.randint(cfg.n_clusters, (n,), generator=gs)
     z = centres[y] + torch.randn(n, cfg.d_in, generator=gs)
     return torch.tanh(z @ w1) @ w2, y
+
+
+def digits_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_train [n, 64], y_train, x_test, y_test)``: the digits' fixed train/test split (``actlab.data``), pixels
+    flattened and standardised by the training split's overall mean and std (so the layers see unit-scale inputs)."""
+    from actlab.data.digits import load_digits
+
+    tr, te = load_digits("train"), load_digits("test")
+    xtr, xte = tr.x.flatten(1), te.x.flatten(1)
+    mu, sd = xtr.mean(), xtr.std()
+    return (xtr - mu) / sd, tr.y, (xte - mu) / sd, te.y
+
+
+def noise_controls(x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """The digits' random-input controls, ``x``'s shape: ``isotropic`` (one mean and std for all pixels, the paper's
+    random inputs) and ``per_pixel`` (each pixel's own mean and std, independent across pixels)."""
+    g = torch.Generator().manual_seed(seed)
+    iso = x.mean() + x.std() * torch.randn(x.shape, generator=g)
+    return {"isotropic": iso, "per_pixel": x.mean(0) + x.std(0) * torch.randn(x.shape, generator=g)}
+
+
+@torch.no_grad()
+def degenerate_fraction(net: Net, x: torch.Tensor, lo: float = 0.05) -> list[float]:
+    """Per backbone layer, the fraction of units that are dead or always on over ``x`` (pre-activation > 0 on fewer
+    than ``lo`` or more than ``1 - lo`` of the inputs): units whose repair is a data-agnostic gain."""
+    out, h = [], x
+    for m in net.backbone:
+        if isinstance(m, nn.Linear):
+            h = m(h)
+            on = (h > 0).float().mean(0)
+            out.append(float(((on < lo) | (on > 1 - lo)).float().mean()))
+        else:
+            h = m(h)
+    return out
 
 
 def distillation_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, tau_t: float = 1.0,
@@ -128,11 +166,19 @@ def random_inputs(x: torch.Tensor, seed: int) -> torch.Tensor:
     return x.mean(0) + x.std() * torch.randn(x.shape, generator=g)
 
 
-def run_random_teacher(cfg: TeacherConfig) -> dict:
-    """Teacher vs student probe accuracy on clustered data (and of the student's init, so the gain is the
-    training's), and with the student distilled on isotropic random inputs; gains are ``student - teacher``."""
-    xtr, ytr = clustered_data(cfg.n_train, cfg, cfg.seed + 11)
-    xte, yte = clustered_data(cfg.n_test, cfg, cfg.seed + 12)
+def run_random_teacher(cfg: TeacherConfig, controls: bool = True) -> dict:
+    """Teacher vs student probe accuracy on the data (and of the student's init, so the gain is the training's), and
+    with the student distilled on random inputs (isotropic; on digits also per-pixel matched); gains are
+    ``student - teacher``. ``controls=False`` skips the per-pixel control (digits)."""
+    if cfg.data == "digits":
+        xtr, ytr, xte, yte = digits_data()
+        noise = noise_controls(xtr, cfg.seed + 13)
+        if not controls:
+            noise.pop("per_pixel")
+    else:
+        xtr, ytr = clustered_data(cfg.n_train, cfg, cfg.seed + 11)
+        xte, yte = clustered_data(cfg.n_test, cfg, cfg.seed + 12)
+        noise = {"isotropic": random_inputs(xtr, cfg.seed + 13)}
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         teacher = make_net(cfg)
@@ -140,18 +186,24 @@ def run_random_teacher(cfg: TeacherConfig) -> dict:
     acc_0 = probe(init_student(teacher, cfg), xtr, ytr, xte, yte)
     student, losses, ents = distill(teacher, xtr, cfg)
     acc_s = probe(student, xtr, ytr, xte, yte)
-    student_r, losses_r, _ = distill(teacher, random_inputs(xtr, cfg.seed + 13), cfg)
+    student_r, losses_r, _ = distill(teacher, noise["isotropic"], cfg)
     acc_r = probe(student_r, xtr, ytr, xte, yte)
     rep = {"config": asdict(cfg), "teacher_acc": acc_t, "student_init_acc": acc_0, "student_acc": acc_s,
            "student_random_inputs_acc": acc_r, "gain": acc_s - acc_t, "gain_random_inputs": acc_r - acc_t,
-           "losses": losses, "losses_random": losses_r, "student_entropy": ents, "chance": 1.0 / cfg.n_clusters}
+           "losses": losses, "losses_random": losses_r, "student_entropy": ents,
+           "chance": 1.0 / (10 if cfg.data == "digits" else cfg.n_clusters),
+           "teacher_degenerate_units": degenerate_fraction(teacher, xtr),
+           "student_degenerate_units": degenerate_fraction(student, xtr)}
+    if "per_pixel" in noise:
+        acc_p = probe(distill(teacher, noise["per_pixel"], cfg)[0], xtr, ytr, xte, yte)
+        rep.update(student_per_pixel_noise_acc=acc_p, gain_per_pixel_noise=acc_p - acc_t)
     rep["checks"] = {"student_beats_teacher": acc_s > acc_t, "gain_shrinks_on_random_inputs": acc_r < acc_s}
     if cfg.out:
         from actlab.train.report import plot_curves, write_json
 
         write_json(cfg.out, "random_teacher.json", rep)
         n = len(losses)
-        plot_curves(cfg.out, "random_teacher_loss.png", {"clustered inputs": (range(n), losses),
+        plot_curves(cfg.out, "random_teacher_loss.png", {f"{cfg.data} inputs": (range(n), losses),
                                                          "random inputs": (range(n), losses_r)},
                     ylabel="distillation loss", title=f"probe acc: teacher {acc_t:.2f}, student {acc_s:.2f}, "
                                                       f"student (random inputs) {acc_r:.2f}")

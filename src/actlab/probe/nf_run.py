@@ -50,7 +50,8 @@ class NFConfig:
     n_test: int = 32
     """held-out sentences (half per dataset label); the rest is the train split"""
     shuffled: bool = True
-    """add a shuffled-label control at the largest N (reporting must fall to chance)"""
+    """add a shuffled-label control at the largest N (no label information: reporting falls to the model's prior,
+    which on a semantic axis can sit above chance)"""
     control_shots: str = "0,16,64"
     """N for explicit and implicit control (empty: no control tasks)"""
     control_seeds: int = 1

@@ -1,7 +1,7 @@
 """Neurofeedback paradigm helpers (arXiv 2505.13763): target axes (logistic-regression axis or principal components of
 mean-pooled sentence states), labels from the model's own projections (binarised at the median), and the control
-effect size. The in-context reporting/control prompts need an instruction-following model; these are the
-model-agnostic label and projection pieces, checked on synthetic activations."""
+effect size: the model-agnostic pieces, checked on synthetic activations. The tasks on a model (in-context
+reporting, explicit and implicit control) are in ``nf_tasks`` / ``nf_run``."""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -26,7 +26,7 @@ if [ -n "${SHAPE_MODEL:-}" ]; then $PY bench/gpu_shape_model.py --from "$SHAPE_M
 if [ "$DEV" = cuda ]; then
   $PY -c "import torch; print(torch.cuda.get_device_name(0), torch.__version__)"
   echo "== 1. capture overhead + steered generate"
-  section capture timeout 120 $PY bench/capture_overhead.py --device cuda --threads 4 --repeats 7 --calls 5
+  section capture timeout 120 $PY bench/capture_overhead.py --device cuda --threads 4 --repeats 5 --calls 5
   echo "== 2. SAE training vs sparsify (wall time to held-out FVU)"
   section sae timeout 240 $PEERS_PY bench/sae_quality.py --device cuda --d-in 576 --latents 16384 --k 32 --batch 4096 \
       --steps 300 --eval-every 25 --threads 4

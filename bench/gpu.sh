@@ -29,7 +29,7 @@ if [ "$DEV" = cuda ]; then
   section capture timeout 120 $PY bench/capture_overhead.py --device cuda --threads 4 --repeats 5 --calls 5
   echo "== 2. SAE training vs sparsify (wall time to held-out FVU)"
   section sae timeout 240 $PEERS_PY bench/sae_quality.py --device cuda --d-in 576 --latents 16384 --k 32 --batch 4096 \
-      --steps 300 --eval-every 25 --threads 4
+      --steps 2000 --eval-every 100 --threads 4 --only actlab,sparsify,sparsify_adam --lrs 2e-4,1.2e-3,2.4e-3
   echo "== 3. harvest throughput"
   # 2,048 contexts (262k tokens) per run: the 64-context run of 2026-11-30 measured mostly the harvest's fixed start
   # (corpus read and tokenized, folder, fsync, manifest) against an 80 ms forward

@@ -37,7 +37,8 @@ def trained(tmp_path_factory):
     t_harvest = time.time() - t0
     torch.manual_seed(0)
     sae = train(DictConfig(arch="topk", d_in=m.adapter.d_model, d_sae=1024, k=16, site=SITE),
-                TrainConfig(total_tokens=256 * 300, batch_size=256, warmup_steps=20, progress=False, seed=0),
+                TrainConfig(total_tokens=256 * 300, batch_size=256, warmup_steps=20, progress=False, seed=0,
+                            lr=8e-4),  # the pre-2026-11-30 default at 1024 latents: the latents the tests pick
                 store_source(store, SITE, 256))
     t_train = time.time() - t0 - t_harvest
     cache = build_cache(StoreRows(store, SITE, 1024), DictionaryLatents(sae), tmp_path / "cache")

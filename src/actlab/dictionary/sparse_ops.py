@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from actlab.utils import top_indices
+
 # A selector maps dense pre-activations [B, n] to (values [B, kk], indices [B, kk] int64); values may be 0 where
 # a slot is inactive (BatchTopK). The gradient flows to a slot only where its value is > 0 (ReLU semantics).
 Selector = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -40,7 +42,7 @@ def relu_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
     Why: ``torch.topk`` on CPU costs ~10-30 ns per element, more than the bf16 encoder GEMM that produced ``pre``.
     Here (CPU, 2-d contiguous) the selection runs on the floats' bit patterns as integers (non-negative floats order
-    like their bits, negative ones all below them) through ``_top_idx``'s grouped pruning. The positive part equals
+    like their bits, negative ones all below them) through ``actlab.utils.top_indices``'s grouped pruning. The positive part equals
     ``torch.topk``'s; a row with fewer than k positive values gets zeros in the remaining slots at unspecified
     indices (``torch.topk`` would name the largest negatives, which ReLU zeroes too).
     """
@@ -48,26 +50,8 @@ def relu_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     if pre.device.type != "cpu" or key_dtype is None or pre.dim() != 2 or not pre.is_contiguous():
         vals, idx = pre.topk(k, dim=-1, sorted=False)
         return vals.relu_(), idx
-    idx = _top_idx(pre.view(key_dtype), k)
+    idx = top_indices(pre.view(key_dtype), k)
     return pre.gather(1, idx).relu_(), idx
-
-
-def _top_idx(keys: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k largest entries of each row of ``keys`` [B, n] (ties: any of them), by pruning: cut the row
-    into ``g`` strided groups; the k largest elements lie in the k groups with the largest maxima, so the answer is
-    the top-k of those ``g * k`` candidates. Both smaller top-ks recurse; ``g ~ sqrt(n / k)`` balances them."""
-    B, n = keys.shape
-    g = 1
-    while 4 * g * g * k <= n:
-        g *= 2
-    if g < 4 or n % g or n // g < 2 * k:
-        return keys.topk(k, dim=-1, sorted=False).indices
-    m = n // g
-    v = keys.view(B, g, m)                                          # element (b, i, j) is entry i * m + j
-    best = _top_idx(v.amax(1), k)                                   # [B, k] groups j with the largest maxima
-    cand = v.gather(2, best[:, None, :].expand(B, g, k)).view(B, g * k)
-    p = _top_idx(cand, k)
-    return torch.div(p, k, rounding_mode="floor").mul_(m).add_(best.gather(1, p % k))
 
 
 def _csr_rows(idx: torch.Tensor, n: int, values: torch.Tensor) -> torch.Tensor:

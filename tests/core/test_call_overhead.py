@@ -6,23 +6,10 @@ import copy
 
 import torch
 
-import actlab.core.hooks as hooks_mod
 
-
-def _count(monkeypatch):
-    calls = []
-    real = hooks_mod.info_from_shape
-
-    def counting(shape, step):
-        calls.append(step)
-        return real(shape, step)
-    monkeypatch.setattr(hooks_mod, "info_from_shape", counting)
-    return calls
-
-
-def test_positions_only_when_read(tiny, monkeypatch):
+def test_positions_only_when_read(tiny, position_calls):
     m = tiny("tiny-gpt2")
-    calls = _count(monkeypatch)
+    calls = position_calls
     enc = m.tokenize(["hello there", "hi"])
     m.record(enc, [f"blocks.{i}.resid_post" for i in range(m.n_layers)], stop_early=False)
     assert calls == []                                   # 'all': nobody read positions

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import actlab
-import actlab.core.hooks as hooks_mod
 from actlab import Add
 
 
@@ -18,19 +17,8 @@ def _n_hooks(module: torch.nn.Module) -> int:
     return sum(len(x._forward_hooks) + len(x._forward_pre_hooks) for x in module.modules())
 
 
-def _count_positions(monkeypatch) -> list:
-    calls = []
-    real = hooks_mod.info_from_shape
-
-    def counting(shape, step):
-        calls.append(step)
-        return real(shape, step)
-    monkeypatch.setattr(hooks_mod, "info_from_shape", counting)
-    return calls
-
-
 @pytest.mark.parametrize("alpha", [1.0, 2.5])
-def test_steered_generate_reads_no_positions_and_equals_a_raw_hook(tiny, monkeypatch, alpha):
+def test_steered_generate_reads_no_positions_and_equals_a_raw_hook(tiny, position_calls, alpha):
     m = tiny("tiny-llama")
     v = torch.randn(m.d_model, generator=torch.Generator().manual_seed(0)) * 3
     site = "blocks.1.resid_post"
@@ -44,7 +32,7 @@ def test_steered_generate_reads_no_positions_and_equals_a_raw_hook(tiny, monkeyp
         ref = m.generate(["hello there, how are you", "hi"], **kw)
     finally:
         handle.remove()
-    calls = _count_positions(monkeypatch)
+    calls = position_calls
     with m.intervene({site: Add(v, alpha=alpha)}):
         got = m.generate(["hello there, how are you", "hi"], **kw)
     assert calls == []                          # positions 'all': no position bookkeeping at prefill or decode steps

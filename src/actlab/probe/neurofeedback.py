@@ -50,8 +50,9 @@ def effect_size(proj_1: torch.Tensor, proj_0: torch.Tensor) -> float:
     n1, n0 = len(proj_1), len(proj_0)
     if n1 < 2 or n0 < 2:
         raise ValueError(f"effect size needs >= 2 values per condition; got {n1} and {n0}")
-    v = ((n1 - 1) * proj_1.float().var() + (n0 - 1) * proj_0.float().var()) / (n1 + n0 - 2)
-    return float((proj_1.float().mean() - proj_0.float().mean()) / v.sqrt())
+    a, b = proj_1.double(), proj_0.double()
+    v = ((n1 - 1) * a.var() + (n0 - 1) * b.var()) / (n1 + n0 - 2)
+    return float((a.mean() - b.mean()) / v.sqrt())
 
 
 def control_effect(h_1: torch.Tensor, h_0: torch.Tensor, axis: torch.Tensor) -> float:

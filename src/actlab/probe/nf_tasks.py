@@ -142,15 +142,14 @@ def bootstrap_effect(p1: torch.Tensor, p0: torch.Tensor, *, paired: bool = False
     """Cohen's d of ``p1`` vs ``p0`` with a percentile bootstrap interval (pairs resampled together if ``paired``)."""
     d = effect_size(p1, p0)
     rng = np.random.default_rng(seed)
-    a, b = p1.double().numpy(), p0.double().numpy()
+    a, b = p1.double(), p0.double()
     vals = []
     for _ in range(n_boot):
-        i = rng.integers(0, len(a), len(a))
-        j = i if paired else rng.integers(0, len(b), len(b))
-        x, z = a[i], b[j]
-        v = ((len(x) - 1) * x.var(ddof=1) + (len(z) - 1) * z.var(ddof=1)) / (len(x) + len(z) - 2)
-        if v > 0:
-            vals.append((x.mean() - z.mean()) / np.sqrt(v))
+        i = torch.from_numpy(rng.integers(0, len(a), len(a)))
+        j = i if paired else torch.from_numpy(rng.integers(0, len(b), len(b)))
+        v = effect_size(a[i], b[j])
+        if np.isfinite(v):   # a resample of identical values has no spread
+            vals.append(v)
     q = (1 - level) / 2
     return Interval(d, float(np.quantile(vals, q)), float(np.quantile(vals, 1 - q)), "bootstrap")
 

@@ -92,12 +92,10 @@ def degenerate_fraction(net: Net, x: torch.Tensor, lo: float = 0.05) -> list[flo
     than ``lo`` or more than ``1 - lo`` of the inputs): units whose repair is a data-agnostic gain."""
     out, h = [], x
     for m in net.backbone:
+        h = m(h)
         if isinstance(m, nn.Linear):
-            h = m(h)
             on = (h > 0).float().mean(0)
             out.append(float(((on < lo) | (on > 1 - lo)).float().mean()))
-        else:
-            h = m(h)
     return out
 
 

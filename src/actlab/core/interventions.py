@@ -14,7 +14,7 @@ import torch
 
 from actlab.artifact import check_finite
 from actlab.core.hooks import Ctx
-from actlab.core.positions import Positions, select_mask
+from actlab.core.positions import Positions, select_mask, selects_all
 
 OPS: dict[str, type["Intervention"]] = {}
 
@@ -115,8 +115,7 @@ class Intervention:
     def _apply(self, act: torch.Tensor, ctx: Ctx, grad: str, edit) -> torch.Tensor:
         check_grad_mode(grad)
         sel = self.positions   # 'all' reads no positions (a decode step then costs no position bookkeeping)
-        every = sel is None or (isinstance(sel, str) and sel == "all")
-        mask = None if every else select_mask(sel, ctx.info, f"{type(self).__name__}.positions")
+        mask = None if selects_all(sel) else select_mask(sel, ctx.info, f"{type(self).__name__}.positions")
         src = act.detach() if grad == "block" else act
         new = edit(src, ctx)
         if mask is None:

@@ -97,6 +97,11 @@ def info_from_shape(shape: tuple[int, int, torch.device, torch.Tensor | None, in
     return PassInfo(positions, valid, length, step if past else 0, past)
 
 
+def selects_all(sel: Positions) -> bool:
+    """True for the selectors of every position (``None``, ``'all'``): they need no position bookkeeping."""
+    return sel is None or (isinstance(sel, str) and sel == "all")
+
+
 def select_mask(sel: Positions, info: PassInfo | None, what: str = "positions") -> torch.Tensor | None:
     """Boolean [batch, pos] mask for a selector, or None meaning every position.
 
@@ -104,7 +109,7 @@ def select_mask(sel: Positions, info: PassInfo | None, what: str = "positions") 
     prompt token at prefill and the new token at each decode step. A bool mask is ``[batch, n]`` over real-token
     positions; negative ints and slice bounds count back from each row's length.
     """
-    if sel is None or (isinstance(sel, str) and sel == "all"):
+    if selects_all(sel):
         return None
     if info is None:
         raise ValueError(f"{what}={sel!r} needs a token sequence input; this forward pass has none (use 'all')")

@@ -7,7 +7,7 @@ from typing import Callable, KeysView
 import torch
 
 from actlab.core.hooks import Ctx, StopForward
-from actlab.core.positions import PassInfo, Positions, select_mask
+from actlab.core.positions import PassInfo, Positions, select_mask, selects_all
 
 
 def position_mask(sel: Positions, info: PassInfo | None) -> torch.Tensor | None:
@@ -93,7 +93,7 @@ class Recording:
         """The site handler that fills this recording (``pending``: stop the forward once every site is seen)."""
         self._convert = convert
 
-        every = positions is None or (isinstance(positions, str) and positions == "all")
+        every = selects_all(positions)
 
         def handle(act: torch.Tensor, ctx: Ctx) -> torch.Tensor | None:
             mask = None if every else position_mask(positions, ctx.info)   # 'all' never computes positions

@@ -10,7 +10,7 @@ import torch
 
 from actlab.core.hooks import Handler, HookEngine, StopForward
 from actlab.core.interventions import Schedule, bind, check_grad_mode
-from actlab.core.positions import Positions, position_ids_from_mask
+from actlab.core.positions import Positions, position_ids_from_mask, selects_all
 from actlab.core.recording import Recording, take_positions
 from actlab.core.serialize import normalize_mapping
 from actlab.models.sites import SiteMap
@@ -332,8 +332,7 @@ class Model:
         args, kw = self._prepare(inputs, forward_kwargs, truncate)
         kw.setdefault("use_cache", False) if self.config is not None else None
         rec, pairs = self._recorder(sites, positions, dtype, device, not grad, stop_early, False)
-        every = positions is None or (isinstance(positions, str) and positions == "all")
-        track = not every or any(self.sitemap.resolve(s).flat_tokens for s in sites)   # who reads positions
+        track = not selects_all(positions) or any(self.sitemap.resolve(s).flat_tokens for s in sites)   # who reads positions
         engine = self._engine
         with torch.set_grad_enabled(grad):
             handles = engine.install(pairs, track)   # no context-manager frames on this per-call path

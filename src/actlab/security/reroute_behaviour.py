@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from actlab.models import Model
 
 
+def _need_chat(model: Model) -> None:
+    if not getattr(model.tokenizer, "chat_template", None):
+        raise ValueError(f"{model.name} has no chat template; the behavioural check judges chat replies")
+
+
 def suffix_replies(model: Model, instruction: str, suffixes: torch.Tensor, max_new_tokens: int = 32) -> list[str]:
     """Greedy replies to the chat-templated ``instruction`` with each suffix row (``[n, L]`` token ids; equal lengths,
     so one unpadded batch)."""
@@ -73,8 +78,7 @@ def judge_suffix(model: Model, instruction: str, suffix_ids: Sequence[int], *, n
     same length (allowed tokens, generator seeded ``seed + 2``), each judged by ``actlab.steer.is_refusal``."""
     from actlab.steer import is_refusal
 
-    if not getattr(model.tokenizer, "chat_template", None):
-        raise ValueError(f"{model.name} has no chat template; the behavioural check judges chat replies")
+    _need_chat(model)
     allowed = allowed_tokens(model) if allowed is None else allowed
     plain = model.generate(instruction, max_new_tokens=max_new_tokens, chat=True)
     reply = suffix_replies(model, instruction, torch.tensor([list(suffix_ids)]), max_new_tokens)[0]
@@ -89,8 +93,7 @@ def reroute_behaviour(model: Model, instructions: Sequence[str], cfg: ReroutingC
                       max_new_tokens: int = 32) -> list[BehaviourResult]:
     """SSR on each instruction (``cfg``'s sites, measure and target), then ``judge_suffix`` on the best suffix (random
     suffixes seeded by ``cfg.seed``)."""
-    if not getattr(model.tokenizer, "chat_template", None):
-        raise ValueError(f"{model.name} has no chat template; the behavioural check judges chat replies")
+    _need_chat(model)
     if not instructions:
         raise ValueError("no instructions to reroute")
     vec, kw, _, _ = refusal_subspace(model, cfg)

@@ -136,6 +136,7 @@ def prompt_latency(app, c, model, rounds: int) -> None:
         timed("bare", lambda: prompt_view(model, text, Limits()))
         timed("encode", lambda: sae.encode(h))
         timed("top5", lambda: top_latents(sae, h, 5))
+        timed("topk5", lambda: sae.pre_acts(h).topk(5, dim=-1))   # baseline: the same pre-activations, torch.topk
         r = timed("http", lambda: c.post("/api/prompt", json={"text": text, "sae": "art-cache"}))
         w.setdefault("server", []).append(float(r.headers["server-timing"].split("dur=")[1]))
     med = statistics.median
@@ -151,7 +152,8 @@ def prompt_latency(app, c, model, rounds: int) -> None:
           f"(ratio {med(cpu['view']) / fc:.2f}); norms only +{pairc['bare']:.1f} ms; HTTP round trip in-process "
           f"(client + server) {med(cpu['http']):.1f} ms = forward +{pairc['http']:.1f} ms")
     print(f"  its top-5 per token: {med(w['top5']):.1f} ms wall / {med(cpu['top5']):.1f} ms cpu (the dictionary's "
-          f"dense encode alone: {med(w['encode']):.1f} / {med(cpu['encode']):.1f} ms)")
+          f"dense encode alone: {med(w['encode']):.1f} / {med(cpu['encode']):.1f} ms; pre-activations + torch.topk: "
+          f"{med(w['topk5']):.1f} / {med(cpu['topk5']):.1f} ms)")
 
 
 def export_load(site: Path, n: int) -> None:

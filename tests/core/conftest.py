@@ -17,3 +17,15 @@ def position_calls(monkeypatch) -> list:
         return real(shape, step)
     monkeypatch.setattr(hooks_mod, "info_from_shape", counting)
     return calls
+
+
+def hooks_on(module) -> int:
+    """Torch hooks plus site-handler chains (a wrapped ``forward``) on ``module`` and its children: what the
+    engine must leave as it found."""
+    return sum(len(x._forward_hooks) + len(x._forward_pre_hooks) + ("forward" in x.__dict__) for x in module.modules())
+
+
+@pytest.fixture
+def n_hooks():
+    """``n_hooks(module)``: see ``hooks_on``."""
+    return hooks_on

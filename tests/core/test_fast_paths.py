@@ -13,10 +13,6 @@ import actlab
 from actlab import Add
 
 
-def _n_hooks(module: torch.nn.Module) -> int:
-    return sum(len(x._forward_hooks) + len(x._forward_pre_hooks) for x in module.modules())
-
-
 @pytest.mark.parametrize("alpha", [1.0, 2.5])
 def test_steered_generate_reads_no_positions_and_equals_a_raw_hook(tiny, position_calls, alpha):
     m = tiny("tiny-llama")
@@ -68,30 +64,30 @@ def test_ctx_sequence_agrees_with_info_for_token_inputs(tiny):
     assert seen == [(True, True)] * 2
 
 
-def test_record_removes_its_hooks_when_the_forward_fails(tiny):
+def test_record_removes_its_hooks_when_the_forward_fails(tiny, n_hooks):
     m = tiny("tiny-gpt2")
-    n = _n_hooks(m.module)
+    n = n_hooks(m.module)
     vocab = m.module.get_input_embeddings().weight.shape[0]
     bad = {"input_ids": torch.tensor([[1, vocab + 5]]), "attention_mask": torch.ones(1, 2, dtype=torch.long)}
     with pytest.raises(IndexError):
         m.record(bad, ["blocks.0.resid_post", "blocks.1.resid_post"], positions="last")
-    assert _n_hooks(m.module) == n and m._engine._root_users == 0 and m._engine._root_handle is None
+    assert n_hooks(m.module) == n and m._engine._root_users == 0 and m._engine._root_handle is None
     got = m.record({"input_ids": torch.tensor([[1, 2]])}, ["blocks.1.resid_post"])   # still works afterwards
     assert got["blocks.1.resid_post"].shape[:2] == (1, 2)
 
 
-def test_install_undoes_a_partial_installation(tiny):
+def test_install_undoes_a_partial_installation(tiny, n_hooks):
     m = tiny("tiny-gpt2")
-    n = _n_hooks(m.module)
+    n = n_hooks(m.module)
     pairs = [("blocks.0.resid_post", lambda a, c: None), ("blocks.1.attn.q", lambda a, c: None),
              ("module:no.such.module", lambda a, c: None)]
     with pytest.raises(KeyError, match="no.such.module"):
         m._engine.install(pairs)
-    assert _n_hooks(m.module) == n and m._engine._root_users == 0
+    assert n_hooks(m.module) == n and m._engine._root_users == 0
     with pytest.raises(KeyError, match="no.such.module"):
         with m.hooks(pairs):
             pass
-    assert _n_hooks(m.module) == n and m._engine._root_users == 0
+    assert n_hooks(m.module) == n and m._engine._root_users == 0
 
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])

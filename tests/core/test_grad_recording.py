@@ -108,11 +108,11 @@ def test_grad_errors_and_zero_for_unused_sites(tiny):
     del out
 
 
-def test_hooks_door_and_module_hook_are_removed(tiny):
+def test_hooks_door_and_module_hook_are_removed(tiny, n_hooks):
     m = tiny("tiny-gpt2")
     enc = m.tokenize(TEXTS)
     seen = []
-    n_before = sum(len(x._forward_hooks) + len(x._forward_pre_hooks) for x in m.module.modules())
+    n_before = n_hooks(m.module)
     with torch.no_grad():
         ref = m(enc).logits
         with m.hooks({"blocks.1.resid_post": lambda act, ctx: seen.append(ctx.site) or act * 0}):
@@ -122,7 +122,7 @@ def test_hooks_door_and_module_hook_are_removed(tiny):
         after = m(enc).logits
     assert seen == ["blocks.1.resid_post", "pre"]
     assert not torch.allclose(zeroed, ref) and torch.equal(same, ref) and torch.equal(after, ref)
-    assert sum(len(x._forward_hooks) + len(x._forward_pre_hooks) for x in m.module.modules()) == n_before
+    assert n_hooks(m.module) == n_before
     with pytest.raises(KeyError, match="close matches"):
         with m.module_hook("transformer.h.9", lambda *a: None):
             pass

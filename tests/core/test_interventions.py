@@ -7,10 +7,6 @@ from actlab import Ablate, Add, Clamp, Patch, Replace, Scale, load_interventions
 TEXTS = ["the quick brown fox", "jumps over the lazy dog!"]
 
 
-def n_hooks(module):
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
-
-
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-bert"])
 def test_add_alpha_zero_is_bitwise_identity(tiny, name):
     m = tiny(name)
@@ -76,7 +72,7 @@ def test_positions_select_only_those_tokens(tiny):
     assert torch.equal(last, base[:, -1])
 
 
-def test_nested_contexts_compose_in_order_and_hooks_removed(tiny):
+def test_nested_contexts_compose_in_order_and_hooks_removed(tiny, n_hooks):
     m = tiny("tiny-llama")
     site = "blocks.0.resid_post"
     base = m.record(TEXTS, sites=[site])[site]

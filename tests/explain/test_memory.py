@@ -1,5 +1,6 @@
-"""Flat memory: caching 10x the tokens raises the peak RSS by far less than the entries it writes (which are
-flushed to shards, not held)."""
+"""Flat memory: caching 20x the tokens raises the peak RSS by far less than the entries it writes (which are
+flushed to shards, not held). The peak RSS of one run varies by up to ~6 MB between identical runs here, so the
+larger run writes 51 MiB of entries: a quarter of that stands well clear of the noise."""
 from __future__ import annotations
 
 import os
@@ -41,8 +42,8 @@ def _peak_kib(out, n_chunks):
     return int(r.stdout.split()[-1])
 
 
-def test_peak_rss_flat_over_10x_tokens(tmp_path):
+def test_peak_rss_flat_over_20x_tokens(tmp_path):
     small = _peak_kib(tmp_path / "a", 5)      # 10,240 tokens, 164k entries
-    large = _peak_kib(tmp_path / "b", 50)     # 102,400 tokens, 1.6M entries = 26 MB of (row, latent, value)
-    entries_mib = 50 * 2048 * 16 * 16 / 2**20
+    large = _peak_kib(tmp_path / "b", 100)    # 204,800 tokens, 3.3M entries = 51 MiB of (row, latent, value)
+    entries_mib = 100 * 2048 * 16 * 16 / 2**20
     assert (large - small) / 1024 < 0.25 * entries_mib, (small, large)

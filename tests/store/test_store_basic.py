@@ -66,8 +66,9 @@ def test_harvest_stops_after_last_site(tiny, corpus, tmp_path):
     """Layers after the last requested site never run during a harvest (the forward pass stops early)."""
     m = tiny("tiny-llama")
     calls = {"l0": 0, "l1": 0}
-    h0 = m.module.model.layers[0].register_forward_hook(lambda *a: calls.__setitem__("l0", calls["l0"] + 1))
-    h1 = m.module.model.layers[1].register_forward_hook(lambda *a: calls.__setitem__("l1", calls["l1"] + 1))
+    # pre-hooks count the layers entered (a forward hook on layer 0 runs after the site handler stops the pass)
+    h0 = m.module.model.layers[0].register_forward_pre_hook(lambda *a: calls.__setitem__("l0", calls["l0"] + 1))
+    h1 = m.module.model.layers[1].register_forward_pre_hook(lambda *a: calls.__setitem__("l1", calls["l1"] + 1))
     try:
         harvest(m, HarvestConfig(data=str(corpus), sites=["blocks.0.resid_post"], out=str(tmp_path / "s"),
                                  tokens=640, context_length=32, batch_size=4, progress=False,

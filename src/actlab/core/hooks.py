@@ -7,6 +7,7 @@ replacement. A root pre-hook tracks token positions so handlers know where they 
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
@@ -88,6 +89,88 @@ class _Release:
         self.switch.release()
 
 
+class _Chain:
+    """The site handlers of one module, run by this object set as the module's ``forward`` while any is installed.
+
+    Cheaper per call than torch hooks (nothing registered or removed but one instance attribute, and the module
+    keeps torch's fast call path). ``pre`` entries ``f(module, args, kwargs) -> (args, kwargs) | None`` run before
+    the forward, ``post`` entries ``f(module, args, output) -> output | None`` after it, each in installation order
+    (an outer block's handlers first). Torch hooks on the same module run outside: pre-hooks before, forward hooks
+    after. The engine keeps one chain per module."""
+
+    __slots__ = ("module", "pre", "post", "inner", "saved", "attached")
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+        self.pre: tuple = ()
+        self.post: tuple = ()
+        self.inner = self.saved = None
+        self.attached = False
+
+    def __call__(self, *args, **kwargs):
+        module = self.module
+        for f in self.pre:
+            r = f(module, args, kwargs)
+            if r is not None:
+                args, kwargs = r
+        out = self.inner(*args, **kwargs)
+        for f in self.post:
+            r = f(module, args, out)
+            if r is not None:
+                out = r
+        return out
+
+    @property
+    def __wrapped__(self):   # inspect.signature (HF generate reads the forward's parameters) sees the real forward
+        return self.inner
+
+    def __deepcopy__(self, memo: dict) -> _Chain:
+        """A copy bound to the copied module with no handlers (a model copied inside a block runs unhooked)."""
+        new = _Chain(copy.deepcopy(self.module, memo))
+        if self.attached:   # the copied module's forward is this copy: a pass-through until its engine adds to it
+            new.saved = copy.deepcopy(self.saved, memo)
+            new.inner = new.saved if new.saved is not None else type(new.module).forward.__get__(new.module)
+            new.attached = True
+        return new
+
+    def add(self, kind: str, fn: Callable) -> _ChainHandle:
+        if not self.attached:   # wrap whatever forward the module has now (its own, or an instance one: accelerate)
+            d = self.module.__dict__
+            self.saved = d.get("forward")
+            self.inner = self.module.forward
+            d["forward"] = self   # not Module.__setattr__: a plain attribute, set per call
+            self.attached = True
+        setattr(self, kind, (*getattr(self, kind), fn))
+        return _ChainHandle(self, kind, fn)
+
+    def remove(self, kind: str, fn: Callable) -> None:
+        old = getattr(self, kind)
+        setattr(self, kind, () if len(old) == 1 and old[0] is fn else tuple(f for f in old if f is not fn))
+        d = self.module.__dict__
+        if self.pre or self.post or d.get("forward") is not self:
+            return   # still in use, or someone wrapped forward after us: stay in place as a pass-through
+        if self.saved is None:
+            del d["forward"]
+        else:
+            d["forward"] = self.saved
+        self.inner = self.saved = None
+        self.attached = False
+
+
+class _ChainHandle:
+    """Removes one entry of a module's chain."""
+
+    __slots__ = ("chain", "kind", "fn")
+
+    def __init__(self, chain: _Chain, kind: str, fn: Callable):
+        self.chain, self.kind, self.fn = chain, kind, fn
+
+    def remove(self) -> None:
+        if self.fn is not None:
+            self.chain.remove(self.kind, self.fn)
+            self.fn = None
+
+
 class HookEngine:
     """Installs handlers on sites of one model; tracks the positions of the current forward call."""
 
@@ -101,6 +184,7 @@ class HookEngine:
         self._root_users = 0
         self._root_handle = None
         self._modules = dict(module.named_modules())
+        self._chains: dict[str, _Chain] = {}   # module path -> its handler chain (made on first use, kept)
         self._pattern = None  # PatternSwitch, made on first use of an attention-pattern site
 
     # -- root tracking -------------------------------------------------------------------------------
@@ -170,13 +254,22 @@ class HookEngine:
             new = new.reshape((new.shape[0], *old.shape[1:]) if grown else old.shape)
         return new
 
-    def add(self, site: str, handler: Handler) -> torch.utils.hooks.RemovableHandle:
+    def _hook(self, path: str, kind: str, fn: Callable) -> _ChainHandle:
+        """Put ``fn`` on the chain of the module at ``path`` (``kind`` 'pre' or 'post'), wrapping its forward."""
+        chain = self._chains.get(path)
+        if chain is None:
+            chain = self._chains[path] = _Chain(self._modules[path])
+        return chain.add(kind, fn)
+
+    def add(self, site: str, handler: Handler) -> _ChainHandle | _Handles:
         """Register ``handler`` on a site; returns a handle (the caller removes it)."""
         spec = self.sitemap.resolve(site)
         mod = self._modules.get(spec.module)
         if mod is None:
             raise KeyError(f"site {site!r} points at module {spec.module!r}, which this model does not have")
         engine = self
+        ctx = Ctx(site, None, mod, engine)   # one per installed handler: positions are read lazily from the engine
+        plain = not (spec.flat_tokens or spec.split is not None or spec.heads or spec.pattern)   # no view to take
 
         if spec.io == "in":
             def pre(m, args, kwargs):
@@ -186,8 +279,8 @@ class HookEngine:
                     key = "hidden_states" if "hidden_states" in kwargs else next(
                         k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
                     raw, where = kwargs[key], key
-                view = engine._view(spec, raw)
-                new = handler(view, Ctx(site, None, m, engine))
+                view = raw if plain else engine._view(spec, raw)
+                new = handler(view, ctx)
                 if new is None or new is view:
                     if view is raw or not (torch.is_grad_enabled() and view.requires_grad):
                         return None
@@ -199,16 +292,14 @@ class HookEngine:
                 kwargs[where] = new
                 return args, kwargs
 
-            return mod.register_forward_pre_hook(pre, with_kwargs=True)
+            return self._hook(spec.module, "pre", pre)
 
         base = {}  # plus_input_of: the other module's input, stashed by a pre-hook of this forward call
         if spec.plus_input_of is not None:
-            owner = self._modules[spec.plus_input_of]
-
             def stash(m, args, kwargs):
                 base["x"] = args[0] if args else kwargs["hidden_states"]
 
-            stash_handle = owner.register_forward_pre_hook(stash, with_kwargs=True)
+            stash_handle = self._hook(spec.plus_input_of, "pre", stash)
 
         def post(m, args, output):
             raw = output[0] if isinstance(output, tuple) else output
@@ -217,8 +308,8 @@ class HookEngine:
                 if raw is None:
                     raise TypeError(f"site {site!r}: module output {type(output).__name__} holds no tensor")
             full = base["x"] + raw if base else raw  # the same sum the block computes next (bitwise)
-            view = engine._view(spec, full)
-            new = handler(view, Ctx(site, None, m, engine))
+            view = full if plain else engine._view(spec, full)
+            new = handler(view, ctx)
             if new is None or new is view:
                 if view is raw or not (torch.is_grad_enabled() and view.requires_grad):
                     return None
@@ -232,7 +323,7 @@ class HookEngine:
                 return (new, *output[1:])
             return new
 
-        handle = mod.register_forward_hook(post)
+        handle = self._hook(spec.module, "post", post)
         if spec.pattern:
             if self._pattern is None:  # the site map supplies the switch: the core knows no architecture
                 self._pattern = self.sitemap.pattern_switch()

@@ -45,8 +45,8 @@ class Recording:
     def __init__(self, sites: list[str], grad: bool = False) -> None:
         self.steps: dict[str, list[torch.Tensor]] = {s: [] for s in sites}
         self.grad_enabled = grad
-        self._held: dict[str, list[tuple[torch.Tensor, torch.Tensor | None]]] = {s: [] for s in sites}
-        self._grads: dict[str, list[torch.Tensor | None]] = {s: [] for s in sites}
+        self._held: dict[str, list[tuple[torch.Tensor, torch.Tensor | None]]] = {s: [] for s in sites} if grad else {}
+        self._grads: dict[str, list[torch.Tensor | None]] = {s: [] for s in sites} if grad else {}
         self._convert: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
 
     def _join(self, site: str, steps: list[torch.Tensor]) -> torch.Tensor:
@@ -94,6 +94,11 @@ class Recording:
         self._convert = convert
 
         every = selects_all(positions)
+        store = self.steps[site].append
+        if every and not self.grad_enabled and pending is None:   # the common case, kept lean (per-call overhead)
+            def record_all(act: torch.Tensor, ctx: Ctx) -> None:
+                store(convert(act))
+            return record_all
 
         def handle(act: torch.Tensor, ctx: Ctx) -> torch.Tensor | None:
             mask = None if every else position_mask(positions, ctx.info)   # 'all' never computes positions
@@ -109,7 +114,7 @@ class Recording:
                     self._grads[site][i] = g if prev is None else prev + g  # accumulates like .grad
                 act.register_hook(keep)
             t = act if mask is None else act[mask]
-            self.steps[site].append(convert(t))
+            store(convert(t))
             if pending is not None:
                 pending.discard(site)
                 if not pending:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import torch
@@ -41,6 +42,7 @@ class Model:
         self._engine = HookEngine(module, self.sitemap)
         self._takes_position_ids: bool | None = None
         self._first_param: tuple[torch.nn.Module, torch.nn.Parameter | None] | None = None
+        self._mask_seen: tuple[weakref.ref, int, bool] | None = None
 
     # -- facts -----------------------------------------------------------------------------------------
     @property
@@ -77,6 +79,16 @@ class Model:
         if cached is None or cached[0] is not self.module:
             cached = self._first_param = (self.module, next(self.module.parameters(), None))
         return cached[1]
+
+    def _unpadded(self, mask: torch.Tensor) -> bool:
+        """Whether an attention mask is all ones, remembered for the last mask seen: the same tensor object at the
+        same version (every in-place edit bumps it) is not reduced again; sweeps call with one mask many times."""
+        seen = self._mask_seen
+        if seen is not None and seen[0]() is mask and seen[1] == mask._version:
+            return seen[2]
+        full = bool(mask.all())
+        self._mask_seen = (weakref.ref(mask), mask._version, full)
+        return full
 
     @property
     def device(self) -> torch.device:
@@ -169,28 +181,42 @@ class Model:
             enc = self.tokenize(texts, max_length=ctx - room, truncation_side=side, **kw)
         return enc
 
-    def check_input(self, enc: Mapping[str, Any], new_tokens: int = 0, *, unpadded: bool | None = None) -> None:
-        """Refuse an empty prompt or one longer than the model's context (``new_tokens`` still to come).
-        ``unpadded``: the caller already knows whether the attention mask is all ones (saves one reduction)."""
-        x = enc.get("input_ids")
+    def check_input(self, enc: Mapping[str, Any], new_tokens: int = 0) -> None:
+        """Refuse an empty prompt or one longer than the model's context (``new_tokens`` still to come)."""
+        self._checked(dict(enc), new_tokens, positions=False)
+
+    def _checked(self, kw: dict[str, Any], new_tokens: int = 0, positions: bool = True) -> dict[str, Any]:
+        """``check_input`` and, with ``positions``, ``forward_kwargs`` in one pass over ``kw`` (edited in place):
+        each shape is read once and an all-ones mask is reduced once (per-call work on tiny forwards)."""
+        x = kw.get("input_ids")
         if x is None:
-            x = enc.get("inputs_embeds")
-        if not isinstance(x, torch.Tensor) or x.dim() < 2:
-            return
-        mask = enc.get("attention_mask")
-        if x.shape[0] == 0 or x.shape[1] == 0:
-            raise ValueError(f"empty input (shape {list(x.shape)}): give at least one token per prompt")
-        if isinstance(mask, torch.Tensor) and mask.dim() == 2 and not (
-                unpadded if unpadded is not None else bool(mask.all())):
+            x = kw.get("inputs_embeds")
+        if not isinstance(x, torch.Tensor):
+            return kw
+        xs = x.shape
+        if len(xs) < 2:
+            return kw
+        if xs[0] == 0 or xs[1] == 0:
+            raise ValueError(f"empty input (shape {list(xs)}): give at least one token per prompt")
+        mask = kw.get("attention_mask")
+        ms = mask.shape if isinstance(mask, torch.Tensor) else None
+        if ms is not None and len(ms) != 2:
+            ms = None
+        unpadded = ms is None or self._unpadded(mask)
+        if not unpadded:
             empty = (mask.sum(1) == 0).nonzero().flatten().tolist()
             if empty:
                 raise ValueError(f"prompt {empty[0]} of the batch is empty (no tokens): give at least one token")
         ctx = self.context_length
-        n = mask.shape[1] if isinstance(mask, torch.Tensor) and mask.dim() == 2 else x.shape[1]
+        n = xs[1] if ms is None else ms[1]
         if ctx is not None and n + new_tokens > ctx:
             extra = f" plus {new_tokens} new tokens" if new_tokens else ""
             raise ValueError(f"input of {n} tokens{extra} exceeds the model's context of {ctx} ({self.name}); "
                              f"pass shorter text, truncate=True, or tokenize with max_length=")
+        if positions and not unpadded and ms[0] == xs[0] and ms[1] >= xs[1] and kw.get("position_ids") is None \
+                and self._accepts_position_ids():   # no padding: the module's default ids
+            kw["position_ids"] = position_ids_from_mask(mask, xs[1])
+        return kw
 
     def _accepts_position_ids(self) -> bool:
         if self._takes_position_ids is None:
@@ -201,21 +227,18 @@ class Model:
             self._takes_position_ids = "position_ids" in params
         return self._takes_position_ids
 
-    def forward_kwargs(self, enc: Mapping[str, Any], *, unpadded: bool | None = None) -> dict[str, Any]:
+    def forward_kwargs(self, enc: Mapping[str, Any]) -> dict[str, Any]:
         """``enc`` plus ``position_ids`` that follow its attention mask (``cumsum(mask) - 1``, clamped at 0) where
         the module takes them and none were given: a row's numbers then never depend on its left padding.
         For families that call ``model.module`` themselves; ``record``/``__call__``/``run_with_cache`` do it."""
         kw = dict(enc)
-        if kw.get("position_ids") is not None or not self._accepts_position_ids():
-            return kw
-        mask = kw.get("attention_mask")
         x = kw.get("input_ids")
         if x is None:
             x = kw.get("inputs_embeds")
-        if not (isinstance(mask, torch.Tensor) and mask.dim() == 2 and isinstance(x, torch.Tensor) and x.dim() >= 2
-                and mask.shape[0] == x.shape[0] and mask.shape[1] >= x.shape[1]):
-            return kw
-        if unpadded if unpadded is not None else bool(mask.all()):   # no padding: the module's default ids
+        mask = kw.get("attention_mask")
+        if kw.get("position_ids") is not None or not self._accepts_position_ids() or not (
+                isinstance(mask, torch.Tensor) and mask.dim() == 2 and isinstance(x, torch.Tensor) and x.dim() >= 2
+                and mask.shape[0] == x.shape[0] and mask.shape[1] >= x.shape[1]) or self._unpadded(mask):
             return kw
         kw["position_ids"] = position_ids_from_mask(mask, x.shape[1])
         return kw
@@ -243,11 +266,9 @@ class Model:
                  truncate: bool = False) -> tuple[tuple, dict[str, Any]]:
         """(args, kwargs) for ``self.module``: inputs checked (empty, context) and position ids from the mask."""
         args, kw = self._inputs(inputs, truncate)
-        kw.update(extra or {})
-        mask = kw.get("attention_mask")
-        unpadded = bool(mask.all()) if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None   # once
-        self.check_input(kw, unpadded=unpadded)
-        return args, self.forward_kwargs(kw, unpadded=unpadded)
+        if extra:
+            kw.update(extra)
+        return args, self._checked(kw)
 
     def __call__(self, inputs: Inputs, *, truncate: bool = False, **kwargs: Any) -> Any:
         """The module's forward on ``inputs`` (position ids follow the attention mask)."""
@@ -308,10 +329,14 @@ class Model:
         dtype = parse_dtype(dtype)
         keep_graph = grad or detach is False
 
-        def convert(t: torch.Tensor) -> torch.Tensor:
-            if not keep_graph:
-                t = t.detach()
-            return t.to(device=device, dtype=dtype) if dtype is not None or device is not None else t
+        if dtype is None and device is None and not keep_graph:   # the common case: one test per call
+            def convert(t: torch.Tensor) -> torch.Tensor:
+                return t.detach() if t.requires_grad else t   # a tensor outside the graph is kept as is
+        else:
+            def convert(t: torch.Tensor) -> torch.Tensor:
+                if not keep_graph and t.requires_grad:
+                    t = t.detach()
+                return t.to(device=device, dtype=dtype) if dtype is not None or device is not None else t
 
         pending = set(sites) if stop_early else None
         return rec, [(s, rec.handler(s, positions, convert, pending)) for s in sites]

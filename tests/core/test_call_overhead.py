@@ -37,3 +37,19 @@ def test_device_and_dtype_follow_the_module(tiny):
     assert m.dtype == torch.float64                        # cached parameter, current dtype
     m.module = copy.deepcopy(m.module).to(torch.float32)   # a new module object: looked up again
     assert m.dtype == torch.float32
+
+
+def test_mask_edited_in_place_is_checked_again(tiny):
+    """The all-ones test of the attention mask is remembered per tensor and version: an in-place edit of the same
+    mask (left padding added) must bring back the position ids that follow it."""
+    m = tiny("tiny-llama")
+    ids = torch.randint(3, 200, (2, 6), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    enc = {"input_ids": ids, "attention_mask": mask}
+    m.record(enc, ["blocks.1.resid_post"])            # all ones: remembered
+    mask[1, :2] = 0                                   # the same tensor, now left-padded
+    got = m.record(enc, ["blocks.1.resid_post"])["blocks.1.resid_post"]
+    fresh = m.record({"input_ids": ids, "attention_mask": mask.clone()}, ["blocks.1.resid_post"])["blocks.1.resid_post"]
+    assert torch.equal(got, fresh)
+    alone = m.record({"input_ids": ids[1:, 2:]}, ["blocks.1.resid_post"])["blocks.1.resid_post"]
+    torch.testing.assert_close(got[1, 2:], alone[0], rtol=1e-5, atol=1e-5)   # padding changes nothing

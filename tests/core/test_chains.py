@@ -84,3 +84,18 @@ def test_hf_capture_hooks_see_the_edited_activation(tiny):
             hs = m(enc, output_hidden_states=True).hidden_states
     torch.testing.assert_close(hs[1], clean[1] + v)
     assert torch.equal(hs[0], clean[0]) and not torch.allclose(hs[2], clean[2])
+
+
+def test_inner_block_leaves_the_outer_blocks_handlers(tiny, n_hooks):
+    """One module, a pre handler (resid_pre: the block's input) from an outer block and a post handler (resid_post)
+    from an inner one: leaving the inner block keeps the outer handler running."""
+    m = tiny("tiny-gpt2")
+    enc = m.tokenize(TEXTS)
+    seen = []
+    n = n_hooks(m.module)
+    with torch.no_grad(), m.hooks({"blocks.0.resid_pre": lambda a, c: seen.append("pre")}):
+        with m.hooks({"blocks.0.resid_post": lambda a, c: seen.append("post")}):
+            m(enc)
+        m(enc)
+    m(enc)
+    assert seen == ["pre", "post", "pre"] and n_hooks(m.module) == n

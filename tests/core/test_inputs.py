@@ -22,6 +22,9 @@ def test_input_over_the_context_is_refused_clearly(tiny, name):
     with pytest.raises(ValueError, match="input of 510 tokens plus 4 new tokens exceeds the model's context of 512"):
         m.generate("x" * 509, max_new_tokens=4)
     m.generate("x" * 507, max_new_tokens=4)  # just fits: no error
+    step = {"input_ids": torch.tensor([[5]]), "attention_mask": torch.ones(1, 513, dtype=torch.long)}
+    with pytest.raises(ValueError, match="input of 513 tokens exceeds"):   # a cached step: the mask covers the past
+        m(step)
 
 
 def test_truncate_cuts_with_a_warning(tiny):

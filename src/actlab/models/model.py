@@ -293,8 +293,11 @@ class Model:
                                     f"got {type(h).__name__}")
                 pairs.append((site, h))
         self.check_sites([s for s, _ in pairs])
-        with self._engine.hooks(pairs):
+        handles = self._engine.install(pairs)
+        try:
             yield self
+        finally:
+            self._engine.uninstall(handles)
 
     def module_hook(self, path: str, fn: Callable, kind: str = "forward", *,
                     with_kwargs: bool = False) -> contextlib.AbstractContextManager[None]:
@@ -313,12 +316,20 @@ class Model:
         ``loss.backward()``, ``rec.grad(site)`` is its gradient. Nested with ``intervene``, the outer block's
         hooks run first: a recording opened outside sees the activation before the intervention.
         """
-        rec, pairs = self._recorder(self.check_sites(sites), positions, dtype, device, detach, stop_early, grad)
-        with contextlib.ExitStack() as stack:
-            if grad:
-                stack.enter_context(torch.enable_grad())
-            stack.enter_context(self._engine.hooks(pairs))
-            yield rec
+        sites = self.check_sites(sites)
+        rec, pairs = self._recorder(sites, positions, dtype, device, detach, stop_early, grad)
+        track = self._reads_positions(sites, positions)
+        with torch.enable_grad() if grad else contextlib.nullcontext():
+            handles = self._engine.install(pairs, track)   # one generator frame per block, not three
+            try:
+                yield rec
+            finally:
+                self._engine.uninstall(handles, track)
+
+    def _reads_positions(self, sites: list[str], positions: Positions) -> bool:
+        """Whether recording ``sites`` needs each call's token positions (a selector other than 'all', or a site
+        the engine views as ``[batch, pos, ...]`` from flat tokens); without, no root pre-hook is installed."""
+        return not selects_all(positions) or any(self.sitemap.resolve(s).flat_tokens for s in sites)
 
     @staticmethod
     def _recorder(sites: list[str], positions: Positions, dtype: str | torch.dtype | None,
@@ -357,7 +368,7 @@ class Model:
         args, kw = self._prepare(inputs, forward_kwargs, truncate)
         kw.setdefault("use_cache", False) if self.config is not None else None
         rec, pairs = self._recorder(sites, positions, dtype, device, not grad, stop_early, False)
-        track = not selects_all(positions) or any(self.sitemap.resolve(s).flat_tokens for s in sites)   # who reads positions
+        track = self._reads_positions(sites, positions)
         engine = self._engine
         with torch.set_grad_enabled(grad):
             handles = engine.install(pairs, track)   # no context-manager frames on this per-call path
@@ -397,8 +408,11 @@ class Model:
         sources = [(src, iv.capture) for _, iv in pairs for src in iv.source_sites()]
         self.check_sites([s for s, _ in pairs] + [s for s, _ in sources])
         handlers = sources + [(site, bind(iv, grad, schedule)) for site, iv in pairs]
-        with self._engine.hooks(handlers):
+        handles = self._engine.install(handlers)
+        try:
             yield self
+        finally:
+            self._engine.uninstall(handles)
 
     # -- generate --------------------------------------------------------------------------------------
     def generate(self, prompts: str | Sequence[str] | torch.Tensor, max_new_tokens: int = 32, *,

@@ -356,9 +356,19 @@ class HookEngine:
             finally:
                 handle.remove()
 
+    @contextlib.contextmanager
+    def hooks(self, pairs: list[tuple[str, Handler]], track: bool = True) -> Iterator[None]:
+        """Install (site, handler) pairs in order for the duration of the block; always removed. ``track=False``:
+        the handlers never read positions or steps (no root pre-hook: cheaper calls)."""
+        handles = self.install(pairs, track)
+        try:
+            yield
+        finally:
+            self.uninstall(handles, track)
+
     def install(self, pairs: list[tuple[str, Handler]], track: bool = True) -> list:
         """Install (site, handler) pairs in order; returns the handles for ``uninstall`` (which the caller must reach,
-        in a ``finally``). ``track=False``: the handlers never read positions or steps (no root pre-hook)."""
+        in a ``finally``): ``hooks()`` without its generator frame, for one-call paths such as ``Model.record``."""
         handles: list = []
         if track:
             self._track_enter()

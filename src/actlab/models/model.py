@@ -213,10 +213,16 @@ class Model:
             extra = f" plus {new_tokens} new tokens" if new_tokens else ""
             raise ValueError(f"input of {n} tokens{extra} exceeds the model's context of {ctx} ({self.name}); "
                              f"pass shorter text, truncate=True, or tokenize with max_length=")
-        if positions and not unpadded and ms[0] == xs[0] and ms[1] >= xs[1] and kw.get("position_ids") is None \
-                and self._accepts_position_ids():   # no padding: the module's default ids
-            kw["position_ids"] = position_ids_from_mask(mask, xs[1])
+        if positions and not unpadded:   # no padding: the module's default ids
+            self._add_position_ids(kw, xs, mask, ms)
         return kw
+
+    def _add_position_ids(self, kw: dict[str, Any], xs: torch.Size, mask: Any, ms: torch.Size | None) -> None:
+        """Put position ids that follow a padded 2-D ``mask`` (shape ``ms``, None if it is not one) into ``kw``,
+        where the module takes them, none were given and the mask covers the ``xs``-shaped input's tokens."""
+        if ms is not None and ms[0] == xs[0] and ms[1] >= xs[1] and kw.get("position_ids") is None \
+                and self._accepts_position_ids() and not self._unpadded(mask):
+            kw["position_ids"] = position_ids_from_mask(mask, xs[1])
 
     def _accepts_position_ids(self) -> bool:
         if self._takes_position_ids is None:
@@ -236,11 +242,9 @@ class Model:
         if x is None:
             x = kw.get("inputs_embeds")
         mask = kw.get("attention_mask")
-        if kw.get("position_ids") is not None or not self._accepts_position_ids() or not (
-                isinstance(mask, torch.Tensor) and mask.dim() == 2 and isinstance(x, torch.Tensor) and x.dim() >= 2
-                and mask.shape[0] == x.shape[0] and mask.shape[1] >= x.shape[1]) or self._unpadded(mask):
-            return kw
-        kw["position_ids"] = position_ids_from_mask(mask, x.shape[1])
+        if isinstance(x, torch.Tensor) and x.dim() >= 2:
+            self._add_position_ids(kw, x.shape, mask,
+                                   mask.shape if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None)
         return kw
 
     def _inputs(self, inputs: Inputs, truncate: bool = False) -> tuple[tuple, dict[str, Any]]:
@@ -293,11 +297,8 @@ class Model:
                                     f"got {type(h).__name__}")
                 pairs.append((site, h))
         self.check_sites([s for s, _ in pairs])
-        handles = self._engine.install(pairs)
-        try:
+        with self._engine.hooks(pairs):
             yield self
-        finally:
-            self._engine.uninstall(handles)
 
     def module_hook(self, path: str, fn: Callable, kind: str = "forward", *,
                     with_kwargs: bool = False) -> contextlib.AbstractContextManager[None]:
@@ -318,13 +319,9 @@ class Model:
         """
         sites = self.check_sites(sites)
         rec, pairs = self._recorder(sites, positions, dtype, device, detach, stop_early, grad)
-        track = self._reads_positions(sites, positions)
-        with torch.enable_grad() if grad else contextlib.nullcontext():
-            handles = self._engine.install(pairs, track)   # one generator frame per block, not three
-            try:
-                yield rec
-            finally:
-                self._engine.uninstall(handles, track)
+        with torch.enable_grad() if grad else contextlib.nullcontext(), \
+                self._engine.hooks(pairs, self._reads_positions(sites, positions)):
+            yield rec
 
     def _reads_positions(self, sites: list[str], positions: Positions) -> bool:
         """Whether recording ``sites`` needs each call's token positions (a selector other than 'all', or a site
@@ -408,11 +405,8 @@ class Model:
         sources = [(src, iv.capture) for _, iv in pairs for src in iv.source_sites()]
         self.check_sites([s for s, _ in pairs] + [s for s, _ in sources])
         handlers = sources + [(site, bind(iv, grad, schedule)) for site, iv in pairs]
-        handles = self._engine.install(handlers)
-        try:
+        with self._engine.hooks(handlers):
             yield self
-        finally:
-            self._engine.uninstall(handles)
 
     # -- generate --------------------------------------------------------------------------------------
     def generate(self, prompts: str | Sequence[str] | torch.Tensor, max_new_tokens: int = 32, *,

@@ -182,13 +182,19 @@ def main() -> None:
             with torch.no_grad():
                 return m(enc, use_cache=False).logits
 
+        def recording_block():
+            with torch.no_grad(), m.recording(sites) as rec:
+                hf(**enc, use_cache=False)
+            return rec.to_dict()
+
         methods = {base: plain,
                    f"torch forward hooks x{n}, outputs kept": raw_hooks,
                    f"torch forward hooks x{n}, nothing kept": lambda: raw_hooks(False),
                    "HF output_hidden_states (on a copy)": hidden_states,
                    "actlab Model.__call__ (input checks)": call,
                    f"actlab record {n} resid_post (full pass)": lambda: m.record(enc, sites=sites, stop_early=False),
-                   f"actlab record {n} resid_post (stop early)": lambda: m.record(enc, sites=sites)}
+                   f"actlab record {n} resid_post (stop early)": lambda: m.record(enc, sites=sites),
+                   f"actlab recording block, {n} resid_post": recording_block}
         try:
             import nnsight
 
